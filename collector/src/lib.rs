@@ -1,0 +1,4 @@
+//! vigie-collector: ingests agent streams and turns them into one verdict per cluster.
+
+/// Collector version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,624 @@
+#!/usr/bin/env bash
+# vigie lab: a real PostgreSQL HA cluster (3 etcd + 3 Patroni/PostgreSQL 15 + HAProxy) on loopback,
+# from Debian's packages, with faults on demand. See deploy/lab/README.md.
+#
+#   lab.sh up | down | status | env | fault NAME [NODE]
+#
+# Environment:
+#   VIGIE_LAB_DIR      state directory (default /tmp/vigie-lab); everything the lab writes is there
+#   VIGIE_LAB_PROFILE  timing profile read by `up`: `default` (Patroni's: ttl 30, loop_wait 10,
+#                      retry_timeout 10) or `fast` (ttl 10, loop_wait 2, retry_timeout 4)
+#
+# Processes are started with setsid and their pids recorded under $VIGIE_LAB_DIR/run; they are only
+# ever signalled by those pids (PostgreSQL's postmaster by the pid in its own postmaster.pid).
+set -euo pipefail
+
+BASE=${VIGIE_LAB_DIR:-/tmp/vigie-lab}
+RUN=$BASE/run
+PG_BIN=/usr/lib/postgresql/15/bin
+NODES=(1 2 3)
+HAPROXY_ADDR=127.0.0.10
+RW_PORT=5000
+RO_PORT=5001
+STATS_PORT=7000
+SCOPE=demo
+# Lab credentials: the lab is local and throw-away; production secrets never look like this.
+SUPERUSER_PASSWORD=lab-postgres
+REPLICATION_PASSWORD=lab-replicator
+MONITOR_USER=vigie_monitor
+MONITOR_PASSWORD=lab-vigie-monitor
+PSQL_TIMEOUT=5
+
+log() { printf 'lab: %s\n' "$*" >&2; }
+die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
+
+node_ip() { echo "127.0.0.1$1"; }
+node_dir() { echo "$BASE/node$1"; }
+
+# ---------------------------------------------------------------------------------------------
+# Installation
+
+ensure_packages() {
+  local missing=()
+  [ -x /usr/bin/etcd ] || missing+=(etcd-server)
+  [ -x /usr/bin/etcdctl ] || missing+=(etcd-client)
+  [ -x /usr/bin/patroni ] || missing+=(patroni)
+  [ -x "$PG_BIN/postgres" ] || missing+=(postgresql-15)
+  [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+  /usr/bin/python3 -c 'import psycopg2' 2>/dev/null || missing+=(python3-psycopg2)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v jq >/dev/null || missing+=(jq)
+  command -v psql >/dev/null || missing+=(postgresql-client-15)
+  command -v setpriv >/dev/null || missing+=(util-linux)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || die "missing packages (${missing[*]}); run as root to install them"
+  log "installing ${missing[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# Process bookkeeping
+
+# alive PID PATTERN: the pid runs (not a zombie) and its command line contains PATTERN, so a
+# recycled pid is never mistaken for ours.
+alive() {
+  local pid=$1 pattern=$2 state
+  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+  state=$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [ "$state" != Z ] && [ "$state" != X ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$pattern"
+}
+
+pidfile() { echo "$RUN/$1.pid"; }
+recorded_pid() { cat "$(pidfile "$1")" 2>/dev/null || true; }
+
+# running NAME PATTERN: the component NAME started by the lab is alive.
+running() { alive "$(recorded_pid "$1")" "$2"; }
+
+# stop_pid PID PATTERN GRACE_SECONDS: SIGCONT (a frozen process cannot act on SIGTERM), SIGTERM,
+# then SIGKILL after the grace period; returns once the process is gone.
+stop_pid() {
+  local pid=$1 pattern=$2 grace=$3 i
+  alive "$pid" "$pattern" || return 0
+  kill -CONT "$pid" 2>/dev/null || true
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < grace * 10; i++)); do
+    alive "$pid" "$pattern" || return 0
+    sleep 0.1
+  done
+  log "pid $pid did not stop within ${grace}s, killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    alive "$pid" "$pattern" || return 0
+    sleep 0.1
+  done
+  die "pid $pid survived SIGKILL"
+}
+
+# spawn NAME LOGFILE CMD...: start CMD in its own session and record its pid. setsid and setpriv
+# exec in place, so the recorded pid is the daemon's own.
+spawn() {
+  local name=$1 logfile=$2
+  shift 2
+  setsid "$@" </dev/null >>"$logfile" 2>&1 &
+  echo $! >"$(pidfile "$name")"
+}
+
+# wait_for DESCRIPTION SECONDS CMD...: poll CMD until it succeeds, or fail after SECONDS.
+wait_for() {
+  local what=$1 seconds=$2 deadline
+  shift 2
+  deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "timed out after ${seconds}s waiting for $what"
+    sleep 0.2
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+profile() { cat "$BASE/profile" 2>/dev/null || echo "${VIGIE_LAB_PROFILE:-default}"; }
+
+write_configs() {
+  local prof=${VIGIE_LAB_PROFILE:-default} ttl loop_wait retry_timeout n
+  case "$prof" in
+    default) ttl=30 loop_wait=10 retry_timeout=10 ;;
+    fast) ttl=10 loop_wait=2 retry_timeout=4 ;;
+    *) die "VIGIE_LAB_PROFILE must be 'default' or 'fast', not '$prof'" ;;
+  esac
+  mkdir -p "$BASE" "$RUN"
+  chmod 755 "$BASE"
+  echo "$prof" >"$BASE/profile"
+  printf '%s\n' "$MONITOR_PASSWORD" >"$BASE/monitor.password"
+  chmod 644 "$BASE/monitor.password"
+
+  local cluster="" hosts=""
+  for n in "${NODES[@]}"; do
+    cluster+="${cluster:+,}etcd$n=http://$(node_ip "$n"):2380"
+    hosts+="${hosts:+,}$(node_ip "$n"):2379"
+  done
+  echo "$cluster" >"$BASE/etcd-initial-cluster"
+
+  for n in "${NODES[@]}"; do
+    local dir ip
+    dir=$(node_dir "$n")
+    ip=$(node_ip "$n")
+    mkdir -p "$dir/bin" "$BASE/etcd$n"
+    chmod 700 "$BASE/etcd$n"
+    # Patroni starts PostgreSQL through this bin_dir. `postgres` is a wrapper that refuses to
+    # start while the stop-pg fault holds, so Patroni cannot restart the stopped instance; every
+    # other tool is a plain link to Debian's binaries.
+    local tool
+    for tool in "$PG_BIN"/*; do
+      ln -sfn "$tool" "$dir/bin/$(basename "$tool")"
+    done
+    rm -f "$dir/bin/postgres"
+    cat >"$dir/bin/postgres" <<EOF
+#!/bin/sh
+if [ -e "$dir/pg-blocked" ] && [ "\$1" != "--version" ] && [ "\$1" != "-V" ]; then
+  echo "vigie lab: PostgreSQL start refused: fault stop-pg holds on node$n" >&2
+  exit 1
+fi
+exec $PG_BIN/postgres "\$@"
+EOF
+    chmod 755 "$dir/bin/postgres"
+    cat >"$dir/patroni.yml" <<EOF
+scope: $SCOPE
+namespace: /service/
+name: node$n
+log:
+  level: INFO
+restapi:
+  listen: $ip:8008
+  connect_address: $ip:8008
+etcd3:
+  hosts: $hosts
+bootstrap:
+  dcs:
+    ttl: $ttl
+    loop_wait: $loop_wait
+    retry_timeout: $retry_timeout
+    maximum_lag_on_failover: 1048576
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        wal_level: replica
+        hot_standby: "on"
+        wal_log_hints: "on"
+        max_wal_senders: 10
+        max_replication_slots: 10
+        max_connections: 50
+  initdb:
+    - encoding: UTF8
+    - locale: C.UTF-8
+    - data-checksums
+  pg_hba:
+    - local all all trust
+    - host replication replicator 127.0.0.0/8 scram-sha-256
+    - host all all 127.0.0.0/8 scram-sha-256
+postgresql:
+  listen: $ip:5432
+  connect_address: $ip:5432
+  data_dir: $dir/data
+  bin_dir: $dir/bin
+  pgpass: $dir/pgpass
+  authentication:
+    superuser:
+      username: postgres
+      password: $SUPERUSER_PASSWORD
+    replication:
+      username: replicator
+      password: $REPLICATION_PASSWORD
+  parameters:
+    unix_socket_directories: $dir
+    shared_buffers: 32MB
+    logging_collector: "off"
+tags:
+  nofailover: false
+  noloadbalance: false
+  clonefrom: false
+  nosync: false
+EOF
+    chown -R postgres:postgres "$dir"
+    chmod 700 "$dir"
+  done
+
+  cat >"$BASE/haproxy.cfg" <<EOF
+global
+    maxconn 200
+    stats socket $BASE/haproxy.sock mode 600 level admin
+    stats timeout 10s
+
+defaults
+    mode tcp
+    log global
+    retries 2
+    timeout connect 4s
+    timeout client 30m
+    timeout server 30m
+    timeout check 2s
+
+listen stats
+    mode http
+    bind $HAPROXY_ADDR:$STATS_PORT
+    stats enable
+    stats uri /
+    stats refresh 5s
+
+listen ${SCOPE}_rw
+    bind $HAPROXY_ADDR:$RW_PORT
+    option httpchk OPTIONS /primary
+    http-check expect status 200
+    default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions
+EOF
+  for n in "${NODES[@]}"; do
+    echo "    server node$n $(node_ip "$n"):5432 maxconn 100 check port 8008" >>"$BASE/haproxy.cfg"
+  done
+  cat >>"$BASE/haproxy.cfg" <<EOF
+
+listen ${SCOPE}_ro
+    bind $HAPROXY_ADDR:$RO_PORT
+    balance roundrobin
+    option httpchk OPTIONS /replica
+    http-check expect status 200
+    default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions
+EOF
+  for n in "${NODES[@]}"; do
+    echo "    server node$n $(node_ip "$n"):5432 maxconn 100 check port 8008" >>"$BASE/haproxy.cfg"
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Components
+
+etcd_pattern() { echo "--name etcd$1"; }
+patroni_pattern() { echo "$(node_dir "$1")/patroni.yml"; }
+haproxy_pattern() { echo "$BASE/haproxy.cfg"; }
+
+start_etcd() {
+  local n=$1 ip
+  ip=$(node_ip "$n")
+  running "etcd$n" "$(etcd_pattern "$n")" && return 0
+  spawn "etcd$n" "$BASE/etcd$n.log" /usr/bin/etcd --name "etcd$n" --data-dir "$BASE/etcd$n" \
+    --listen-client-urls "http://$ip:2379" --advertise-client-urls "http://$ip:2379" \
+    --listen-peer-urls "http://$ip:2380" --initial-advertise-peer-urls "http://$ip:2380" \
+    --initial-cluster "$(cat "$BASE/etcd-initial-cluster")" --initial-cluster-state new \
+    --initial-cluster-token vigie-lab --heartbeat-interval 100 --election-timeout 1000
+}
+
+stop_etcd() { stop_pid "$(recorded_pid "etcd$1")" "$(etcd_pattern "$1")" 3; }
+
+etcd_healthy() { curl -fsS -m 2 "http://$(node_ip "$1"):2379/health" | grep -q '"health":"true"'; }
+
+start_patroni() {
+  local n=$1
+  running "patroni$n" "$(patroni_pattern "$n")" && return 0
+  spawn "patroni$n" "$BASE/patroni$n.log" setpriv --reuid=postgres --regid=postgres --init-groups \
+    --reset-env /usr/bin/patroni "$(patroni_pattern "$n")"
+}
+
+stop_patroni() {
+  # Patroni stops its PostgreSQL on SIGTERM; a leader hands over first.
+  stop_pid "$(recorded_pid "patroni$1")" "$(patroni_pattern "$1")" 30
+}
+
+start_haproxy() {
+  running haproxy "$(haproxy_pattern)" && return 0
+  /usr/sbin/haproxy -c -q -f "$BASE/haproxy.cfg" || die "invalid $BASE/haproxy.cfg"
+  spawn haproxy "$BASE/haproxy.log" /usr/sbin/haproxy -db -f "$BASE/haproxy.cfg"
+}
+
+stop_haproxy() { stop_pid "$(recorded_pid haproxy)" "$(haproxy_pattern)" 5; }
+
+# postmaster_pid N: the running postmaster of node N, from its own postmaster.pid.
+postmaster_pid() {
+  local dir pid
+  dir=$(node_dir "$1")
+  pid=$(head -n1 "$dir/data/postmaster.pid" 2>/dev/null) || return 1
+  alive "$pid" postgres || return 1
+  [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$dir/data" ] || return 1
+  echo "$pid"
+}
+
+# instance_pids N: the postmaster of node N and all its children (backends, walsender, …).
+instance_pids() {
+  local pm
+  pm=$(postmaster_pid "$1") || return 1
+  echo "$pm"
+  ps -o pid= --ppid "$pm" | tr -d ' '
+}
+
+# ---------------------------------------------------------------------------------------------
+# Cluster queries
+
+patroni_get() { curl -fsS -m 3 "http://$(node_ip "$1"):8008/$2"; }
+
+# cluster_json: /cluster from the first Patroni that answers.
+cluster_json() {
+  local n
+  for n in "${NODES[@]}"; do
+    patroni_get "$n" cluster 2>/dev/null && return 0
+  done
+  return 1
+}
+
+# leader_node: the node number of the current leader, from Patroni's /cluster.
+leader_node() {
+  local name
+  name=$(cluster_json | jq -r '.members[] | select(.role == "leader") | .name' | head -n1)
+  [ -n "$name" ] || return 1
+  echo "${name#node}"
+}
+
+# resolve_node ARG: a node number; `leader` means the current leader.
+resolve_node() {
+  case "${1:-}" in
+    1 | 2 | 3) echo "$1" ;;
+    leader) leader_node || die "no leader right now" ;;
+    "") die "this fault needs a node: 1, 2, 3 or leader" ;;
+    *) die "unknown node '$1': expected 1, 2, 3 or leader" ;;
+  esac
+}
+
+# psql_node N SQL: run SQL as the superuser on node N through its Unix socket.
+psql_node() {
+  PGOPTIONS="-c client_min_messages=warning" PGCONNECT_TIMEOUT=$PSQL_TIMEOUT setpriv --reuid=postgres --regid=postgres --init-groups \
+    "$PG_BIN/psql" -h "$(node_dir "$1")" -p 5432 -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1 -c "$2"
+}
+
+# psql_rw SQL: run SQL as the monitoring role through HAProxy's RW port.
+psql_rw() {
+  PGPASSWORD=$MONITOR_PASSWORD PGCONNECT_TIMEOUT=$PSQL_TIMEOUT \
+    psql -h "$HAPROXY_ADDR" -p "$RW_PORT" -U "$MONITOR_USER" -d postgres -XAtq -c "$1"
+}
+
+streaming_replicas() { psql_node "$1" "select count(*) from pg_stat_replication where state = 'streaming'"; }
+
+# cluster_ready: one leader, every other node streaming from it, and HAProxy RW reaching it.
+cluster_ready() {
+  local leader count addr
+  leader=$(leader_node) || return 1
+  count=$(streaming_replicas "$leader") || return 1
+  [ "$count" = $((${#NODES[@]} - 1)) ] || return 1
+  addr=$(psql_rw "select inet_server_addr()::text || ' ' || pg_is_in_recovery()::text") || return 1
+  [ "$addr" = "$(node_ip "$leader")/32 false" ]
+}
+
+ensure_monitor_role() {
+  local leader
+  leader=$(leader_node) || die "no leader to create the monitoring role on"
+  psql_node "$leader" "DO \$\$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$MONITOR_USER') THEN
+        CREATE ROLE $MONITOR_USER LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$MONITOR_PASSWORD';
+      END IF;
+      GRANT pg_monitor TO $MONITOR_USER;
+    END \$\$;" >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+check_addresses_free() {
+  # A lab started from another directory, or a foreign service, would make ours fail obscurely.
+  local ip port
+  for ip in $HAPROXY_ADDR 127.0.0.11 127.0.0.12 127.0.0.13; do
+    for port in 2379 2380 8008 5432 $RW_PORT $RO_PORT $STATS_PORT; do
+      if (exec 3<>"/dev/tcp/$ip/$port") 2>/dev/null; then
+        die "$ip:$port is already in use by something this lab ($BASE) did not start"
+      fi
+    done
+  done
+}
+
+cmd_up() {
+  local n started=$SECONDS
+  ensure_packages
+  if [ -f "$BASE/profile" ]; then
+    if [ -n "${VIGIE_LAB_PROFILE:-}" ] && [ "$VIGIE_LAB_PROFILE" != "$(profile)" ]; then
+      log "the lab in $BASE runs profile '$(profile)'; VIGIE_LAB_PROFILE=$VIGIE_LAB_PROFILE is ignored until 'down'"
+    fi
+  else
+    check_addresses_free
+    write_configs
+    log "profile $(profile), state in $BASE"
+  fi
+  for n in "${NODES[@]}"; do start_etcd "$n"; done
+  for n in "${NODES[@]}"; do wait_for "etcd$n health" 60 etcd_healthy "$n"; done
+  for n in "${NODES[@]}"; do start_patroni "$n"; done
+  start_haproxy
+  wait_for "a leader" 120 leader_node
+  ensure_monitor_role
+  wait_for "a leader with $((${#NODES[@]} - 1)) streaming replicas, reached through HAProxy RW" 180 cluster_ready
+  log "up in $((SECONDS - started))s: leader node$(leader_node), RW $HAPROXY_ADDR:$RW_PORT, RO $HAPROXY_ADDR:$RO_PORT"
+}
+
+cmd_down() {
+  local n pid
+  [ -d "$BASE" ] || { log "nothing to stop: no lab in $BASE"; return 0; }
+  # Frozen processes cannot act on SIGTERM: thaw every instance first.
+  for n in "${NODES[@]}"; do
+    for pid in $(instance_pids "$n" 2>/dev/null); do kill -CONT "$pid" 2>/dev/null || true; done
+    rm -f "$(node_dir "$n")/pg-blocked"
+  done
+  stop_haproxy
+  for n in "${NODES[@]}"; do
+    pid=$(recorded_pid "patroni$n")
+    if alive "$pid" "$(patroni_pattern "$n")"; then kill -CONT "$pid"; kill -TERM "$pid"; fi
+  done
+  for n in "${NODES[@]}"; do stop_patroni "$n"; done
+  # A postmaster left behind (its Patroni was killed): stop it by the pid it recorded.
+  for n in "${NODES[@]}"; do
+    if pid=$(postmaster_pid "$n"); then stop_pid "$pid" postgres 15; fi
+  done
+  for n in "${NODES[@]}"; do
+    pid=$(recorded_pid "etcd$n")
+    if alive "$pid" "$(etcd_pattern "$n")"; then kill -TERM "$pid"; fi
+  done
+  for n in "${NODES[@]}"; do stop_etcd "$n"; done
+  rm -rf "$BASE"
+  log "down: every lab process stopped, $BASE removed"
+}
+
+cmd_status() {
+  [ -f "$BASE/profile" ] || { echo "no lab in $BASE"; return 3; }
+  local n json
+  echo "lab $BASE, profile $(profile)"
+  echo
+  if json=$(cluster_json 2>/dev/null); then
+    echo "Patroni cluster '$SCOPE'$(jq -r 'if .pause then " (maintenance mode: paused)" else "" end' <<<"$json"):"
+    jq -r '.members[] | [.name, .host, .role, .state, "tl=\(.timeline // "-")", "lag=\(.lag // "-")"] | @tsv' \
+      <<<"$json" | column -t | sed 's/^/  /'
+  else
+    echo "Patroni: no member answers /cluster"
+  fi
+  echo
+  echo "etcd:"
+  for n in "${NODES[@]}"; do
+    if etcd_healthy "$n" 2>/dev/null; then
+      echo "  etcd$n $(node_ip "$n"):2379 healthy"
+    elif running "etcd$n" "$(etcd_pattern "$n")"; then
+      echo "  etcd$n $(node_ip "$n"):2379 running, unhealthy"
+    else
+      echo "  etcd$n $(node_ip "$n"):2379 down"
+    fi
+  done
+  echo
+  echo "HAProxy $HAPROXY_ADDR (RW :$RW_PORT, RO :$RO_PORT, stats http://$HAPROXY_ADDR:$STATS_PORT/):"
+  if csv=$(curl -fsS -m 2 "http://$HAPROXY_ADDR:$STATS_PORT/;csv" 2>/dev/null); then
+    awk -F, '$1 ~ /_(rw|ro)$/ && $2 != "FRONTEND" && $2 != "BACKEND" { printf "  %s/%s %s %s\n", $1, $2, $18, $37 }' <<<"$csv"
+  else
+    echo "  down"
+  fi
+}
+
+# Shell-sourceable facts about the running lab, for tests and tools.
+cmd_env() {
+  cat <<EOF
+VIGIE_LAB_DIR=$BASE
+VIGIE_LAB_PROFILE=$(profile)
+VIGIE_LAB_SCOPE=$SCOPE
+VIGIE_LAB_HAPROXY=$HAPROXY_ADDR
+VIGIE_LAB_RW_PORT=$RW_PORT
+VIGIE_LAB_RO_PORT=$RO_PORT
+VIGIE_LAB_STATS_URL=http://$HAPROXY_ADDR:$STATS_PORT/
+VIGIE_LAB_HAPROXY_SOCKET=$BASE/haproxy.sock
+VIGIE_LAB_MONITOR_USER=$MONITOR_USER
+VIGIE_LAB_MONITOR_PASSWORD_FILE=$BASE/monitor.password
+VIGIE_LAB_SUPERUSER_PASSWORD=$SUPERUSER_PASSWORD
+EOF
+}
+
+require_lab() { [ -f "$BASE/profile" ] || die "no lab in $BASE: run '$0 up' first"; }
+
+fault_stop_pg() {
+  local n=$1 dir pm
+  dir=$(node_dir "$n")
+  touch "$dir/pg-blocked"
+  if pm=$(postmaster_pid "$n"); then
+    setpriv --reuid=postgres --regid=postgres --init-groups "$dir/bin/pg_ctl" -D "$dir/data" \
+      stop -m fast -w -t 30 >/dev/null || die "pg_ctl stop failed on node$n"
+  fi
+  log "node$n: PostgreSQL stopped; Patroni cannot restart it until 'fault start-pg $n'"
+}
+
+fault_start_pg() {
+  local n=$1
+  rm -f "$(node_dir "$n")/pg-blocked"
+  start_patroni "$n"
+  wait_for "PostgreSQL on node$n" 120 postmaster_pid "$n"
+  log "node$n: PostgreSQL may start again (Patroni restarts it within a loop)"
+}
+
+fault_freeze() {
+  local n=$1 scope=$2 pm pid
+  pm=$(postmaster_pid "$n") || die "node$n: PostgreSQL is not running"
+  kill -STOP "$pm"
+  if [ "$scope" = all ]; then
+    # Stopped first, the postmaster forks no new children while we freeze the existing ones.
+    for pid in $(ps -o pid= --ppid "$pm"); do kill -STOP "$pid" 2>/dev/null || true; done
+  fi
+}
+
+fault_thaw() {
+  local n=$1 pm pid
+  pm=$(postmaster_pid "$n") || die "node$n: PostgreSQL is not running"
+  for pid in $(ps -o pid= --ppid "$pm"); do kill -CONT "$pid" 2>/dev/null || true; done
+  kill -CONT "$pm"
+}
+
+fault_replay() {
+  local n=$1 fn=$2 leader
+  leader=$(leader_node) || die "no leader right now"
+  [ "$n" != "$leader" ] || die "node$n is the leader: replay can only be paused on a replica"
+  psql_node "$n" "select $fn()" >/dev/null
+}
+
+fault_switchover() {
+  local leader new
+  leader=$(leader_node) || die "no leader to switch over from"
+  patroni_get "$leader" cluster >/dev/null
+  curl -fsS -m 30 -XPOST "http://$(node_ip "$leader"):8008/switchover" \
+    -H 'Content-Type: application/json' -d "{\"leader\":\"node$leader\"}" >/dev/null ||
+    die "Patroni refused the switchover"
+  new_leader_other_than() { new=$(leader_node) && [ "$new" != "$1" ]; }
+  wait_for "a new leader" 60 new_leader_other_than "$leader"
+  wait_for "HAProxy RW on the new leader" 60 cluster_ready
+  log "switchover: node$leader -> node$(leader_node)"
+}
+
+fault_pause() {
+  local mode=$1 leader
+  leader=$(leader_node) || die "no leader right now"
+  local want=true
+  [ "$mode" = resume ] && want=false
+  curl -fsS -m 10 -XPATCH "http://$(node_ip "$leader"):8008/config" \
+    -H 'Content-Type: application/json' -d "{\"pause\": $want}" >/dev/null
+  paused_is() { [ "$(cluster_json | jq -r '.pause // false')" = "$1" ]; }
+  wait_for "pause=$want in /cluster" 60 paused_is "$want"
+}
+
+cmd_fault() {
+  local name=${1:-} arg=${2:-} n leader
+  require_lab
+  case "$name" in
+    kill-primary-pg)
+      leader=$(leader_node) || die "no leader right now"
+      kill -KILL "$(postmaster_pid "$leader")"
+      log "node$leader: postmaster SIGKILLed" ;;
+    kill-primary-patroni)
+      leader=$(leader_node) || die "no leader right now"
+      kill -KILL "$(recorded_pid "patroni$leader")"
+      log "node$leader: Patroni SIGKILLed (its PostgreSQL keeps running, unmanaged)" ;;
+    stop-pg) fault_stop_pg "$(resolve_node "$arg")" ;;
+    start-pg) fault_start_pg "$(resolve_node "$arg")" ;;
+    stop-patroni) stop_patroni "$(resolve_node "$arg")" ;;
+    start-patroni) start_patroni "$(resolve_node "$arg")" ;;
+    stop-etcd) n=$(resolve_node "$arg"); stop_etcd "$n" ;;
+    start-etcd) n=$(resolve_node "$arg"); start_etcd "$n"; wait_for "etcd$n health" 30 etcd_healthy "$n" ;;
+    freeze-pg) fault_freeze "$(resolve_node "$arg")" all ;;
+    thaw-pg | thaw-postmaster) fault_thaw "$(resolve_node "$arg")" ;;
+    freeze-postmaster) fault_freeze "$(resolve_node "$arg")" postmaster ;;
+    stop-haproxy) stop_haproxy ;;
+    start-haproxy) start_haproxy ;;
+    switchover) fault_switchover ;;
+    pause) fault_pause pause ;;
+    resume) fault_pause resume ;;
+    pause-replay) fault_replay "$(resolve_node "$arg")" pg_wal_replay_pause ;;
+    resume-replay) fault_replay "$(resolve_node "$arg")" pg_wal_replay_resume ;;
+    *) die "unknown fault '$name' (see deploy/lab/README.md)" ;;
+  esac
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  ready) require_lab; cluster_ready ;;
+  leader) require_lab; leader_node ;;
+  fault) shift; cmd_fault "$@" ;;
+  *) echo "usage: $0 up | down | status | env | ready | leader | fault NAME [NODE]" >&2; exit 64 ;;
+esac
