@@ -549,11 +549,35 @@ fault_thaw() {
   kill -CONT "$pm"
 }
 
-fault_replay() {
-  local n=$1 fn=$2 leader
+# startup_pid N: the recovery (startup) process of node N's instance.
+startup_pid() {
+  local pm pid
+  pm=$(postmaster_pid "$1") || return 1
+  for pid in $(ps -o pid= --ppid "$pm"); do
+    if alive "$pid" "startup"; then echo "$pid"; return 0; fi
+  done
+  return 1
+}
+
+# Patroni (PostgreSQL 14+) calls pg_wal_replay_resume() at its next loop after a
+# pg_wal_replay_pause() unless the whole cluster is in maintenance mode, so the lab holds replay by
+# freezing the replica's startup (recovery) process: WAL keeps arriving, nothing is replayed.
+fault_pause_replay() {
+  local n=$1 leader pid
   leader=$(leader_node) || die "no leader right now"
   [ "$n" != "$leader" ] || die "node$n is the leader: replay can only be paused on a replica"
-  psql_node "$n" "select $fn()" >/dev/null
+  pid=$(startup_pid "$n") || die "node$n has no recovery process"
+  kill -STOP "$pid"
+  echo "$pid" >"$RUN/replay-paused$n"
+  log "node$n: WAL replay held (startup process $pid stopped), WAL still received"
+}
+
+fault_resume_replay() {
+  local n=$1 pid
+  pid=$(cat "$RUN/replay-paused$n" 2>/dev/null) || { log "node$n: replay was not paused"; return 0; }
+  if alive "$pid" startup; then kill -CONT "$pid"; fi
+  rm -f "$RUN/replay-paused$n"
+  log "node$n: WAL replay resumed"
 }
 
 fault_switchover() {
@@ -606,8 +630,8 @@ cmd_fault() {
     switchover) fault_switchover ;;
     pause) fault_pause pause ;;
     resume) fault_pause resume ;;
-    pause-replay) fault_replay "$(resolve_node "$arg")" pg_wal_replay_pause ;;
-    resume-replay) fault_replay "$(resolve_node "$arg")" pg_wal_replay_resume ;;
+    pause-replay) fault_pause_replay "$(resolve_node "$arg")" ;;
+    resume-replay) fault_resume_replay "$(resolve_node "$arg")" ;;
     *) die "unknown fault '$name' (see deploy/lab/README.md)" ;;
   esac
 }
