@@ -9,6 +9,9 @@ struct Cli {}
 
 fn main() {
     let _cli = Cli::parse();
-    eprintln!("vigie-agent {}: probes are not implemented yet", vigie_agent::VERSION);
+    eprintln!(
+        "vigie-agent {}: probes are not implemented yet",
+        vigie_agent::VERSION
+    );
     std::process::exit(3);
 }

@@ -9,6 +9,9 @@ struct Cli {}
 
 fn main() {
     let _cli = Cli::parse();
-    eprintln!("vigie-collector {}: not implemented yet", vigie_collector::VERSION);
+    eprintln!(
+        "vigie-collector {}: not implemented yet",
+        vigie_collector::VERSION
+    );
     std::process::exit(3);
 }

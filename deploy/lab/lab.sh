@@ -2,7 +2,7 @@
 # vigie lab: a real PostgreSQL HA cluster (3 etcd + 3 Patroni/PostgreSQL 15 + HAProxy) on loopback,
 # from Debian's packages, with faults on demand. See deploy/lab/README.md.
 #
-#   lab.sh up | down | status | env | fault NAME [NODE]
+#   lab.sh up | down | repair | status | env | ready | leader | fault NAME [NODE]
 #
 # Environment:
 #   VIGIE_LAB_DIR      state directory (default /tmp/vigie-lab); everything the lab writes is there
@@ -159,6 +159,7 @@ write_configs() {
 #!/bin/sh
 if [ -e "$dir/pg-blocked" ] && [ "\$1" != "--version" ] && [ "\$1" != "-V" ]; then
   echo "vigie lab: PostgreSQL start refused: fault stop-pg holds on node$n" >&2
+  date +%s >>"$dir/pg-refused"
   exit 1
 fi
 exec $PG_BIN/postgres "\$@"
@@ -462,6 +463,19 @@ cmd_down() {
   log "down: every lab process stopped, $BASE removed"
 }
 
+# repair: undo every fault (thaw, unblock, resume replay, leave maintenance mode), restart what is
+# stopped, and wait until the cluster is ready again. Does nothing to a healthy lab.
+cmd_repair() {
+  local n pid
+  require_lab
+  for n in "${NODES[@]}"; do
+    for pid in $(instance_pids "$n" 2>/dev/null); do kill -CONT "$pid" 2>/dev/null || true; done
+    rm -f "$(node_dir "$n")/pg-blocked" "$(node_dir "$n")/pg-refused" "$RUN/replay-paused$n"
+  done
+  cmd_up
+  if [ "$(cluster_json | jq -r '.pause // false')" = true ]; then fault_pause resume; fi
+}
+
 cmd_status() {
   [ -f "$BASE/profile" ] || { echo "no lab in $BASE"; return 3; }
   local n json
@@ -526,7 +540,7 @@ fault_stop_pg() {
 
 fault_start_pg() {
   local n=$1
-  rm -f "$(node_dir "$n")/pg-blocked"
+  rm -f "$(node_dir "$n")/pg-blocked" "$(node_dir "$n")/pg-refused"
   start_patroni "$n"
   wait_for "PostgreSQL on node$n" 120 postmaster_pid "$n"
   log "node$n: PostgreSQL may start again (Patroni restarts it within a loop)"
@@ -639,10 +653,11 @@ cmd_fault() {
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
+  repair) cmd_repair ;;
   status) cmd_status ;;
   env) cmd_env ;;
   ready) require_lab; cluster_ready ;;
   leader) require_lab; leader_node ;;
   fault) shift; cmd_fault "$@" ;;
-  *) echo "usage: $0 up | down | status | env | ready | leader | fault NAME [NODE]" >&2; exit 64 ;;
+  *) echo "usage: $0 up | down | repair | status | env | ready | leader | fault NAME [NODE]" >&2; exit 64 ;;
 esac
