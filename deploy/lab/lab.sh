@@ -2,7 +2,7 @@
 # vigie lab: a real PostgreSQL HA cluster (3 etcd + 3 Patroni/PostgreSQL 15 + HAProxy) on loopback,
 # from Debian's packages, with faults on demand. See deploy/lab/README.md.
 #
-#   lab.sh up | down | repair | status | env | ready | leader | fault NAME [NODE]
+#   lab.sh install | up | down | repair | status | env | ready | leader | fault NAME [NODE]
 #
 # Environment:
 #   VIGIE_LAB_DIR      state directory (default /tmp/vigie-lab); everything the lab writes is there
@@ -651,6 +651,7 @@ cmd_fault() {
 }
 
 case "${1:-}" in
+  install) ensure_packages ;;
   up) cmd_up ;;
   down) cmd_down ;;
   repair) cmd_repair ;;
@@ -659,5 +660,5 @@ case "${1:-}" in
   ready) require_lab; cluster_ready ;;
   leader) require_lab; leader_node ;;
   fault) shift; cmd_fault "$@" ;;
-  *) echo "usage: $0 up | down | repair | status | env | ready | leader | fault NAME [NODE]" >&2; exit 64 ;;
+  *) echo "usage: $0 install | up | down | repair | status | env | ready | leader | fault NAME [NODE]" >&2; exit 64 ;;
 esac

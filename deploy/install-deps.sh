@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs everything vigie's demo and tests need on a Debian 12 machine: the lab's daemons from
+# Debian's packages (etcd, Patroni, PostgreSQL 15, HAProxy) and a Rust toolchain when cargo is
+# missing. Safe to run again: it only installs what is absent.
+set -euo pipefail
+export PATH="$HOME/.cargo/bin:$PATH"
+here=$(cd "$(dirname "$0")" && pwd)
+
+"$here/lab/lab.sh" install
+
+if ! command -v cargo >/dev/null; then
+  echo "install-deps: no cargo, installing Rust with rustup" >&2
+  apt_missing=()
+  command -v curl >/dev/null || apt_missing+=(curl)
+  command -v cc >/dev/null || apt_missing+=(build-essential)
+  if [ ${#apt_missing[@]} -gt 0 ]; then
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${apt_missing[@]}" >/dev/null
+  fi
+  curl -fsSL https://sh.rustup.rs | sh -s -- -y --profile minimal --component rustfmt,clippy
+fi
