@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole vigie test suite: unit tests, and integration tests against the real lab cluster
 # (deploy/lab/lab.sh), which the tests bring up themselves with the fast timing profile.
-# A lab this script found down is taken down again at the end.
+# A lab this script found down is taken down again at the end. Ends with one summary line.
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 cd "$(dirname "$0")/.."
@@ -12,4 +12,11 @@ lab_dir=${VIGIE_LAB_DIR:-/tmp/vigie-lab}
 if [ ! -e "$lab_dir/profile" ]; then
   trap 'deploy/lab/lab.sh down' EXIT
 fi
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+rc=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || rc=$?
+# Sum every test binary's "test result:" line into one, so the last line speaks for the suite.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$rc"
