@@ -1,4 +1,13 @@
 //! vigie-agent: the sidecar that runs the supervision procedure's probes on one host.
 
+pub mod agent;
+pub mod config;
+pub mod http;
+pub mod output;
+pub mod probe;
+pub mod procfs;
+pub mod result;
+pub mod run;
+
 /// Agent version, sent to the collector in `Hello`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,198 @@
+//! `patroni.cluster`: Patroni's `GET /cluster` — members with their roles, states, timelines and
+//! lag, maintenance mode, scheduled actions. Judged as this node sees it; the collector
+//! correlates every node's view.
+
+use serde_json::{Value, json};
+
+use super::ProbeId;
+use super::patroni_node::Role;
+use crate::http;
+use crate::result::{ProbeResult, Status, human_bytes};
+
+/// One member as `/cluster` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub name: String,
+    /// PostgreSQL address Patroni publishes for the member.
+    pub host: Option<String>,
+    pub role: Role,
+    pub state: String,
+    pub timeline: Option<u64>,
+    /// Bytes behind the leader as Patroni computes it (`None` for the leader or "unknown").
+    pub lag: Option<u64>,
+}
+
+/// What the other probes need from `/cluster`.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub members: Vec<Member>,
+    pub paused: bool,
+}
+
+impl ClusterView {
+    /// Members other than `node`.
+    pub fn others<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Member> + 'a {
+        self.members.iter().filter(move |m| m.name != node)
+    }
+
+    pub fn leader(&self) -> Option<&Member> {
+        self.members
+            .iter()
+            .find(|m| matches!(m.role, Role::Primary | Role::StandbyLeader))
+    }
+}
+
+pub async fn probe(
+    client: &reqwest::Client,
+    base: &reqwest::Url,
+    node: &str,
+    lag_warning_bytes: u64,
+) -> (ProbeResult, Option<ClusterView>) {
+    let id = ProbeId::PatroniCluster;
+    let answer = match http::get(client, &http::endpoint(base, "cluster")).await {
+        Ok(a) => a,
+        Err(e) => return (id.critical(e), None),
+    };
+    match answer.json() {
+        Ok(doc) if doc["members"].is_array() => judge(&doc, node, lag_warning_bytes),
+        Ok(_) => (id.critical("Patroni /cluster has no member list"), None),
+        Err(e) => (id.critical(format!("Patroni /cluster {e}")), None),
+    }
+}
+
+/// Judges a `/cluster` document (pure).
+pub fn judge(doc: &Value, node: &str, lag_warning_bytes: u64) -> (ProbeResult, Option<ClusterView>) {
+    let id = ProbeId::PatroniCluster;
+    let members: Vec<Member> = doc["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            Some(Member {
+                name: m["name"].as_str()?.to_string(),
+                host: m["host"].as_str().map(str::to_string),
+                role: Role::parse(m["role"].as_str().unwrap_or("unknown")),
+                state: m["state"].as_str().unwrap_or("unknown").to_string(),
+                timeline: m["timeline"].as_u64(),
+                lag: m["lag"].as_u64(),
+            })
+        })
+        .collect();
+    let paused = doc["pause"].as_bool().unwrap_or(false);
+    let leaders: Vec<&Member> = members
+        .iter()
+        .filter(|m| matches!(m.role, Role::Primary | Role::StandbyLeader))
+        .collect();
+
+    let mut status = Status::Ok;
+    let mut problems: Vec<String> = Vec::new();
+    let mut raise = |s: Status, p: String| {
+        status = status.worst(s);
+        problems.push(p);
+    };
+    match leaders.len() {
+        0 => raise(Status::Critical, "no leader".to_string()),
+        1 => {}
+        n => raise(
+            Status::Critical,
+            format!(
+                "{n} leaders: {}",
+                leaders.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+    }
+    for m in &members {
+        if m.state != "running" && m.state != "streaming" {
+            raise(Status::Warning, format!("{} is {}", m.name, m.state));
+        }
+        if let Some(lag) = m.lag.filter(|&l| l > lag_warning_bytes) {
+            raise(Status::Warning, format!("{} lags {}", m.name, human_bytes(lag)));
+        }
+    }
+    if !members.iter().any(|m| m.name == node) {
+        raise(Status::Warning, format!("this node ({node}) is not a member"));
+    }
+    if paused {
+        raise(Status::Warning, "maintenance mode: Patroni will not fail over".to_string());
+    }
+
+    let summary = format!(
+        "{} members, leader {}",
+        members.len(),
+        leaders.first().map_or("none", |m| m.name.as_str())
+    );
+    let message = if problems.is_empty() {
+        summary
+    } else {
+        format!("{summary}: {}", problems.join("; "))
+    };
+    let member_facts: Vec<Value> = members
+        .iter()
+        .map(|m| {
+            json!({"name": m.name, "role": m.role.as_str(), "state": m.state,
+                   "timeline": m.timeline, "lag_bytes": m.lag})
+        })
+        .collect();
+    let mut result = ProbeResult::new(id.as_str(), status, message)
+        .fact("members", member_facts)
+        .fact("leader", leaders.first().map(|m| m.name.clone()))
+        .fact("paused", paused);
+    if !doc["scheduled_switchover"].is_null() {
+        result = result.fact("scheduled_switchover", doc["scheduled_switchover"].clone());
+    }
+    (result, Some(ClusterView { members, paused }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(members: Value, pause: bool) -> Value {
+        json!({"members": members, "pause": pause})
+    }
+
+    #[test]
+    fn judge_table() {
+        let healthy = json!([
+            {"name": "node1", "role": "leader", "state": "running", "timeline": 2},
+            {"name": "node2", "role": "replica", "state": "running", "timeline": 2, "lag": 0},
+            {"name": "node3", "role": "replica", "state": "running", "timeline": 2, "lag": 0},
+        ]);
+        let no_leader = json!([
+            {"name": "node2", "role": "replica", "state": "running", "lag": 0},
+        ]);
+        let two_leaders = json!([
+            {"name": "node1", "role": "leader", "state": "running"},
+            {"name": "node2", "role": "standby_leader", "state": "running"},
+        ]);
+        let stopped = json!([
+            {"name": "node1", "role": "leader", "state": "running"},
+            {"name": "node2", "role": "replica", "state": "stopped", "lag": "unknown"},
+        ]);
+        let lagging = json!([
+            {"name": "node1", "role": "leader", "state": "running"},
+            {"name": "node2", "role": "replica", "state": "running", "lag": 999_999_999u64},
+        ]);
+        let table = [
+            (doc(healthy.clone(), false), Status::Ok, "3 members, leader node1"),
+            (doc(healthy, true), Status::Warning, "maintenance mode"),
+            (doc(no_leader, false), Status::Critical, "no leader"),
+            (doc(two_leaders, false), Status::Critical, "2 leaders: node1, node2"),
+            (doc(stopped, false), Status::Warning, "node2 is stopped"),
+            (doc(lagging, false), Status::Warning, "node2 lags"),
+        ];
+        for (d, status, text) in table {
+            let (r, _) = judge(&d, "node1", 16 << 20);
+            assert_eq!(r.status, status, "{d}: {}", r.message);
+            assert!(r.message.contains(text), "{}", r.message);
+        }
+    }
+
+    #[test]
+    fn node_missing_from_members_is_a_warning() {
+        let d = doc(json!([{"name": "node1", "role": "leader", "state": "running"}]), false);
+        let (r, view) = judge(&d, "node9", 1);
+        assert_eq!(r.status, Status::Warning);
+        assert_eq!(view.expect("view").others("node9").count(), 1);
+    }
+}

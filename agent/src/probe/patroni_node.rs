@@ -1,0 +1,171 @@
+//! `patroni.node`: Patroni's `GET /patroni` for this node — role, state, timeline, WAL
+//! positions, pending restart, when it last reached the DCS. The role found here is what the
+//! role-dependent PostgreSQL probes judge against.
+
+use serde_json::Value;
+
+use super::ProbeId;
+use crate::http;
+use crate::result::ProbeResult;
+
+/// Patroni's last DCS contact older than this is a warning (a leader demotes itself after `ttl`).
+const DCS_STALE_SECS: i64 = 30;
+
+/// A node's role as Patroni names it; `master` (Patroni < 4) and `primary` are the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Replica,
+    StandbyLeader,
+    Other(String),
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Role {
+        match text {
+            "master" | "primary" | "leader" => Role::Primary,
+            "replica" | "sync_standby" | "standby" => Role::Replica,
+            "standby_leader" => Role::StandbyLeader,
+            other => Role::Other(other.to_string()),
+        }
+    }
+
+    /// Whether PostgreSQL on a node with this role must be in recovery (read-only).
+    pub fn expects_recovery(&self) -> Option<bool> {
+        match self {
+            Role::Primary => Some(false),
+            Role::Replica | Role::StandbyLeader => Some(true),
+            Role::Other(_) => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+            Role::StandbyLeader => "standby_leader",
+            Role::Other(s) => s,
+        }
+    }
+}
+
+/// What the other probes need from `/patroni`.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub role: Role,
+    pub state: String,
+    pub timeline: Option<u64>,
+    pub paused: bool,
+}
+
+pub async fn probe(
+    client: &reqwest::Client,
+    base: &reqwest::Url,
+    now_unix: i64,
+) -> (ProbeResult, Option<NodeView>) {
+    let id = ProbeId::PatroniNode;
+    let answer = match http::get(client, &http::endpoint(base, "patroni")).await {
+        Ok(a) => a,
+        Err(e) => return (id.critical(e), None),
+    };
+    let doc = match answer.json() {
+        Ok(v) if v.is_object() => v,
+        Ok(_) => return (id.critical("Patroni /patroni is not a JSON object"), None),
+        Err(e) => return (id.critical(format!("Patroni /patroni {e}")), None),
+    };
+    judge(&doc, now_unix)
+}
+
+/// Judges a `/patroni` document (pure: table-tested below).
+pub fn judge(doc: &Value, now_unix: i64) -> (ProbeResult, Option<NodeView>) {
+    let id = ProbeId::PatroniNode;
+    let Some(role_text) = doc["role"].as_str() else {
+        return (
+            id.critical("Patroni /patroni has no role").facts(doc.clone()),
+            None,
+        );
+    };
+    let role = Role::parse(role_text);
+    let state = doc["state"].as_str().unwrap_or("unknown").to_string();
+    let timeline = doc["timeline"].as_u64();
+    let paused = doc["pause"].as_bool().unwrap_or(false);
+    let pending_restart = doc["pending_restart"].as_bool().unwrap_or(false);
+    let dcs_age = doc["dcs_last_seen"].as_i64().map(|t| now_unix - t);
+
+    let mut result = if state != "running" && state != "streaming" {
+        id.critical(format!("{} is {state}", role.as_str()))
+    } else if dcs_age.is_some_and(|a| a > DCS_STALE_SECS) {
+        id.warning(format!(
+            "{} {state}, but Patroni last reached the DCS {}s ago",
+            role.as_str(),
+            dcs_age.unwrap_or_default()
+        ))
+    } else if pending_restart {
+        id.warning(format!("{} {state}, restart pending to apply settings", role.as_str()))
+    } else {
+        id.ok(format!(
+            "{} {state}{}",
+            role.as_str(),
+            timeline.map(|t| format!(" on timeline {t}")).unwrap_or_default()
+        ))
+    };
+    result = result
+        .fact("role", role.as_str())
+        .fact("state", state.clone())
+        .fact("pending_restart", pending_restart)
+        .fact("paused", paused);
+    if let Some(t) = timeline {
+        result = result.fact("timeline", t);
+    }
+    if let Some(a) = dcs_age {
+        result = result.fact("dcs_last_seen_age_s", a);
+    }
+    for key in ["xlog", "postmaster_start_time", "server_version", "patroni", "replication_state"] {
+        if !doc[key].is_null() {
+            result = result.fact(key, doc[key].clone());
+        }
+    }
+    let view = NodeView {
+        role,
+        state,
+        timeline,
+        paused,
+    };
+    (result, Some(view))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::Status;
+    use serde_json::json;
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn judge_table() {
+        let table = [
+            (json!({"role": "master", "state": "running", "timeline": 3, "dcs_last_seen": NOW - 2}), Status::Ok, Some(Role::Primary)),
+            (json!({"role": "primary", "state": "running"}), Status::Ok, Some(Role::Primary)),
+            (json!({"role": "replica", "state": "streaming"}), Status::Ok, Some(Role::Replica)),
+            (json!({"role": "replica", "state": "starting"}), Status::Critical, Some(Role::Replica)),
+            (json!({"role": "replica", "state": "running", "dcs_last_seen": NOW - 100}), Status::Warning, Some(Role::Replica)),
+            (json!({"role": "replica", "state": "running", "pending_restart": true}), Status::Warning, Some(Role::Replica)),
+            (json!({"state": "running"}), Status::Critical, None),
+        ];
+        for (doc, status, role) in table {
+            let (r, view) = judge(&doc, NOW);
+            assert_eq!(r.status, status, "{doc}: {}", r.message);
+            assert_eq!(view.map(|v| v.role), role, "{doc}");
+        }
+    }
+
+    #[test]
+    fn roles_old_and_new_names() {
+        assert_eq!(Role::parse("master"), Role::Primary);
+        assert_eq!(Role::parse("primary"), Role::Primary);
+        assert_eq!(Role::Primary.expects_recovery(), Some(false));
+        assert_eq!(Role::parse("replica").expects_recovery(), Some(true));
+        assert_eq!(Role::parse("uninitialized").expects_recovery(), None);
+    }
+}

@@ -1,0 +1,164 @@
+//! `postgres.replication`: on the primary, `pg_stat_replication` against the replicas expected
+//! (from config, or by default every other member Patroni lists) — which are streaming, which
+//! are missing, and how far behind each one's replay is.
+
+use serde_json::json;
+
+use super::ProbeId;
+use super::patroni_node::Role;
+use super::postgres_session::{Lsn, PgContext};
+use crate::result::ProbeResult;
+
+pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
+    let id = ProbeId::PostgresReplication;
+    let snap = ctx.snapshot;
+    let streaming: Vec<&str> = snap
+        .replication
+        .iter()
+        .filter(|s| s.state.as_deref() == Some("streaming"))
+        .filter_map(|s| s.application_name.as_deref())
+        .collect();
+    let senders: Vec<_> = snap
+        .replication
+        .iter()
+        .map(|s| {
+            let replay = s.replay_lsn.as_deref().and_then(Lsn::parse);
+            let lag = match (snap.current_lsn, replay) {
+                (Some(cur), Some(rep)) => Some(cur.0.saturating_sub(rep.0)),
+                _ => None,
+            };
+            json!({
+                "application_name": s.application_name, "client_addr": s.client_addr,
+                "state": s.state, "sync_state": s.sync_state, "sent_lsn": s.sent_lsn,
+                "replay_lsn": s.replay_lsn, "replay_lag_bytes": lag, "replay_lag_s": s.replay_lag_s,
+            })
+        })
+        .collect();
+    let base = |r: ProbeResult| {
+        r.fact("streaming", streaming.len())
+            .fact("senders", senders.clone())
+    };
+    match ctx.role {
+        None => {
+            return base(id.unknown(format!(
+                "{} walsenders streaming; Patroni's role for this node is unknown",
+                streaming.len()
+            )));
+        }
+        Some(Role::Primary) => {}
+        Some(role) => {
+            return base(id.ok(format!(
+                "{}: no replicas expected to stream from it{}",
+                role.as_str(),
+                if streaming.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} cascading)", streaming.len())
+                }
+            )));
+        }
+    }
+    let expected_names: Option<Vec<String>> = ctx
+        .cluster
+        .map(|c| c.others(ctx.node).map(|m| m.name.clone()).collect());
+    let expected = match (ctx.cfg.expected_replicas, &expected_names) {
+        (Some(n), _) => n as usize,
+        (None, Some(names)) => names.len(),
+        (None, None) => {
+            return base(id.unknown(format!(
+                "{} replicas streaming; cannot tell how many to expect: Patroni's member list is unavailable",
+                streaming.len()
+            )));
+        }
+    };
+    let missing: Vec<String> = expected_names
+        .iter()
+        .flatten()
+        .filter(|n| !streaming.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    let mut names = streaming.clone();
+    names.sort_unstable();
+    let listed = if names.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", names.join(", "))
+    };
+    let text = format!("{}/{expected} replicas streaming{listed}", streaming.len());
+    let result = if streaming.len() == expected {
+        id.ok(text)
+    } else if streaming.is_empty() {
+        id.critical(text)
+    } else if streaming.len() < expected {
+        id.warning(format!("{text}; missing {}", missing.join(", ")))
+    } else {
+        id.warning(format!("{text}; more than expected"))
+    };
+    base(result)
+        .fact("expected", expected)
+        .fact("missing", missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::patroni_cluster::{ClusterView, Member};
+    use crate::probe::postgres_session::tests_support::{cfg, sender, snapshot};
+    use crate::result::Status;
+
+    fn cluster(names: &[&str]) -> ClusterView {
+        ClusterView {
+            members: names
+                .iter()
+                .map(|n| Member {
+                    name: n.to_string(),
+                    host: None,
+                    role: if *n == "node1" { Role::Primary } else { Role::Replica },
+                    state: "running".into(),
+                    timeline: None,
+                    lag: None,
+                })
+                .collect(),
+            paused: false,
+        }
+    }
+
+    #[test]
+    fn judge_table() {
+        let three = cluster(&["node1", "node2", "node3"]);
+        let cfg = cfg();
+        let mut fixed = cfg();
+        fixed.expected_replicas = Some(1);
+        let table: Vec<(Vec<(&str, &str)>, Option<Role>, Option<&ClusterView>, &crate::config::PostgresConfig, Status, &str)> = vec![
+            (vec![("node2", "streaming"), ("node3", "streaming")], Some(Role::Primary), Some(&three), &cfg, Status::Ok, "2/2 replicas streaming: node2, node3"),
+            (vec![("node2", "streaming"), ("node3", "catchup")], Some(Role::Primary), Some(&three), &cfg, Status::Warning, "missing node3"),
+            (vec![], Some(Role::Primary), Some(&three), &cfg, Status::Critical, "0/2"),
+            (vec![("node2", "streaming")], Some(Role::Primary), None, &fixed, Status::Ok, "1/1"),
+            (vec![("node2", "streaming")], Some(Role::Primary), None, &cfg, Status::Unknown, "cannot tell"),
+            (vec![], Some(Role::Replica), Some(&three), &cfg, Status::Ok, "replica"),
+            (vec![], None, Some(&three), &cfg, Status::Unknown, "unknown"),
+        ];
+        for (senders, role, cluster, cfg, status, text) in table {
+            let mut snap = snapshot();
+            snap.in_recovery = false;
+            snap.current_lsn = Some(Lsn(0x500_0000));
+            snap.replication = senders.iter().map(|(n, s)| sender(n, s)).collect();
+            let ctx = PgContext { snapshot: &snap, role: role.as_ref(), cluster, node: "node1", cfg };
+            let r = judge(&ctx);
+            assert_eq!(r.status, status, "{}", r.message);
+            assert!(r.message.contains(text), "{}", r.message);
+        }
+    }
+
+    #[test]
+    fn lag_per_sender_is_current_minus_replay() {
+        let cfg = cfg();
+        let three = cluster(&["node1", "node2"]);
+        let mut snap = snapshot();
+        snap.current_lsn = Some(Lsn(0x500_0000));
+        snap.replication = vec![sender("node2", "streaming")];
+        let ctx = PgContext { snapshot: &snap, role: Some(&Role::Primary), cluster: Some(&three), node: "node1", cfg: &cfg };
+        let r = judge(&ctx);
+        assert_eq!(r.facts["senders"][0]["replay_lag_bytes"], 0x100_0000);
+    }
+}

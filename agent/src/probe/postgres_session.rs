@@ -1,0 +1,349 @@
+//! The agent's one PostgreSQL connection: opened with `connect_timeout` and a server-side
+//! `statement_timeout`, reused across cycles, dropped on any error and reopened at the next cycle
+//! (never more than one at a time). Each cycle runs one prepared query that gathers everything
+//! the SQL probes judge — a single round trip.
+
+use serde::Deserialize;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::config::PostgresConfig;
+
+/// A WAL position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Lsn(pub u64);
+
+impl Lsn {
+    /// Parses PostgreSQL's `16/B374D848` form.
+    pub fn parse(text: &str) -> Option<Lsn> {
+        let (hi, lo) = text.trim().split_once('/')?;
+        Some(Lsn(
+            (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?,
+        ))
+    }
+}
+
+impl std::fmt::Display for Lsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+/// `pg_stat_wal_receiver` (present only while a receiver runs).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct WalReceiver {
+    pub status: String,
+    pub sender_host: Option<String>,
+    pub sender_port: Option<i64>,
+    pub received_tli: Option<i64>,
+    pub flushed_lsn: Option<String>,
+    pub latest_end_lsn: Option<String>,
+    /// When the last message from the sender arrived (server clock, Unix seconds).
+    pub last_msg_receipt: Option<f64>,
+    pub slot_name: Option<String>,
+}
+
+/// One `pg_stat_replication` row (a walsender on this server).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct WalSender {
+    pub application_name: Option<String>,
+    pub client_addr: Option<String>,
+    pub state: Option<String>,
+    pub sync_state: Option<String>,
+    pub sent_lsn: Option<String>,
+    pub flush_lsn: Option<String>,
+    pub replay_lsn: Option<String>,
+    pub replay_lag_s: Option<f64>,
+}
+
+/// Everything one cycle's query returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgSnapshot {
+    pub in_recovery: bool,
+    /// Primary only.
+    pub current_lsn: Option<Lsn>,
+    /// Primary only: from the current WAL file name.
+    pub timeline: Option<u32>,
+    /// Standby only.
+    pub receive_lsn: Option<Lsn>,
+    pub replay_lsn: Option<Lsn>,
+    /// Commit time of the last replayed transaction (server clock, Unix seconds).
+    pub replay_timestamp: Option<f64>,
+    /// The server's clock when the query ran (Unix seconds).
+    pub now: f64,
+    pub backend_pid: i32,
+    pub data_directory: Option<String>,
+    pub server_version_num: i32,
+    pub wal_receiver: Option<WalReceiver>,
+    pub replication: Vec<WalSender>,
+    pub waiting_sessions: i64,
+    /// Longest current lock wait, in seconds.
+    pub longest_lock_wait: Option<f64>,
+}
+
+/// What the SQL probes judge: the cycle's snapshot and what Patroni says of this node and its
+/// cluster (either may be missing when Patroni does not answer).
+#[derive(Debug, Clone, Copy)]
+pub struct PgContext<'a> {
+    pub snapshot: &'a PgSnapshot,
+    pub role: Option<&'a crate::probe::patroni_node::Role>,
+    pub cluster: Option<&'a crate::probe::patroni_cluster::ClusterView>,
+    pub node: &'a str,
+    pub cfg: &'a PostgresConfig,
+}
+
+/// The one query (PostgreSQL 14+: `pg_locks.waitstart`). Functions that fail in recovery are
+/// guarded by `CASE`; everything readable with `pg_monitor`.
+const SNAPSHOT_SQL: &str = "
+SELECT
+  pg_is_in_recovery() AS in_recovery,
+  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
+  CASE WHEN pg_is_in_recovery() THEN NULL
+       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END AS timeline,
+  pg_last_wal_receive_lsn()::text AS receive_lsn,
+  pg_last_wal_replay_lsn()::text AS replay_lsn,
+  extract(epoch FROM pg_last_xact_replay_timestamp())::float8 AS replay_timestamp,
+  extract(epoch FROM now())::float8 AS now,
+  pg_backend_pid() AS backend_pid,
+  current_setting('data_directory', true) AS data_directory,
+  current_setting('server_version_num')::int AS server_version_num,
+  (SELECT row_to_json(w)::text FROM (
+     SELECT status, sender_host, sender_port, received_tli::int8 AS received_tli,
+            flushed_lsn::text AS flushed_lsn, latest_end_lsn::text AS latest_end_lsn,
+            extract(epoch FROM last_msg_receipt_time)::float8 AS last_msg_receipt, slot_name
+     FROM pg_stat_wal_receiver) w) AS wal_receiver,
+  (SELECT coalesce(json_agg(r), '[]')::text FROM (
+     SELECT application_name, client_addr::text AS client_addr, state, sync_state,
+            sent_lsn::text AS sent_lsn, flush_lsn::text AS flush_lsn,
+            replay_lsn::text AS replay_lsn, extract(epoch FROM replay_lag)::float8 AS replay_lag_s
+     FROM pg_stat_replication) r) AS replication,
+  (SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted) AS waiting_sessions,
+  (SELECT extract(epoch FROM max(now() - waitstart))::float8 FROM pg_locks WHERE NOT granted)
+     AS longest_lock_wait
+";
+
+/// The long-lived session.
+#[derive(Debug)]
+pub struct PgSession {
+    config: tokio_postgres::Config,
+    address: String,
+    conn: Option<(Client, Statement)>,
+    /// Connections opened so far (one at start, one per recovery from an error).
+    pub connections_opened: u64,
+}
+
+impl PgSession {
+    pub fn new(cfg: &PostgresConfig, probe_timeout: std::time::Duration) -> Self {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&cfg.host)
+            .port(cfg.port)
+            .user(&cfg.user)
+            .dbname(&cfg.dbname)
+            .application_name("vigie-agent")
+            .connect_timeout(cfg.connect_timeout.unwrap_or(probe_timeout))
+            .keepalives(true)
+            .keepalives_idle(std::time::Duration::from_secs(30))
+            .options(format!(
+                "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout=60000",
+                cfg.statement_timeout.as_millis(),
+                cfg.statement_timeout.as_millis()
+            ));
+        if let Some(pw) = cfg.resolved_password() {
+            config.password(pw.expose());
+        }
+        PgSession {
+            config,
+            address: format!("{}:{}", cfg.host, cfg.port),
+            conn: None,
+            connections_opened: 0,
+        }
+    }
+
+    /// `host:port` of the server.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Runs the cycle's query on the reused connection, connecting first if needed. On any error
+    /// the connection is dropped; if the caller's timeout cancels this future, it is dropped too.
+    pub async fn snapshot(&mut self) -> Result<PgSnapshot, String> {
+        let (client, stmt) = match self.conn.take() {
+            Some((c, s)) if !c.is_closed() => (c, s),
+            _ => self.connect().await?,
+        };
+        let row = client
+            .query_one(&stmt, &[])
+            .await
+            .map_err(|e| describe(&e))?;
+        let snapshot = parse_row(&row)?;
+        self.conn = Some((client, stmt));
+        Ok(snapshot)
+    }
+
+    async fn connect(&mut self) -> Result<(Client, Statement), String> {
+        self.connections_opened += 1;
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {}", self.address, describe(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "PostgreSQL connection ended");
+            }
+        });
+        let stmt = client
+            .prepare(SNAPSHOT_SQL)
+            .await
+            .map_err(|e| describe(&e))?;
+        Ok((client, stmt))
+    }
+}
+
+/// The server's own message when there is one (e.g. `password authentication failed …`).
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
+}
+
+fn parse_row(row: &tokio_postgres::Row) -> Result<PgSnapshot, String> {
+    let col = |name: &str| -> Result<Option<String>, String> {
+        row.try_get::<_, Option<String>>(name)
+            .map_err(|e| format!("column {name}: {e}"))
+    };
+    let lsn = |name: &str| -> Result<Option<Lsn>, String> {
+        Ok(col(name)?.as_deref().and_then(Lsn::parse))
+    };
+    let f64_col = |name: &str| -> Result<Option<f64>, String> {
+        row.try_get::<_, Option<f64>>(name)
+            .map_err(|e| format!("column {name}: {e}"))
+    };
+    let wal_receiver = match col("wal_receiver")? {
+        Some(json) => Some(
+            serde_json::from_str(&json).map_err(|e| format!("pg_stat_wal_receiver: {e}"))?,
+        ),
+        None => None,
+    };
+    let replication = match col("replication")? {
+        Some(json) => {
+            serde_json::from_str(&json).map_err(|e| format!("pg_stat_replication: {e}"))?
+        }
+        None => Vec::new(),
+    };
+    let get = |name: &str| format!("column {name}");
+    Ok(PgSnapshot {
+        in_recovery: row.try_get("in_recovery").map_err(|_| get("in_recovery"))?,
+        current_lsn: lsn("current_lsn")?,
+        timeline: row
+            .try_get::<_, Option<i64>>("timeline")
+            .map_err(|_| get("timeline"))?
+            .and_then(|t| u32::try_from(t).ok()),
+        receive_lsn: lsn("receive_lsn")?,
+        replay_lsn: lsn("replay_lsn")?,
+        replay_timestamp: f64_col("replay_timestamp")?,
+        now: f64_col("now")?.unwrap_or_default(),
+        backend_pid: row.try_get("backend_pid").map_err(|_| get("backend_pid"))?,
+        data_directory: col("data_directory")?,
+        server_version_num: row
+            .try_get("server_version_num")
+            .map_err(|_| get("server_version_num"))?,
+        wal_receiver,
+        replication,
+        waiting_sessions: row
+            .try_get("waiting_sessions")
+            .map_err(|_| get("waiting_sessions"))?,
+        longest_lock_wait: f64_col("longest_lock_wait")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_round_trip() {
+        let l = Lsn::parse("16/B374D848").expect("parses");
+        assert_eq!(l.0, (0x16 << 32) | 0xB374_D848);
+        assert_eq!(l.to_string(), "16/B374D848");
+        assert_eq!(Lsn::parse("0/0"), Some(Lsn(0)));
+        assert_eq!(Lsn::parse("zz"), None);
+    }
+
+    #[test]
+    fn receiver_and_senders_parse_from_their_json() {
+        let w: WalReceiver = serde_json::from_str(
+            r#"{"status":"streaming","sender_host":"127.0.0.11","sender_port":5432,"received_tli":3,
+                "flushed_lsn":"0/5000000","latest_end_lsn":"0/5000000","last_msg_receipt":1800000000.5,
+                "slot_name":"node2"}"#,
+        )
+        .expect("receiver");
+        assert_eq!(w.sender_host.as_deref(), Some("127.0.0.11"));
+        let s: Vec<WalSender> = serde_json::from_str(
+            r#"[{"application_name":"node2","client_addr":"127.0.0.1","state":"streaming",
+                 "sync_state":"async","sent_lsn":"0/5000000","flush_lsn":null,"replay_lsn":"0/5000000",
+                 "replay_lag_s":null}]"#,
+        )
+        .expect("senders");
+        assert_eq!(s[0].state.as_deref(), Some("streaming"));
+    }
+}
+
+/// Builders for the SQL probes' table tests.
+#[cfg(test)]
+pub mod tests_support {
+    use super::*;
+
+    pub fn cfg() -> PostgresConfig {
+        serde_json::from_value(serde_json::json!({"user": "vigie"})).expect("config")
+    }
+
+    /// A healthy idle replica's snapshot; tests change what they need.
+    pub fn snapshot() -> PgSnapshot {
+        PgSnapshot {
+            in_recovery: true,
+            current_lsn: None,
+            timeline: None,
+            receive_lsn: Some(Lsn(0x500_0000)),
+            replay_lsn: Some(Lsn(0x500_0000)),
+            replay_timestamp: Some(1_800_000_000.0 - 3600.0),
+            now: 1_800_000_000.0,
+            backend_pid: 1,
+            data_directory: None,
+            server_version_num: 150_000,
+            wal_receiver: Some(WalReceiver {
+                status: "streaming".into(),
+                sender_host: Some("127.0.0.11".into()),
+                sender_port: Some(5432),
+                received_tli: Some(3),
+                flushed_lsn: Some("0/5000000".into()),
+                latest_end_lsn: Some("0/5000000".into()),
+                last_msg_receipt: Some(1_800_000_000.0 - 5.0),
+                slot_name: Some("node2".into()),
+            }),
+            replication: Vec::new(),
+            waiting_sessions: 0,
+            longest_lock_wait: None,
+        }
+    }
+
+    pub fn sender(name: &str, state: &str) -> WalSender {
+        WalSender {
+            application_name: Some(name.into()),
+            client_addr: Some("127.0.0.1".into()),
+            state: Some(state.into()),
+            sync_state: Some("async".into()),
+            sent_lsn: Some("0/5000000".into()),
+            flush_lsn: Some("0/5000000".into()),
+            replay_lsn: Some("0/4000000".into()),
+            replay_lag_s: None,
+        }
+    }
+}

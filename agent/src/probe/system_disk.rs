@@ -1,0 +1,65 @@
+//! `system.disk`: space and inodes used on the filesystems holding the configured paths
+//! (PostgreSQL's data directory by default), from `statvfs`.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::ProbeId;
+use super::system_cpu::round1;
+use crate::config::SystemConfig;
+use crate::procfs;
+use crate::result::{ProbeResult, Status, human_bytes};
+
+pub fn probe(cfg: &SystemConfig, paths: &[PathBuf]) -> ProbeResult {
+    let id = ProbeId::SystemDisk;
+    let mut status = Status::Ok;
+    let mut parts = Vec::new();
+    let mut facts = Vec::new();
+    for path in paths {
+        match procfs::fs_usage(path) {
+            Ok(u) => {
+                let worst = u.used_percent.max(u.inodes_used_percent);
+                let s = if worst >= cfg.disk_critical_percent {
+                    Status::Critical
+                } else if worst >= cfg.disk_warning_percent {
+                    Status::Warning
+                } else {
+                    Status::Ok
+                };
+                status = status.worst(s);
+                parts.push(format!(
+                    "{}: {:.1}% used, {} free",
+                    path.display(),
+                    u.used_percent,
+                    human_bytes(u.available_bytes)
+                ));
+                facts.push(json!({
+                    "path": path.display().to_string(), "used_percent": round1(u.used_percent),
+                    "inodes_used_percent": round1(u.inodes_used_percent),
+                    "total_bytes": u.total_bytes, "available_bytes": u.available_bytes,
+                }));
+            }
+            Err(e) => {
+                status = status.worst(Status::Unknown);
+                parts.push(format!("{}: {e}", path.display()));
+                facts.push(json!({"path": path.display().to_string(), "error": e.to_string()}));
+            }
+        }
+    }
+    ProbeResult::new(id.as_str(), status, parts.join("; ")).fact("filesystems", facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_measured_and_a_missing_path_is_unknown() {
+        let cfg = SystemConfig::default();
+        let r = probe(&cfg, &[PathBuf::from("/")]);
+        assert!(r.message.starts_with("/: "), "{}", r.message);
+        let r = probe(&cfg, &[PathBuf::from("/nonexistent/vigie")]);
+        assert_eq!(r.status, Status::Unknown);
+    }
+}
