@@ -55,13 +55,19 @@ impl Agent {
             .expect("an HTTP client without TLS always builds");
         let mut processes = Vec::new();
         if let Some(h) = &cfg.haproxy {
-            processes.push(ProcessProbe::new(ProbeId::HaproxyProcess, h.process.clone()));
+            processes.push(ProcessProbe::new(
+                ProbeId::HaproxyProcess,
+                h.process.clone(),
+            ));
         }
         if let Some(e) = &cfg.etcd {
             processes.push(ProcessProbe::new(ProbeId::EtcdProcess, e.process.clone()));
         }
         if let Some(p) = &cfg.patroni {
-            processes.push(ProcessProbe::new(ProbeId::PatroniProcess, p.process.clone()));
+            processes.push(ProcessProbe::new(
+                ProbeId::PatroniProcess,
+                p.process.clone(),
+            ));
         }
         let pg = cfg.postgres.as_ref().map(|p| {
             let session = PgSession::new(p, cfg.timeout);
@@ -126,7 +132,11 @@ impl Agent {
             let (rw, ro, backends) = tokio::join!(
                 timed(ProbeId::HaproxyRwPort, t, haproxy_port::probe(h, Port::Rw)),
                 timed(ProbeId::HaproxyRoPort, t, haproxy_port::probe(h, Port::Ro)),
-                timed(ProbeId::HaproxyBackends, t, haproxy_backends::probe(http, h)),
+                timed(
+                    ProbeId::HaproxyBackends,
+                    t,
+                    haproxy_backends::probe(http, h)
+                ),
             );
             vec![rw, ro, backends]
         };
@@ -136,9 +146,21 @@ impl Agent {
             };
             let (client, peer) = (e.client_address(), e.peer());
             let (c, p, h) = tokio::join!(
-                timed(ProbeId::EtcdClientPort, t, tcp::probe(ProbeId::EtcdClientPort, &client)),
-                timed(ProbeId::EtcdPeerPort, t, tcp::probe(ProbeId::EtcdPeerPort, &peer)),
-                timed(ProbeId::EtcdHealth, t, etcd_health::probe(http, &e.client_url)),
+                timed(
+                    ProbeId::EtcdClientPort,
+                    t,
+                    tcp::probe(ProbeId::EtcdClientPort, &client)
+                ),
+                timed(
+                    ProbeId::EtcdPeerPort,
+                    t,
+                    tcp::probe(ProbeId::EtcdPeerPort, &peer)
+                ),
+                timed(
+                    ProbeId::EtcdHealth,
+                    t,
+                    etcd_health::probe(http, &e.client_url)
+                ),
             );
             vec![c, p, h]
         };
@@ -153,9 +175,21 @@ impl Agent {
                 .map_or(16 * 1024 * 1024, |pg| pg.lag_warning_bytes);
             let now = unix_ms(SystemTime::now()) / 1000;
             let (port, health, node, cluster) = tokio::join!(
-                timed(ProbeId::PatroniApiPort, t, tcp::probe(ProbeId::PatroniApiPort, &api)),
-                timed(ProbeId::PatroniHealth, t, patroni_health::probe(http, &p.url)),
-                timed_view(ProbeId::PatroniNode, t, patroni_node::probe(http, &p.url, now)),
+                timed(
+                    ProbeId::PatroniApiPort,
+                    t,
+                    tcp::probe(ProbeId::PatroniApiPort, &api)
+                ),
+                timed(
+                    ProbeId::PatroniHealth,
+                    t,
+                    patroni_health::probe(http, &p.url)
+                ),
+                timed_view(
+                    ProbeId::PatroniNode,
+                    t,
+                    patroni_node::probe(http, &p.url, now)
+                ),
                 timed_view(
                     ProbeId::PatroniCluster,
                     t,
@@ -172,8 +206,8 @@ impl Agent {
                 tokio::time::timeout(t, state.session.snapshot()),
                 state.accept.handshake_if_due(state.last_failed),
             );
-            let snapshot = snapshot
-                .unwrap_or_else(|_| Err(format!("timed out after {}", fmt_duration(t))));
+            let snapshot =
+                snapshot.unwrap_or_else(|_| Err(format!("timed out after {}", fmt_duration(t))));
             state.last_failed = snapshot.is_err();
             Some((snapshot, started, t0.elapsed()))
         };
@@ -183,7 +217,8 @@ impl Agent {
         results.extend(e);
         results.extend(p);
 
-        if let (Some(pg_cfg), Some(state), Some(snapshot)) = (&cfg.postgres, pg.as_mut(), snapshot) {
+        if let (Some(pg_cfg), Some(state), Some(snapshot)) = (&cfg.postgres, pg.as_mut(), snapshot)
+        {
             if let Ok(snap) = &snapshot.0
                 && disk_paths.is_empty()
                 && let Some(dir) = &snap.data_directory

@@ -124,7 +124,10 @@ pub struct PostgresConfig {
     pub expected_replicas: Option<u32>,
     /// How often to check that the server accepts new connections with a real handshake
     /// (default 60s; the postmaster's process state is checked every cycle at no cost).
-    #[serde(default = "default_accept_check_interval", deserialize_with = "duration")]
+    #[serde(
+        default = "default_accept_check_interval",
+        deserialize_with = "duration"
+    )]
     pub accept_check_interval: Duration,
     /// Replication lag thresholds, on the standby (bytes received but not replayed).
     #[serde(default = "default_lag_warning_bytes")]
@@ -378,8 +381,11 @@ pub fn url_address(url: &reqwest::Url) -> String {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. \"5s\" or \"500ms\"")))
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({e}); write e.g. \"5s\" or \"500ms\""
+        ))
+    })
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -433,7 +439,9 @@ fn from_config_error(e: config::ConfigError) -> ConfigError {
         .filter(|_| text.starts_with("missing field") || text.starts_with("unknown field"))
         .map(str::to_string);
     let field = match (field, missing_or_unknown) {
-        (Some(parent), Some(name)) if text.starts_with("missing field") => format!("{parent}.{name}"),
+        (Some(parent), Some(name)) if text.starts_with("missing field") => {
+            format!("{parent}.{name}")
+        }
         (Some(f), _) => f,
         (None, Some(name)) => name,
         (None, None) => "(file)".to_string(),
@@ -561,9 +569,21 @@ pub fn validate(cfg: &AgentConfig) -> Result<(), ConfigError> {
     }
     let s = &cfg.system;
     for (field, warn, crit) in [
-        ("system.cpu_warning_percent", s.cpu_warning_percent, s.cpu_critical_percent),
-        ("system.memory_warning_percent", s.memory_warning_percent, s.memory_critical_percent),
-        ("system.disk_warning_percent", s.disk_warning_percent, s.disk_critical_percent),
+        (
+            "system.cpu_warning_percent",
+            s.cpu_warning_percent,
+            s.cpu_critical_percent,
+        ),
+        (
+            "system.memory_warning_percent",
+            s.memory_warning_percent,
+            s.memory_critical_percent,
+        ),
+        (
+            "system.disk_warning_percent",
+            s.disk_warning_percent,
+            s.disk_critical_percent,
+        ),
     ] {
         if !(0.0..=100.0).contains(&warn) || !(0.0..=100.0).contains(&crit) || warn > crit {
             return Err(ConfigError::new(
@@ -653,8 +673,11 @@ mod tests {
 
     #[test]
     fn timeout_must_be_below_interval() {
-        let e = load_str(&format!("interval = \"2s\"\ntimeout = \"3s\"\n{MINIMAL}"), &[])
-            .expect_err("invalid");
+        let e = load_str(
+            &format!("interval = \"2s\"\ntimeout = \"3s\"\n{MINIMAL}"),
+            &[],
+        )
+        .expect_err("invalid");
         assert_eq!(e.field, "timeout");
     }
 
@@ -718,8 +741,11 @@ mod tests {
 
     #[test]
     fn bad_url_names_the_field() {
-        let e = load_str("node = \"n\"\ncluster = \"c\"\n[patroni]\nurl = \"not a url\"\n", &[])
-            .expect_err("invalid");
+        let e = load_str(
+            "node = \"n\"\ncluster = \"c\"\n[patroni]\nurl = \"not a url\"\n",
+            &[],
+        )
+        .expect_err("invalid");
         assert!(e.to_string().contains("patroni.url"), "{e}");
     }
 }

@@ -31,7 +31,11 @@ pub async fn get(client: &reqwest::Client, url: &str) -> Result<Answer, String> 
     read(client.get(url).send().await, url).await
 }
 
-pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> Result<Answer, String> {
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> Result<Answer, String> {
     read(client.post(url).json(body).send().await, url).await
 }
 

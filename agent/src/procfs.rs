@@ -101,7 +101,8 @@ pub fn listening_in(table: &str, v6: bool, addr: SocketAddr) -> bool {
         let Some((ip, port)) = parse_proc_addr(local, v6) else {
             return false;
         };
-        port == addr.port() && (ip == addr.ip() || ip.is_unspecified() || v4_mapped(ip) == Some(addr.ip()))
+        port == addr.port()
+            && (ip == addr.ip() || ip.is_unspecified() || v4_mapped(ip) == Some(addr.ip()))
     })
 }
 
@@ -284,8 +285,10 @@ mod tests {
         let c = parse_cpu_times("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n").expect("cpu");
         assert_eq!(c.total, 1000);
         assert_eq!(c.busy, 150);
-        let m = parse_meminfo("MemTotal:  1000 kB\nMemFree: 10 kB\nMemAvailable:  250 kB\nSwapTotal: 0 kB\n")
-            .expect("mem");
+        let m = parse_meminfo(
+            "MemTotal:  1000 kB\nMemFree: 10 kB\nMemAvailable:  250 kB\nSwapTotal: 0 kB\n",
+        )
+        .expect("mem");
         assert_eq!(m.total, 1_024_000);
         assert_eq!(m.available, 256_000);
     }

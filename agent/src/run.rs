@@ -35,8 +35,12 @@ pub async fn run(mut agent: Agent, shutdown: impl Future<Output = ()>) {
             if previous != Some(r.status) {
                 let from = previous.map_or("none", Status::as_str);
                 match r.status {
-                    Status::Ok => tracing::info!(probe = r.id, from, to = "ok", message = %r.message, "Probe status changed"),
-                    _ => tracing::warn!(probe = r.id, from, to = r.status.as_str(), message = %r.message, "Probe status changed"),
+                    Status::Ok => {
+                        tracing::info!(probe = r.id, from, to = "ok", message = %r.message, "Probe status changed")
+                    }
+                    _ => {
+                        tracing::warn!(probe = r.id, from, to = r.status.as_str(), message = %r.message, "Probe status changed")
+                    }
                 }
             }
         }

@@ -60,7 +60,10 @@ pub fn judge(
     let (leader, term, member_id, version) = match &status {
         Ok(s) => (
             id_of(&s["leader"]).filter(|l| l != "0"),
-            s["raftTerm"].as_str().and_then(|t| t.parse::<u64>().ok()).or(s["raftTerm"].as_u64()),
+            s["raftTerm"]
+                .as_str()
+                .and_then(|t| t.parse::<u64>().ok())
+                .or(s["raftTerm"].as_u64()),
             id_of(&s["header"]["member_id"]),
             s["version"].as_str().map(str::to_string),
         ),
@@ -73,7 +76,9 @@ pub fn judge(
             .and_then(|m| m["name"].as_str().map(str::to_string))
     });
     let result = if !healthy {
-        let reason = health["reason"].as_str().unwrap_or("no leader or no quorum");
+        let reason = health["reason"]
+            .as_str()
+            .unwrap_or("no leader or no quorum");
         id.critical(format!("etcd member unhealthy: {reason}"))
     } else if let Err(e) = &status {
         id.warning(format!("etcd healthy, but its status is unreadable: {e}"))
@@ -103,7 +108,9 @@ mod tests {
     use crate::result::Status;
 
     fn status(leader: &str) -> Result<Value, String> {
-        Ok(json!({"header": {"member_id": "11"}, "leader": leader, "raftTerm": "4", "version": "3.4.23"}))
+        Ok(
+            json!({"header": {"member_id": "11"}, "leader": leader, "raftTerm": "4", "version": "3.4.23"}),
+        )
     }
 
     fn members() -> Result<Value, String> {
@@ -114,13 +121,25 @@ mod tests {
     fn judge_table() {
         let ok = judge(&json!({"health": "true"}), status("12"), members());
         assert_eq!(ok.status, Status::Ok, "{}", ok.message);
-        assert!(ok.message.contains("leader etcd2, term 4"), "{}", ok.message);
-        let unhealthy = judge(&json!({"health": "false", "reason": "RAFT NO LEADER"}), status("0"), members());
+        assert!(
+            ok.message.contains("leader etcd2, term 4"),
+            "{}",
+            ok.message
+        );
+        let unhealthy = judge(
+            &json!({"health": "false", "reason": "RAFT NO LEADER"}),
+            status("0"),
+            members(),
+        );
         assert_eq!(unhealthy.status, Status::Critical);
         assert!(unhealthy.message.contains("RAFT NO LEADER"));
         let no_leader = judge(&json!({"health": "true"}), status("0"), members());
         assert_eq!(no_leader.status, Status::Critical);
-        let blind = judge(&json!({"health": "true"}), Err("timed out".into()), members());
+        let blind = judge(
+            &json!({"health": "true"}),
+            Err("timed out".into()),
+            members(),
+        );
         assert_eq!(blind.status, Status::Warning);
         let garbage = judge(&json!([1, 2]), status("12"), Err("x".into()));
         assert_eq!(garbage.status, Status::Critical);

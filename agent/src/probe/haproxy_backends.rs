@@ -85,7 +85,8 @@ pub fn parse_stat_csv(text: &str) -> Result<Vec<ServerRow>, String> {
         .next()
         .and_then(|h| h.strip_prefix("# "))
         .ok_or_else(|| format!("no `# pxname,…` header in \"{}\"", super::excerpt(text, 60)))?;
-    let columns: HashMap<&str, usize> = header.split(',').enumerate().map(|(i, c)| (c, i)).collect();
+    let columns: HashMap<&str, usize> =
+        header.split(',').enumerate().map(|(i, c)| (c, i)).collect();
     let col = |name: &str| {
         columns
             .get(name)
@@ -125,7 +126,11 @@ pub fn judge(rows: &[ServerRow], apps: &[(String, String, Option<String>)]) -> P
     for (app, rw, ro) in apps {
         for (proxy, is_rw) in std::iter::once((rw, true)).chain(ro.iter().map(|r| (r, false))) {
             let servers: Vec<&ServerRow> = rows.iter().filter(|r| &r.proxy == proxy).collect();
-            let up: Vec<&str> = servers.iter().filter(|s| s.up()).map(|s| s.server.as_str()).collect();
+            let up: Vec<&str> = servers
+                .iter()
+                .filter(|s| s.up())
+                .map(|s| s.server.as_str())
+                .collect();
             facts.push(json!({
                 "application": app, "proxy": proxy, "kind": if is_rw { "rw" } else { "ro" },
                 "up": up,
@@ -147,7 +152,10 @@ pub fn judge(rows: &[ServerRow], apps: &[(String, String, Option<String>)]) -> P
                 }
                 (true, n) => {
                     status = Status::Critical;
-                    problems.push(format!("{proxy}: {n} servers UP ({}), writes may reach more than one node", up.join(", ")));
+                    problems.push(format!(
+                        "{proxy}: {n} servers UP ({}), writes may reach more than one node",
+                        up.join(", ")
+                    ));
                 }
                 (false, 0) => {
                     status = Status::Critical;
@@ -177,7 +185,11 @@ pub fn judge(rows: &[ServerRow], apps: &[(String, String, Option<String>)]) -> P
 /// Check results meaning the health endpoint itself is unreachable or broken (not a 503).
 fn unreachable_check(check_status: &str) -> bool {
     let s = check_status.trim_start_matches('*');
-    s.starts_with("L4") || s.starts_with("SOCKERR") || s == "L7TOUT" || s == "L7RSP" || s.starts_with("L6")
+    s.starts_with("L4")
+        || s.starts_with("SOCKERR")
+        || s == "L7TOUT"
+        || s == "L7RSP"
+        || s.starts_with("L6")
 }
 
 #[cfg(test)]
@@ -227,11 +239,45 @@ mod tests {
     #[test]
     fn judge_table() {
         let table = [
-            (vec![row("demo_rw", "node1", "DOWN", "L7STS", "503"), row("demo_ro", "node2", "UP", "L7OK", "200")], Status::Critical, "no server UP, writes fail"),
-            (vec![row("demo_rw", "node1", "UP", "L7OK", "200"), row("demo_rw", "node2", "UP", "L7OK", "200"), row("demo_ro", "node2", "UP", "L7OK", "200")], Status::Critical, "2 servers UP"),
-            (vec![row("demo_rw", "node1", "UP", "L7OK", "200"), row("demo_rw", "node2", "DOWN", "L4CON", ""), row("demo_ro", "node3", "UP", "L7OK", "200")], Status::Warning, "cannot reach its health check"),
-            (vec![row("demo_rw", "node1", "UP", "L7OK", "200"), row("demo_ro", "node2", "DOWN", "L7STS", "503")], Status::Critical, "reads fail"),
-            (vec![row("other_rw", "node1", "UP", "L7OK", "200")], Status::Critical, "not in HAProxy's stats"),
+            (
+                vec![
+                    row("demo_rw", "node1", "DOWN", "L7STS", "503"),
+                    row("demo_ro", "node2", "UP", "L7OK", "200"),
+                ],
+                Status::Critical,
+                "no server UP, writes fail",
+            ),
+            (
+                vec![
+                    row("demo_rw", "node1", "UP", "L7OK", "200"),
+                    row("demo_rw", "node2", "UP", "L7OK", "200"),
+                    row("demo_ro", "node2", "UP", "L7OK", "200"),
+                ],
+                Status::Critical,
+                "2 servers UP",
+            ),
+            (
+                vec![
+                    row("demo_rw", "node1", "UP", "L7OK", "200"),
+                    row("demo_rw", "node2", "DOWN", "L4CON", ""),
+                    row("demo_ro", "node3", "UP", "L7OK", "200"),
+                ],
+                Status::Warning,
+                "cannot reach its health check",
+            ),
+            (
+                vec![
+                    row("demo_rw", "node1", "UP", "L7OK", "200"),
+                    row("demo_ro", "node2", "DOWN", "L7STS", "503"),
+                ],
+                Status::Critical,
+                "reads fail",
+            ),
+            (
+                vec![row("other_rw", "node1", "UP", "L7OK", "200")],
+                Status::Critical,
+                "not in HAProxy's stats",
+            ),
         ];
         for (rows, status, text) in table {
             let r = judge(&stats(&rows), &apps());

@@ -61,7 +61,11 @@ pub async fn probe(
 }
 
 /// Judges a `/cluster` document (pure).
-pub fn judge(doc: &Value, node: &str, lag_warning_bytes: u64) -> (ProbeResult, Option<ClusterView>) {
+pub fn judge(
+    doc: &Value,
+    node: &str,
+    lag_warning_bytes: u64,
+) -> (ProbeResult, Option<ClusterView>) {
     let id = ProbeId::PatroniCluster;
     let members: Vec<Member> = doc["members"]
         .as_array()
@@ -97,7 +101,11 @@ pub fn judge(doc: &Value, node: &str, lag_warning_bytes: u64) -> (ProbeResult, O
             Status::Critical,
             format!(
                 "{n} leaders: {}",
-                leaders.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+                leaders
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ),
     }
@@ -106,14 +114,23 @@ pub fn judge(doc: &Value, node: &str, lag_warning_bytes: u64) -> (ProbeResult, O
             raise(Status::Warning, format!("{} is {}", m.name, m.state));
         }
         if let Some(lag) = m.lag.filter(|&l| l > lag_warning_bytes) {
-            raise(Status::Warning, format!("{} lags {}", m.name, human_bytes(lag)));
+            raise(
+                Status::Warning,
+                format!("{} lags {}", m.name, human_bytes(lag)),
+            );
         }
     }
     if !members.iter().any(|m| m.name == node) {
-        raise(Status::Warning, format!("this node ({node}) is not a member"));
+        raise(
+            Status::Warning,
+            format!("this node ({node}) is not a member"),
+        );
     }
     if paused {
-        raise(Status::Warning, "maintenance mode: Patroni will not fail over".to_string());
+        raise(
+            Status::Warning,
+            "maintenance mode: Patroni will not fail over".to_string(),
+        );
     }
 
     let summary = format!(
@@ -174,10 +191,18 @@ mod tests {
             {"name": "node2", "role": "replica", "state": "running", "lag": 999_999_999u64},
         ]);
         let table = [
-            (doc(healthy.clone(), false), Status::Ok, "3 members, leader node1"),
+            (
+                doc(healthy.clone(), false),
+                Status::Ok,
+                "3 members, leader node1",
+            ),
             (doc(healthy, true), Status::Warning, "maintenance mode"),
             (doc(no_leader, false), Status::Critical, "no leader"),
-            (doc(two_leaders, false), Status::Critical, "2 leaders: node1, node2"),
+            (
+                doc(two_leaders, false),
+                Status::Critical,
+                "2 leaders: node1, node2",
+            ),
             (doc(stopped, false), Status::Warning, "node2 is stopped"),
             (doc(lagging, false), Status::Warning, "node2 lags"),
         ];
@@ -190,7 +215,10 @@ mod tests {
 
     #[test]
     fn node_missing_from_members_is_a_warning() {
-        let d = doc(json!([{"name": "node1", "role": "leader", "state": "running"}]), false);
+        let d = doc(
+            json!([{"name": "node1", "role": "leader", "state": "running"}]),
+            false,
+        );
         let (r, view) = judge(&d, "node9", 1);
         assert_eq!(r.status, Status::Warning);
         assert_eq!(view.expect("view").others("node9").count(), 1);

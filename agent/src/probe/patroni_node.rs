@@ -81,7 +81,8 @@ pub fn judge(doc: &Value, now_unix: i64) -> (ProbeResult, Option<NodeView>) {
     let id = ProbeId::PatroniNode;
     let Some(role_text) = doc["role"].as_str() else {
         return (
-            id.critical("Patroni /patroni has no role").facts(doc.clone()),
+            id.critical("Patroni /patroni has no role")
+                .facts(doc.clone()),
             None,
         );
     };
@@ -101,12 +102,17 @@ pub fn judge(doc: &Value, now_unix: i64) -> (ProbeResult, Option<NodeView>) {
             dcs_age.unwrap_or_default()
         ))
     } else if pending_restart {
-        id.warning(format!("{} {state}, restart pending to apply settings", role.as_str()))
+        id.warning(format!(
+            "{} {state}, restart pending to apply settings",
+            role.as_str()
+        ))
     } else {
         id.ok(format!(
             "{} {state}{}",
             role.as_str(),
-            timeline.map(|t| format!(" on timeline {t}")).unwrap_or_default()
+            timeline
+                .map(|t| format!(" on timeline {t}"))
+                .unwrap_or_default()
         ))
     };
     result = result
@@ -120,7 +126,13 @@ pub fn judge(doc: &Value, now_unix: i64) -> (ProbeResult, Option<NodeView>) {
     if let Some(a) = dcs_age {
         result = result.fact("dcs_last_seen_age_s", a);
     }
-    for key in ["xlog", "postmaster_start_time", "server_version", "patroni", "replication_state"] {
+    for key in [
+        "xlog",
+        "postmaster_start_time",
+        "server_version",
+        "patroni",
+        "replication_state",
+    ] {
         if !doc[key].is_null() {
             result = result.fact(key, doc[key].clone());
         }
@@ -145,12 +157,36 @@ mod tests {
     #[test]
     fn judge_table() {
         let table = [
-            (json!({"role": "master", "state": "running", "timeline": 3, "dcs_last_seen": NOW - 2}), Status::Ok, Some(Role::Primary)),
-            (json!({"role": "primary", "state": "running"}), Status::Ok, Some(Role::Primary)),
-            (json!({"role": "replica", "state": "streaming"}), Status::Ok, Some(Role::Replica)),
-            (json!({"role": "replica", "state": "starting"}), Status::Critical, Some(Role::Replica)),
-            (json!({"role": "replica", "state": "running", "dcs_last_seen": NOW - 100}), Status::Warning, Some(Role::Replica)),
-            (json!({"role": "replica", "state": "running", "pending_restart": true}), Status::Warning, Some(Role::Replica)),
+            (
+                json!({"role": "master", "state": "running", "timeline": 3, "dcs_last_seen": NOW - 2}),
+                Status::Ok,
+                Some(Role::Primary),
+            ),
+            (
+                json!({"role": "primary", "state": "running"}),
+                Status::Ok,
+                Some(Role::Primary),
+            ),
+            (
+                json!({"role": "replica", "state": "streaming"}),
+                Status::Ok,
+                Some(Role::Replica),
+            ),
+            (
+                json!({"role": "replica", "state": "starting"}),
+                Status::Critical,
+                Some(Role::Replica),
+            ),
+            (
+                json!({"role": "replica", "state": "running", "dcs_last_seen": NOW - 100}),
+                Status::Warning,
+                Some(Role::Replica),
+            ),
+            (
+                json!({"role": "replica", "state": "running", "pending_restart": true}),
+                Status::Warning,
+                Some(Role::Replica),
+            ),
             (json!({"state": "running"}), Status::Critical, None),
         ];
         for (doc, status, role) in table {

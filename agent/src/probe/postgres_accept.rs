@@ -89,7 +89,11 @@ impl AcceptProbe {
             Ok(took) => id.ok(format!(
                 "accepts new connections (handshake {:.1} ms, {age}s ago{})",
                 took.as_secs_f64() * 1000.0,
-                if postmaster.is_some() { "; postmaster running" } else { "" }
+                if postmaster.is_some() {
+                    "; postmaster running"
+                } else {
+                    ""
+                }
             )),
             Err(e) => id.critical(e.clone()),
         };
@@ -152,7 +156,11 @@ mod tests {
         p.handshake_if_due(false).await;
         let r = p.judge(None);
         assert_eq!(r.status, Status::Critical, "{}", r.message);
-        assert!(r.message.contains("not answered within 300ms"), "{}", r.message);
+        assert!(
+            r.message.contains("not answered within 300ms"),
+            "{}",
+            r.message
+        );
         drop(listener);
     }
 
@@ -169,6 +177,10 @@ mod tests {
         p.handshake_if_due(false).await;
         let r = p.judge(None);
         assert_eq!(r.status, Status::Critical);
-        assert!(r.message.contains("not PostgreSQL's handshake"), "{}", r.message);
+        assert!(
+            r.message.contains("not PostgreSQL's handshake"),
+            "{}",
+            r.message
+        );
     }
 }

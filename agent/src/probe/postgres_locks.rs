@@ -45,7 +45,13 @@ mod tests {
             let mut snap = snapshot();
             snap.waiting_sessions = waiting;
             snap.longest_lock_wait = longest;
-            let ctx = PgContext { snapshot: &snap, role: None, cluster: None, node: "n", cfg: &cfg };
+            let ctx = PgContext {
+                snapshot: &snap,
+                role: None,
+                cluster: None,
+                node: "n",
+                cfg: &cfg,
+            };
             assert_eq!(judge(&ctx).status, status);
         }
     }

@@ -16,7 +16,9 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
         "not in recovery (writable)"
     };
     let result = match ctx.role.map(|r| (r, r.expects_recovery())) {
-        None => id.unknown(format!("PostgreSQL is {actual}; Patroni's role for this node is unknown")),
+        None => id.unknown(format!(
+            "PostgreSQL is {actual}; Patroni's role for this node is unknown"
+        )),
         Some((role, None)) => id.unknown(format!(
             "PostgreSQL is {actual}; Patroni's role `{}` sets no expectation",
             role.as_str()
@@ -32,10 +34,9 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
             role.as_str()
         )),
     };
-    let result = result.fact("in_recovery", in_recovery).fact(
-        "patroni_role",
-        ctx.role.map(|r| r.as_str().to_string()),
-    );
+    let result = result
+        .fact("in_recovery", in_recovery)
+        .fact("patroni_role", ctx.role.map(|r| r.as_str().to_string()));
     match ctx.snapshot.timeline {
         Some(t) => result.fact("timeline", t),
         None => result,
@@ -57,15 +58,29 @@ mod tests {
             (Some(Role::Primary), true, Status::Critical),
             (Some(Role::Replica), false, Status::Critical),
             (None, false, Status::Unknown),
-            (Some(Role::Other("uninitialized".into())), true, Status::Unknown),
+            (
+                Some(Role::Other("uninitialized".into())),
+                true,
+                Status::Unknown,
+            ),
         ];
         let cfg = cfg();
         for (role, in_recovery, status) in table {
             let mut snap = snapshot();
             snap.in_recovery = in_recovery;
-            let ctx = PgContext { snapshot: &snap, role: role.as_ref(), cluster: None, node: "node1", cfg: &cfg };
+            let ctx = PgContext {
+                snapshot: &snap,
+                role: role.as_ref(),
+                cluster: None,
+                node: "node1",
+                cfg: &cfg,
+            };
             let r = judge(&ctx);
-            assert_eq!(r.status, status, "{role:?} in_recovery={in_recovery}: {}", r.message);
+            assert_eq!(
+                r.status, status,
+                "{role:?} in_recovery={in_recovery}: {}",
+                r.message
+            );
         }
     }
 }

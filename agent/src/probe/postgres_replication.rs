@@ -113,7 +113,11 @@ mod tests {
                 .map(|n| Member {
                     name: n.to_string(),
                     host: None,
-                    role: if *n == "node1" { Role::Primary } else { Role::Replica },
+                    role: if *n == "node1" {
+                        Role::Primary
+                    } else {
+                        Role::Replica
+                    },
                     state: "running".into(),
                     timeline: None,
                     lag: None,
@@ -123,19 +127,71 @@ mod tests {
         }
     }
 
+    /// Senders (name, state), role, cluster view, config, expected status, expected text.
+    type Case<'a> = (
+        Vec<(&'a str, &'a str)>,
+        Option<Role>,
+        Option<&'a ClusterView>,
+        &'a crate::config::PostgresConfig,
+        Status,
+        &'a str,
+    );
+
     #[test]
     fn judge_table() {
         let three = cluster(&["node1", "node2", "node3"]);
-        let cfg = cfg();
         let mut fixed = cfg();
+        let cfg = cfg();
         fixed.expected_replicas = Some(1);
-        let table: Vec<(Vec<(&str, &str)>, Option<Role>, Option<&ClusterView>, &crate::config::PostgresConfig, Status, &str)> = vec![
-            (vec![("node2", "streaming"), ("node3", "streaming")], Some(Role::Primary), Some(&three), &cfg, Status::Ok, "2/2 replicas streaming: node2, node3"),
-            (vec![("node2", "streaming"), ("node3", "catchup")], Some(Role::Primary), Some(&three), &cfg, Status::Warning, "missing node3"),
-            (vec![], Some(Role::Primary), Some(&three), &cfg, Status::Critical, "0/2"),
-            (vec![("node2", "streaming")], Some(Role::Primary), None, &fixed, Status::Ok, "1/1"),
-            (vec![("node2", "streaming")], Some(Role::Primary), None, &cfg, Status::Unknown, "cannot tell"),
-            (vec![], Some(Role::Replica), Some(&three), &cfg, Status::Ok, "replica"),
+        let table: Vec<Case<'_>> = vec![
+            (
+                vec![("node2", "streaming"), ("node3", "streaming")],
+                Some(Role::Primary),
+                Some(&three),
+                &cfg,
+                Status::Ok,
+                "2/2 replicas streaming: node2, node3",
+            ),
+            (
+                vec![("node2", "streaming"), ("node3", "catchup")],
+                Some(Role::Primary),
+                Some(&three),
+                &cfg,
+                Status::Warning,
+                "missing node3",
+            ),
+            (
+                vec![],
+                Some(Role::Primary),
+                Some(&three),
+                &cfg,
+                Status::Critical,
+                "0/2",
+            ),
+            (
+                vec![("node2", "streaming")],
+                Some(Role::Primary),
+                None,
+                &fixed,
+                Status::Ok,
+                "1/1",
+            ),
+            (
+                vec![("node2", "streaming")],
+                Some(Role::Primary),
+                None,
+                &cfg,
+                Status::Unknown,
+                "cannot tell",
+            ),
+            (
+                vec![],
+                Some(Role::Replica),
+                Some(&three),
+                &cfg,
+                Status::Ok,
+                "replica",
+            ),
             (vec![], None, Some(&three), &cfg, Status::Unknown, "unknown"),
         ];
         for (senders, role, cluster, cfg, status, text) in table {
@@ -143,7 +199,13 @@ mod tests {
             snap.in_recovery = false;
             snap.current_lsn = Some(Lsn(0x500_0000));
             snap.replication = senders.iter().map(|(n, s)| sender(n, s)).collect();
-            let ctx = PgContext { snapshot: &snap, role: role.as_ref(), cluster, node: "node1", cfg };
+            let ctx = PgContext {
+                snapshot: &snap,
+                role: role.as_ref(),
+                cluster,
+                node: "node1",
+                cfg,
+            };
             let r = judge(&ctx);
             assert_eq!(r.status, status, "{}", r.message);
             assert!(r.message.contains(text), "{}", r.message);
@@ -157,7 +219,13 @@ mod tests {
         let mut snap = snapshot();
         snap.current_lsn = Some(Lsn(0x500_0000));
         snap.replication = vec![sender("node2", "streaming")];
-        let ctx = PgContext { snapshot: &snap, role: Some(&Role::Primary), cluster: Some(&three), node: "node1", cfg: &cfg };
+        let ctx = PgContext {
+            snapshot: &snap,
+            role: Some(&Role::Primary),
+            cluster: Some(&three),
+            node: "node1",
+            cfg: &cfg,
+        };
         let r = judge(&ctx);
         assert_eq!(r.facts["senders"][0]["replay_lag_bytes"], 0x100_0000);
     }

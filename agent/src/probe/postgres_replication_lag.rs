@@ -68,7 +68,10 @@ impl LagTracker {
             )));
         }
         let secs_text = seconds.map_or("?s".to_string(), |s| format!("{s}s"));
-        let text = format!("replay {} ({secs_text}) behind received WAL", human_bytes(bytes));
+        let text = format!(
+            "replay {} ({secs_text}) behind received WAL",
+            human_bytes(bytes)
+        );
         let over = |limit_bytes: u64, limit: std::time::Duration| {
             bytes >= limit_bytes || seconds.is_some_and(|s| s >= limit.as_secs_f64())
         };
@@ -92,7 +95,13 @@ mod tests {
 
     fn run(tracker: &mut LagTracker, snap: &PgSnapshot) -> ProbeResult {
         let cfg = cfg();
-        let ctx = PgContext { snapshot: snap, role: Some(&Role::Replica), cluster: None, node: "n", cfg: &cfg };
+        let ctx = PgContext {
+            snapshot: snap,
+            role: Some(&Role::Replica),
+            cluster: None,
+            node: "n",
+            cfg: &cfg,
+        };
         tracker.judge(&ctx)
     }
 

@@ -17,7 +17,7 @@ impl Lsn {
     pub fn parse(text: &str) -> Option<Lsn> {
         let (hi, lo) = text.trim().split_once('/')?;
         Some(Lsn(
-            (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?,
+            (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?
         ))
     }
 }
@@ -112,7 +112,7 @@ SELECT
             extract(epoch FROM last_msg_receipt_time)::float8 AS last_msg_receipt, slot_name
      FROM pg_stat_wal_receiver) w) AS wal_receiver,
   (SELECT coalesce(json_agg(r), '[]')::text FROM (
-     SELECT application_name, client_addr::text AS client_addr, state, sync_state,
+     SELECT application_name, host(client_addr) AS client_addr, state, sync_state,
             sent_lsn::text AS sent_lsn, flush_lsn::text AS flush_lsn,
             replay_lsn::text AS replay_lsn, extract(epoch FROM replay_lag)::float8 AS replay_lag_s
      FROM pg_stat_replication) r) AS replication,
@@ -227,9 +227,9 @@ fn parse_row(row: &tokio_postgres::Row) -> Result<PgSnapshot, String> {
             .map_err(|e| format!("column {name}: {e}"))
     };
     let wal_receiver = match col("wal_receiver")? {
-        Some(json) => Some(
-            serde_json::from_str(&json).map_err(|e| format!("pg_stat_wal_receiver: {e}"))?,
-        ),
+        Some(json) => {
+            Some(serde_json::from_str(&json).map_err(|e| format!("pg_stat_wal_receiver: {e}"))?)
+        }
         None => None,
     };
     let replication = match col("replication")? {

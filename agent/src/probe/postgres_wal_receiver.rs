@@ -25,7 +25,9 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
         "slot_name": receiver.and_then(|w| w.slot_name.clone()),
     });
     let Some(expects_recovery) = ctx.role.and_then(|r| r.expects_recovery()) else {
-        let seen = receiver.map_or("no WAL receiver".to_string(), |w| format!("WAL receiver {}", w.status));
+        let seen = receiver.map_or("no WAL receiver".to_string(), |w| {
+            format!("WAL receiver {}", w.status)
+        });
         return id
             .unknown(format!("{seen}; Patroni's role for this node is unknown"))
             .facts(facts);
@@ -43,7 +45,10 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
                 w.sender_host.as_deref().unwrap_or("?"),
                 w.sender_port.map_or("?".to_string(), |p| p.to_string())
             );
-            let tli = w.received_tli.map(|t| format!(" on timeline {t}")).unwrap_or_default();
+            let tli = w
+                .received_tli
+                .map(|t| format!(" on timeline {t}"))
+                .unwrap_or_default();
             let leader_host = ctx
                 .cluster
                 .and_then(|c| c.leader())
@@ -97,15 +102,36 @@ mod tests {
         let table = [
             (Some(Role::Replica), &streaming, Some(&here), Status::Ok),
             (Some(Role::Replica), &streaming, None, Status::Ok),
-            (Some(Role::Replica), &streaming, Some(&elsewhere), Status::Warning),
+            (
+                Some(Role::Replica),
+                &streaming,
+                Some(&elsewhere),
+                Status::Warning,
+            ),
             (Some(Role::Replica), &none, Some(&here), Status::Critical),
-            (Some(Role::Replica), &starting, Some(&here), Status::Critical),
+            (
+                Some(Role::Replica),
+                &starting,
+                Some(&here),
+                Status::Critical,
+            ),
             (Some(Role::Primary), &none, Some(&here), Status::Ok),
-            (Some(Role::Primary), &streaming, Some(&here), Status::Critical),
+            (
+                Some(Role::Primary),
+                &streaming,
+                Some(&here),
+                Status::Critical,
+            ),
             (None, &streaming, Some(&here), Status::Unknown),
         ];
         for (role, snap, cluster, status) in table {
-            let ctx = PgContext { snapshot: snap, role: role.as_ref(), cluster, node: "node2", cfg: &cfg };
+            let ctx = PgContext {
+                snapshot: snap,
+                role: role.as_ref(),
+                cluster,
+                node: "node2",
+                cfg: &cfg,
+            };
             let r = judge(&ctx);
             assert_eq!(r.status, status, "{role:?}: {}", r.message);
         }

@@ -106,7 +106,11 @@ pub fn matches(m: &ProcessMatch, argv: &[String]) -> bool {
     let executable_matches = if m.executable.contains('/') {
         *argv0 == m.executable
     } else {
-        let base = |s: &String| Path::new(s).file_name().map(|f| f.to_string_lossy().into_owned());
+        let base = |s: &String| {
+            Path::new(s)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        };
         base(argv0).as_deref() == Some(m.executable.as_str())
             || argv.get(1).and_then(base).as_deref() == Some(m.executable.as_str())
     };

@@ -30,13 +30,18 @@ impl CpuProbe {
         let (used, io) = if total == 0 {
             (0.0, 0.0)
         } else {
-            (busy as f64 * 100.0 / total as f64, iowait as f64 * 100.0 / total as f64)
+            (
+                busy as f64 * 100.0 / total as f64,
+                iowait as f64 * 100.0 / total as f64,
+            )
         };
         let window = if since_boot { " since boot" } else { "" };
         let load = procfs::read_loadavg();
         let text = format!(
             "{used:.1}% busy{window}, {io:.1}% iowait, load {}",
-            load.map_or("?".to_string(), |(l1, l5, l15)| format!("{l1:.2} {l5:.2} {l15:.2}"))
+            load.map_or("?".to_string(), |(l1, l5, l15)| format!(
+                "{l1:.2} {l5:.2} {l15:.2}"
+            ))
         );
         let result = judge(used, cfg, text);
         let mut result = result

@@ -26,9 +26,14 @@ mod tests {
 
     #[tokio::test]
     async fn open_port_is_ok_and_closed_port_is_critical() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let open = listener.local_addr().expect("addr").to_string();
-        assert_eq!(probe(ProbeId::EtcdClientPort, &open).await.status, Status::Ok);
+        assert_eq!(
+            probe(ProbeId::EtcdClientPort, &open).await.status,
+            Status::Ok
+        );
         drop(listener);
         let closed = probe(ProbeId::EtcdClientPort, &open).await;
         assert_eq!(closed.status, Status::Critical);
