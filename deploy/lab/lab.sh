@@ -196,11 +196,13 @@ bootstrap:
     - encoding: UTF8
     - locale: C.UTF-8
     - data-checksums
+postgresql:
+  # Patroni owns the whole pg_hba.conf (bootstrap.pg_hba would only append to initdb's trust
+  # lines). Replicas connect from 127.0.0.1, the kernel's source address on lo.
   pg_hba:
     - local all all trust
     - host replication replicator 127.0.0.0/8 scram-sha-256
     - host all all 127.0.0.0/8 scram-sha-256
-postgresql:
   listen: $ip:5432
   connect_address: $ip:5432
   data_dir: $dir/data

@@ -288,6 +288,43 @@ pub async fn query_one_text(
         .ok_or_else(|| format!("{sql}: no row"))
 }
 
+/// Writes about 100 KiB of WAL through HAProxy's RW port as the superuser.
+pub async fn write_through_rw() -> Result<(), String> {
+    let timeout = Duration::from_secs(5);
+    let c = connect(Target::Rw, Role::Superuser, timeout).await?;
+    query_one_text(
+        &c,
+        "create table if not exists lab_writes (at timestamptz default now(), filler text); \
+         insert into lab_writes (filler) select repeat('x', 200) from generate_series(1, 500); \
+         select 'ok'",
+        timeout,
+    )
+    .await
+    .map(drop)
+}
+
+/// Loads the lab's agent configuration `deploy/lab/agent-NAME.toml`, pointed at this lab's
+/// state directory, and builds the agent.
+pub fn lab_agent(name: &str) -> vigie_agent::agent::Agent {
+    let path = repo_root().join(format!("deploy/lab/agent-{name}.toml"));
+    let dir = lab_dir();
+    let mut env = std::collections::HashMap::new();
+    if name.starts_with("node") {
+        env.insert(
+            "VIGIE_AGENT__POSTGRES__PASSWORD".to_string(),
+            monitor_password(),
+        );
+    } else {
+        env.insert(
+            "VIGIE_AGENT__HAPROXY__STATS_SOCKET".to_string(),
+            dir.join("haproxy.sock").display().to_string(),
+        );
+    }
+    let cfg =
+        vigie_agent::config::load(&path, env).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    vigie_agent::agent::Agent::new(cfg)
+}
+
 /// Parses a PostgreSQL LSN (`16/B374D848`) into a byte position.
 pub fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.trim().split_once('/')?;

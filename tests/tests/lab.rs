@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use vigie_tests::{
     CLUSTER_CHANGE, Lab, NODES, Role, Target, connect, lab_dir, node_ip, parse_lsn, query_one_text,
-    query_text, wait_until,
+    query_text, wait_until, write_through_rw,
 };
 
 const SQL: Duration = Duration::from_secs(5);
@@ -70,19 +70,6 @@ async fn streaming_replicas(leader: u8) -> Result<Vec<String>, String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect())
-}
-
-async fn write_through_rw() -> Result<(), String> {
-    let c = connect(Target::Rw, Role::Superuser, SQL).await?;
-    query_one_text(
-        &c,
-        "create table if not exists lab_writes (at timestamptz default now(), filler text); \
-         insert into lab_writes (filler) select repeat('x', 200) from generate_series(1, 500); \
-         select 'ok'",
-        SQL,
-    )
-    .await
-    .map(drop)
 }
 
 async fn wait_ready(lab: &Lab) {

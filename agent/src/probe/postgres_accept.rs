@@ -30,6 +30,8 @@ pub struct AcceptProbe {
     every: Duration,
     timeout: Duration,
     last: Option<Handshake>,
+    /// Whether the last call to `handshake_if_due` ran one.
+    fresh: bool,
 }
 
 impl AcceptProbe {
@@ -39,6 +41,7 @@ impl AcceptProbe {
             every,
             timeout,
             last: None,
+            fresh: false,
         }
     }
 
@@ -50,6 +53,7 @@ impl AcceptProbe {
                 .last
                 .as_ref()
                 .is_none_or(|h| h.at.elapsed() >= self.every || h.outcome.is_err());
+        self.fresh = due;
         if !due {
             return;
         }
@@ -84,6 +88,13 @@ impl AcceptProbe {
         let Some(last) = &self.last else {
             return id.unknown("no connection handshake yet");
         };
+        if snapshot.is_none() && !self.fresh && last.outcome.is_ok() {
+            // The session just failed and the last handshake predates it: not proof of health.
+            return id.unknown(format!(
+                "the agent's session just failed; the last new connection ({}s ago) succeeded; checking again next cycle",
+                last.at.elapsed().as_secs()
+            ));
+        }
         let age = last.at.elapsed().as_secs();
         let result = match &last.outcome {
             Ok(took) => id.ok(format!(
