@@ -424,29 +424,45 @@ pub fn load(path: &Path, env: HashMap<String, String>) -> Result<AgentConfig, Co
     Ok(cfg)
 }
 
-/// Turns the `config` crate's error into one naming the field.
+/// Turns the `config` crate's error into one naming the field (`a.b`, `a.list[0].c`).
 fn from_config_error(e: config::ConfigError) -> ConfigError {
     let text = e.to_string();
-    // config formats errors as "<message> for key `a.b`" (or "in a.b") when it knows the key.
-    let field = text
-        .rsplit_once(" for key `")
-        .and_then(|(_, k)| k.split('`').next())
-        .or_else(|| text.rsplit_once(" in ").map(|(_, k)| k))
+    let between = |start: &str, end: char| {
+        text.split_once(start)
+            .and_then(|(_, rest)| rest.split(end).next())
+            .map(str::to_string)
+    };
+    // config writes "… for key `a.b`" when it knows where, and names missing fields in quotes.
+    let key = between(" for key `", '`').map(|k| dot_after_index(&k));
+    let unknown = text
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
         .map(str::to_string);
-    let missing_or_unknown = text
-        .split('`')
-        .nth(1)
-        .filter(|_| text.starts_with("missing field") || text.starts_with("unknown field"))
-        .map(str::to_string);
-    let field = match (field, missing_or_unknown) {
-        (Some(parent), Some(name)) if text.starts_with("missing field") => {
-            format!("{parent}.{name}")
-        }
-        (Some(f), _) => f,
-        (None, Some(name)) => name,
-        (None, None) => "(file)".to_string(),
+    let field = match (key, unknown, between("missing configuration field \"", '"')) {
+        (_, _, Some(missing)) => missing,
+        (Some(parent), Some(name), _) => format!("{parent}.{name}"),
+        (Some(k), None, _) => k,
+        (None, Some(name), _) => name,
+        (None, None, None) => "(file)".to_string(),
     };
     ConfigError::new(field, text)
+}
+
+/// config writes `list[0]name`; people write `list[0].name`.
+fn dot_after_index(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 2);
+    let mut chars = key.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ']'
+            && chars
+                .peek()
+                .is_some_and(|n| n.is_alphanumeric() || *n == '_')
+        {
+            out.push('.');
+        }
+    }
+    out
 }
 
 fn resolve_secrets(cfg: &mut AgentConfig) -> Result<(), ConfigError> {
@@ -737,6 +753,24 @@ mod tests {
         let e = load_str(&format!("{base}[haproxy]\nstats_socket = \"/x\"\n"), &[])
             .expect_err("invalid");
         assert_eq!(e.field, "haproxy.applications");
+    }
+
+    #[test]
+    fn fields_in_lists_and_missing_fields_are_named() {
+        let e = load_str(
+            "node = \"h\"\ncluster = \"c\"\n[haproxy]\nstats_socket = \"/x\"\n[[haproxy.applications]]\nname = \"a\"\nrw = \"nope\"\n",
+            &[],
+        )
+        .expect_err("invalid");
+        assert_eq!(e.field, "haproxy.applications[0].rw");
+        let e = load_str(
+            "node = \"n\"\ncluster = \"c\"\n[patroni]\n[postgres]\nport = 1\n",
+            &[],
+        )
+        .expect_err("invalid");
+        assert_eq!(e.field, "postgres.user");
+        let e = load_str(&format!("{MINIMAL}\nport = 1"), &[]).expect_err("invalid");
+        assert_eq!(e.field, "patroni.port");
     }
 
     #[test]
