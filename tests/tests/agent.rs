@@ -10,7 +10,10 @@ use tokio::time::Instant;
 use vigie_agent::agent::Agent;
 use vigie_agent::probe::ProbeId;
 use vigie_agent::result::{ProbeResult, Status};
-use vigie_tests::{CLUSTER_CHANGE, Lab, NODES, lab_agent, node_ip, write_through_rw};
+use vigie_tests::{
+    CLUSTER_CHANGE, Lab, NODES, Role, Target, lab_agent, node_ip, query_text, wait_until,
+    write_through_rw,
+};
 
 /// Runs one cycle and indexes the results by probe id.
 async fn cycle(agent: &mut Agent) -> HashMap<&'static str, ProbeResult> {
@@ -393,4 +396,29 @@ async fn results_carry_facts_timing_and_ids() {
         );
         assert!(r["duration_us"].is_u64());
     }
+}
+
+#[tokio::test]
+async fn one_reused_postgres_connection_across_cycles() {
+    let lab = Lab::acquire().await;
+    let replica = *lab.replicas().await.first().expect("a replica");
+    let mut agent = lab_agent(&format!("node{replica}"));
+    for _ in 0..5 {
+        let results = cycle(&mut agent).await;
+        assert_eq!(get(&results, ProbeId::PostgresRecovery).status, Status::Ok);
+    }
+    assert_eq!(agent.pg_connections_opened(), 1);
+    // Server side: exactly one session of the agent (sessions of earlier tests' agents end soon).
+    wait_until("one vigie-agent session on the server", Duration::from_secs(10), || async {
+        let count = query_text(
+            Target::Node(replica),
+            Role::Superuser,
+            "select count(*) from pg_stat_activity where application_name = 'vigie-agent'",
+            Duration::from_secs(5),
+        )
+        .await
+        .ok()?;
+        (count == "1").then_some(())
+    })
+    .await;
 }
