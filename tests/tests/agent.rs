@@ -409,16 +409,20 @@ async fn one_reused_postgres_connection_across_cycles() {
     }
     assert_eq!(agent.pg_connections_opened(), 1);
     // Server side: exactly one session of the agent (sessions of earlier tests' agents end soon).
-    wait_until("one vigie-agent session on the server", Duration::from_secs(10), || async {
-        let count = query_text(
-            Target::Node(replica),
-            Role::Superuser,
-            "select count(*) from pg_stat_activity where application_name = 'vigie-agent'",
-            Duration::from_secs(5),
-        )
-        .await
-        .ok()?;
-        (count == "1").then_some(())
-    })
+    wait_until(
+        "one vigie-agent session on the server",
+        Duration::from_secs(10),
+        || async {
+            let count = query_text(
+                Target::Node(replica),
+                Role::Superuser,
+                "select count(*) from pg_stat_activity where application_name = 'vigie-agent'",
+                Duration::from_secs(5),
+            )
+            .await
+            .ok()?;
+            (count == "1").then_some(())
+        },
+    )
     .await;
 }
