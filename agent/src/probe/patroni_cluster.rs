@@ -146,7 +146,7 @@ pub fn judge(
     let member_facts: Vec<Value> = members
         .iter()
         .map(|m| {
-            json!({"name": m.name, "role": m.role.as_str(), "state": m.state,
+            json!({"name": m.name, "host": m.host, "role": m.role.as_str(), "state": m.state,
                    "timeline": m.timeline, "lag_bytes": m.lag})
         })
         .collect();

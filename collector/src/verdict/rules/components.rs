@@ -1,0 +1,135 @@
+//! PATRONI_DOWN, POSTGRES_DOWN: a database node's Patroni daemon or PostgreSQL is down (or
+//! accepts no new connections). Critical on the leader, a warning on a replica.
+
+use crate::model::Status;
+use crate::verdict::view::{NodeView, View};
+use crate::verdict::{Code, Finding, Severity};
+
+pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
+    let leader = view.patroni_leader();
+    let writable: Vec<String> = view
+        .writable()
+        .iter()
+        .map(|n| n.name().to_string())
+        .collect();
+    for n in view.fresh().filter(|n| n.is_db()) {
+        let name = n.name().to_string();
+        let important = leader.as_deref() == Some(name.as_str()) || writable.contains(&name);
+        let severity = if important {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        let role = if important { "leader" } else { "replica" };
+        let critical = |probe: &str| n.status(probe) == Some(Status::Critical);
+
+        if critical("patroni.process") || critical("patroni.api_port") {
+            findings.push(
+                Finding::new(
+                    Code::PatroniDown,
+                    severity,
+                    vec![name.clone()],
+                    format!("Patroni is down on {name} ({role})"),
+                )
+                .with_all(n.evidence("patroni.process"))
+                .with_all(n.evidence("patroni.api_port")),
+            );
+        }
+        if let Some(message) = postgres_down(n) {
+            findings.push(
+                Finding::new(
+                    Code::PostgresDown,
+                    severity,
+                    vec![name.clone()],
+                    format!("PostgreSQL on {name} ({role}) {message}"),
+                )
+                .with_all(n.evidence("postgres.recovery"))
+                .with_all(n.evidence("postgres.accept"))
+                .with_all(n.evidence("patroni.health")),
+            );
+        }
+    }
+}
+
+/// Why PostgreSQL counts as down on this node, if it does.
+fn postgres_down(n: &NodeView<'_>) -> Option<String> {
+    let sql_failed =
+        n.status("postgres.recovery") == Some(Status::Critical) && n.in_recovery().is_none();
+    let accept_failed = n.status("postgres.accept") == Some(Status::Critical);
+    let patroni_says_down = n.status("patroni.health") == Some(Status::Critical)
+        && n.status("patroni.api_port") != Some(Status::Critical);
+    if sql_failed && (accept_failed || patroni_says_down) {
+        let why = n
+            .result("postgres.accept")
+            .filter(|_| accept_failed)
+            .or(n.result("postgres.recovery"));
+        return Some(format!(
+            "is down: {}",
+            why.map_or("no answer", |o| o.message.as_str())
+        ));
+    }
+    if accept_failed {
+        let why = n
+            .result("postgres.accept")
+            .map_or("", |o| o.message.as_str());
+        return Some(format!("accepts no new connections: {why}"));
+    }
+    if sql_failed {
+        let why = n
+            .result("postgres.recovery")
+            .map_or("", |o| o.message.as_str());
+        return Some(format!("does not answer the agent: {why}"));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::model::Status;
+    use crate::verdict::testkit::{Lab, has};
+    use crate::verdict::{Code, Health, Severity};
+
+    #[test]
+    fn table() {
+        let replica_pg_down = Lab::healthy()
+            .sql_failed("node3", "cannot connect: connection refused")
+            .set("node3", "postgres.accept", Status::Critical, json!({}))
+            .set("node3", "patroni.health", Status::Critical, json!({}));
+        let cases = [
+            (
+                "replica PostgreSQL down",
+                replica_pg_down,
+                Code::PostgresDown,
+                "node3",
+                Severity::Warning,
+            ),
+            (
+                "leader postmaster frozen",
+                Lab::healthy().set("node1", "postgres.accept", Status::Critical, json!({})),
+                Code::PostgresDown,
+                "node1",
+                Severity::Critical,
+            ),
+            (
+                "replica Patroni down",
+                Lab::healthy().set("node2", "patroni.process", Status::Critical, json!({})),
+                Code::PatroniDown,
+                "node2",
+                Severity::Warning,
+            ),
+        ];
+        for (name, lab, code, node, severity) in cases {
+            let v = lab.verdict();
+            assert!(has(&v, code, &[node]), "{name}: {:?}", v.findings);
+            let f = v.findings.iter().find(|f| f.code == code).expect("finding");
+            assert_eq!(f.severity, severity, "{name}");
+            assert!(!f.evidence.is_empty(), "{name}: no evidence");
+        }
+        let v = Lab::healthy()
+            .set("node1", "postgres.accept", Status::Critical, json!({}))
+            .verdict();
+        assert_eq!(v.health, Health::Critical);
+    }
+}

@@ -1,0 +1,94 @@
+//! RESOURCE_PRESSURE, LOCK_WAITS, CLOCK_SKEW: host resources, sessions stuck on locks, and an
+//! agent clock that disagrees with the collector's.
+
+use crate::model::Status;
+use crate::verdict::view::View;
+use crate::verdict::{Code, Finding, Severity};
+
+fn severity(s: Option<Status>) -> Option<Severity> {
+    match s {
+        Some(Status::Critical) => Some(Severity::Critical),
+        Some(Status::Warning) => Some(Severity::Warning),
+        _ => None,
+    }
+}
+
+pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
+    for n in view.fresh() {
+        let name = n.name().to_string();
+        for probe in ["system.cpu", "system.memory", "system.disk"] {
+            if let Some(sev) = severity(n.status(probe)) {
+                let msg = n.result(probe).map_or("", |o| o.message.as_str());
+                findings.push(
+                    Finding::new(
+                        Code::ResourcePressure,
+                        sev,
+                        vec![name.clone()],
+                        format!("{name} {probe}: {msg}"),
+                    )
+                    .with_all(n.evidence(probe)),
+                );
+            }
+        }
+        if let Some(sev) = severity(n.status("postgres.locks")) {
+            let msg = n
+                .result("postgres.locks")
+                .map_or("", |o| o.message.as_str());
+            findings.push(
+                Finding::new(
+                    Code::LockWaits,
+                    sev,
+                    vec![name.clone()],
+                    format!("{name}: {msg}"),
+                )
+                .with_all(n.evidence("postgres.locks")),
+            );
+        }
+        if let Some(offset) = n.state.clock_offset_ms
+            && offset.abs() > view.policy.clock_skew_ms
+        {
+            findings.push(Finding::new(
+                Code::ClockSkew,
+                Severity::Warning,
+                vec![name.clone()],
+                format!(
+                    "{name}'s clock is {:.1}s {} the collector's",
+                    offset.abs() as f64 / 1000.0,
+                    if offset > 0 { "behind" } else { "ahead of" }
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::model::Status;
+    use crate::verdict::testkit::{Lab, has};
+    use crate::verdict::{Code, Health};
+
+    #[test]
+    fn table() {
+        let v = Lab::healthy()
+            .set("node2", "system.disk", Status::Critical, json!({}))
+            .verdict();
+        assert!(has(&v, Code::ResourcePressure, &["node2"]));
+        assert_eq!(v.health, Health::Critical);
+        let v = Lab::healthy()
+            .set(
+                "node1",
+                "postgres.locks",
+                Status::Warning,
+                json!({"waiting_sessions": 2}),
+            )
+            .verdict();
+        assert!(has(&v, Code::LockWaits, &["node1"]));
+        assert_eq!(v.health, Health::Degraded);
+        let mut lab = Lab::healthy();
+        lab.node_mut("node3").clock_offset_ms = Some(-7_000);
+        let v = lab.verdict();
+        assert!(has(&v, Code::ClockSkew, &["node3"]));
+    }
+}

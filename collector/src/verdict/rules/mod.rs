@@ -1,0 +1,25 @@
+//! The verdict rules, one small function per concern. Each pushes findings (and, when fresh data
+//! is missing to exclude a critical condition, blind spots).
+
+mod agents;
+mod components;
+mod dcs;
+mod haproxy;
+mod host;
+mod leader;
+mod maintenance;
+mod replication;
+
+use super::Finding;
+use super::view::View;
+
+pub fn run_all(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<String>) {
+    agents::check(view, findings, blind);
+    leader::check(view, findings, blind);
+    haproxy::check(view, findings, blind);
+    components::check(view, findings);
+    replication::check(view, findings);
+    dcs::check(view, findings, blind);
+    maintenance::check(view, findings);
+    host::check(view, findings);
+}
