@@ -67,6 +67,40 @@ pub struct AgentConfig {
     pub haproxy: Option<HaproxyConfig>,
     #[serde(default)]
     pub system: SystemConfig,
+    /// Where to stream results; without it the agent only logs them.
+    #[serde(default)]
+    pub collector: Option<CollectorConfig>,
+}
+
+/// The collector this agent streams to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// `https://host:port` (TLS), or `http://host:port` with `plaintext = true`.
+    #[serde(deserialize_with = "url")]
+    pub url: reqwest::Url,
+    /// Accept an unencrypted connection: must be said explicitly.
+    #[serde(default)]
+    pub plaintext: bool,
+    /// CA certificate (PEM) that signed the collector's certificate.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// This node's client certificate and key (PEM), for mTLS: the certificate must be valid
+    /// for `node`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Name to verify the collector's certificate against (default: the URL's host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Status transitions kept while the collector is unreachable (default 1000).
+    #[serde(default = "default_journal_capacity")]
+    pub journal_capacity: usize,
+}
+
+fn default_journal_capacity() -> usize {
+    1000
 }
 
 /// Matches a process on its command line (readable for every user, unlike `/proc/PID/exe`).
@@ -583,6 +617,58 @@ pub fn validate(cfg: &AgentConfig) -> Result<(), ConfigError> {
             }
         }
     }
+    if let Some(c) = &cfg.collector {
+        match (c.url.scheme(), c.plaintext) {
+            ("http", false) => {
+                return Err(ConfigError::new(
+                    "collector.plaintext",
+                    "an http:// collector URL needs plaintext = true (or use https:// with ca)",
+                ));
+            }
+            ("https", true) => {
+                return Err(ConfigError::new(
+                    "collector.plaintext",
+                    "cannot be true with an https:// URL",
+                ));
+            }
+            ("https", false) if c.ca.is_none() => {
+                return Err(ConfigError::new(
+                    "collector.ca",
+                    "an https:// collector needs the CA that signed its certificate",
+                ));
+            }
+            ("http" | "https", _) => {}
+            (other, _) => {
+                return Err(ConfigError::new(
+                    "collector.url",
+                    format!("scheme `{other}`: use https:// or http://"),
+                ));
+            }
+        }
+        if c.cert.is_some() != c.key.is_some() {
+            return Err(ConfigError::new(
+                "collector.cert",
+                "cert and key go together",
+            ));
+        }
+        for (field, path) in [
+            ("collector.ca", &c.ca),
+            ("collector.cert", &c.cert),
+            ("collector.key", &c.key),
+        ] {
+            if let Some(p) = path
+                && let Err(e) = std::fs::metadata(p)
+            {
+                return Err(ConfigError::new(field, format!("{}: {e}", p.display())));
+            }
+        }
+        if c.journal_capacity == 0 {
+            return Err(ConfigError::new(
+                "collector.journal_capacity",
+                "must be at least 1",
+            ));
+        }
+    }
     let s = &cfg.system;
     for (field, warn, crit) in [
         (
@@ -771,6 +857,27 @@ mod tests {
         assert_eq!(e.field, "postgres.user");
         let e = load_str(&format!("{MINIMAL}\nport = 1"), &[]).expect_err("invalid");
         assert_eq!(e.field, "patroni.port");
+    }
+
+    #[test]
+    fn collector_transport_must_be_explicit() {
+        let e = load_str(
+            &format!("{MINIMAL}\n[collector]\nurl = \"http://127.0.0.1:9701\"\n"),
+            &[],
+        )
+        .expect_err("invalid");
+        assert_eq!(e.field, "collector.plaintext");
+        let e = load_str(
+            &format!("{MINIMAL}\n[collector]\nurl = \"https://c:9701\"\n"),
+            &[],
+        )
+        .expect_err("invalid");
+        assert_eq!(e.field, "collector.ca");
+        let ok = load_str(
+            &format!("{MINIMAL}\n[collector]\nurl = \"http://127.0.0.1:9701\"\nplaintext = true\n"),
+            &[],
+        );
+        assert!(ok.is_ok());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod probe;
 pub mod procfs;
 pub mod result;
 pub mod run;
+pub mod uplink;
 
 /// Agent version, sent to the collector in `Hello`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -89,7 +89,17 @@ fn main() -> ExitCode {
             let code = result::overall(&results).exit_code();
             return ExitCode::from(u8::try_from(code).unwrap_or(3));
         }
-        run::run(agent, shutdown_signal()).await;
+        let uplink = match agent.config().collector.is_some() {
+            true => match vigie_agent::uplink::spawn(agent.config()) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    eprintln!("vigie-agent: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            },
+            false => None,
+        };
+        run::run(agent, uplink, shutdown_signal()).await;
         ExitCode::SUCCESS
     })
 }

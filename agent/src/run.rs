@@ -1,35 +1,46 @@
-//! Continuous mode: a probe cycle every `interval` until shutdown. Until the collector uplink
-//! exists, results go to the log: every status change, and a summary per cycle at debug level.
+//! Continuous mode: a probe cycle every `interval` (or at once when the collector asks) until
+//! shutdown. Each cycle goes to the collector through the uplink when one is configured; every
+//! status change is logged either way.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::time::SystemTime;
 
 use tokio::time::MissedTickBehavior;
 
 use crate::agent::Agent;
-use crate::result::{Status, overall};
+use crate::result::{Status, overall, unix_ms};
+use crate::uplink::{CycleReport, Transition, Uplink};
 
 /// Runs cycles until `shutdown` resolves; a cycle in progress is abandoned at shutdown.
-pub async fn run(mut agent: Agent, shutdown: impl Future<Output = ()>) {
+pub async fn run(mut agent: Agent, uplink: Option<Uplink>, shutdown: impl Future<Output = ()>) {
     let mut ticker = tokio::time::interval(agent.config().interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last: HashMap<&'static str, Status> = HashMap::new();
+    let mut dropped: u64 = 0;
+    let probe_now = uplink.as_ref().map(|u| u.probe_now.clone());
     tokio::pin!(shutdown);
     tracing::info!(
         node = %agent.config().node,
         cluster = %agent.config().cluster,
         interval = %humantime::format_duration(agent.config().interval),
+        collector = uplink.is_some(),
         "Agent started"
     );
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = ticker.tick() => {}
+            _ = async { match &probe_now { Some(n) => n.notified().await, None => std::future::pending().await } } => {
+                ticker.reset();
+            }
         }
         let results = tokio::select! {
             _ = &mut shutdown => break,
             r = agent.cycle() => r,
         };
+        let at_ms = unix_ms(SystemTime::now());
+        let mut transitions = Vec::new();
         for r in &results {
             let previous = last.insert(r.id, r.status);
             if previous != Some(r.status) {
@@ -42,6 +53,13 @@ pub async fn run(mut agent: Agent, shutdown: impl Future<Output = ()>) {
                         tracing::warn!(probe = r.id, from, to = r.status.as_str(), message = %r.message, "Probe status changed")
                     }
                 }
+                transitions.push(Transition {
+                    probe: r.id,
+                    from: previous,
+                    to: r.status,
+                    message: r.message.clone(),
+                    at_ms,
+                });
             }
         }
         tracing::debug!(
@@ -50,6 +68,15 @@ pub async fn run(mut agent: Agent, shutdown: impl Future<Output = ()>) {
             pg_connections_opened = agent.pg_connections_opened(),
             "Cycle done"
         );
+        if let Some(u) = &uplink
+            && !u.offer(CycleReport {
+                results,
+                transitions,
+            })
+        {
+            dropped += 1;
+            tracing::warn!(dropped, "Uplink queue full: cycle dropped");
+        }
     }
     tracing::info!("Agent stopped");
 }

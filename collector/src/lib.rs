@@ -1,6 +1,11 @@
 //! vigie-collector: ingests agent streams and turns them into one verdict per cluster.
 
+pub mod api;
+pub mod config;
+pub mod ingest;
 pub mod model;
+pub mod server;
+pub mod state;
 pub mod verdict;
 
 /// Collector version.

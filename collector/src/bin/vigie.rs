@@ -1,14 +1,258 @@
 //! `vigie`: the operator's CLI, a client of the collector's HTTP API.
+//!
+//!   vigie status [SCOPE] [--collector URL] [--format table|json]
 
-use clap::Parser;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
 
 /// vigie command-line client.
 #[derive(Debug, Parser)]
 #[command(name = "vigie", version = vigie_collector::VERSION)]
-struct Cli {}
+struct Cli {
+    /// The collector's HTTP API.
+    #[arg(
+        long,
+        global = true,
+        env = "VIGIE_COLLECTOR",
+        default_value = "http://127.0.0.1:9700"
+    )]
+    collector: String,
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    format: Format,
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    eprintln!("vigie {}: not implemented yet", vigie_collector::VERSION);
-    std::process::exit(3);
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One cluster's verdict, members and findings (every cluster without SCOPE).
+    Status { scope: Option<String> },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vigie: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("HTTP client");
+        match &cli.command {
+            Command::Status { scope } => status(&client, &cli, scope.as_deref()).await,
+        }
+    })
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> Result<Value, String> {
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let code = resp.status();
+    let body: Value = resp.json().await.map_err(|e| format!("{url}: {e}"))?;
+    if !code.is_success() {
+        return Err(body["error"]
+            .as_str()
+            .map_or_else(|| format!("{url}: HTTP {code}"), str::to_string));
+    }
+    Ok(body)
+}
+
+async fn status(client: &reqwest::Client, cli: &Cli, scope: Option<&str>) -> ExitCode {
+    let base = cli.collector.trim_end_matches('/');
+    let scopes: Vec<String> = match scope {
+        Some(s) => vec![s.to_string()],
+        None => match get(client, &format!("{base}/api/v1/clusters")).await {
+            Ok(v) => v["clusters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["cluster"].as_str().map(str::to_string))
+                .collect(),
+            Err(e) => {
+                eprintln!("vigie: {e}");
+                return ExitCode::from(3);
+            }
+        },
+    };
+    let mut docs = Vec::new();
+    for s in &scopes {
+        match get(client, &format!("{base}/api/v1/clusters/{s}")).await {
+            Ok(d) => docs.push(d),
+            Err(e) => {
+                eprintln!("vigie: {e}");
+                return ExitCode::from(3);
+            }
+        }
+    }
+    match cli.format {
+        Format::Json => {
+            let out = if scope.is_some() {
+                docs.first().cloned().unwrap_or(Value::Null)
+            } else {
+                Value::Array(docs.clone())
+            };
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+        Format::Table => {
+            if docs.is_empty() {
+                println!("no cluster has reported yet");
+            }
+            for d in &docs {
+                print!("{}", render(d));
+            }
+        }
+    }
+    // Like a Nagios check: 0 healthy, 1 degraded, 2 critical, 3 unknown (worst cluster).
+    let code = docs
+        .iter()
+        .map(|d| match d["verdict"].as_str() {
+            Some("healthy") => 0,
+            Some("degraded") => 1,
+            Some("critical") => 2,
+            _ => 3,
+        })
+        .max_by_key(|c| match c {
+            2 => 3,
+            1 => 1,
+            3 => 2,
+            _ => 0,
+        })
+        .unwrap_or(3);
+    ExitCode::from(code)
+}
+
+/// A `patronictl list`-like table with the verdict and findings.
+fn render(d: &Value) -> String {
+    let mut out = String::new();
+    let verdict = d["verdict"].as_str().unwrap_or("?").to_uppercase();
+    out.push_str(&format!(
+        "Cluster {}: {}   leader: {}\n\n",
+        d["cluster"].as_str().unwrap_or("?"),
+        verdict,
+        d["leader"].as_str().unwrap_or("none")
+    ));
+    let mut rows = vec![
+        ["NODE", "ROLE", "STATE", "TL", "LAG", "AGENT", "PROBES"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for n in d["nodes"].as_array().into_iter().flatten() {
+        let r = &n["results"];
+        let fact = |probe: &str, key: &str| r[probe]["facts"][key].clone();
+        let role = fact("patroni.node", "role")
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                if n["components"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|x| x == "haproxy"))
+                {
+                    "haproxy".into()
+                } else {
+                    "-".into()
+                }
+            });
+        let state = fact("patroni.node", "state")
+            .as_str()
+            .unwrap_or("-")
+            .to_string();
+        let tl = fact("patroni.node", "timeline")
+            .as_u64()
+            .map_or("-".to_string(), |t| t.to_string());
+        let lag = match fact("postgres.replication_lag", "lag_bytes").as_u64() {
+            Some(b) => format!("{b} B"),
+            None => "-".to_string(),
+        };
+        let age = n["age_s"].as_f64().unwrap_or(f64::NAN);
+        let agent = if n["connected"] == true {
+            format!("{age:.1}s ago")
+        } else {
+            format!("SILENT {age:.0}s")
+        };
+        let (mut ok, mut bad) = (0, 0);
+        for (_, o) in r.as_object().into_iter().flatten() {
+            if o["status"] == "ok" {
+                ok += 1
+            } else {
+                bad += 1
+            }
+        }
+        let probes = if bad == 0 {
+            format!("{ok} ok")
+        } else {
+            format!("{ok} ok, {bad} not ok")
+        };
+        rows.push(vec![
+            n["name"].as_str().unwrap_or("?").to_string(),
+            role,
+            state,
+            tl,
+            lag,
+            agent,
+            probes,
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(&format!("  {}\n", line.join("  ").trim_end()));
+    }
+    let findings = d["findings"].as_array().cloned().unwrap_or_default();
+    out.push('\n');
+    if findings.is_empty() {
+        out.push_str("No findings.\n");
+    } else {
+        out.push_str("Findings:\n");
+        for f in findings {
+            let pending = if f["pending"] == true {
+                " (pending)"
+            } else {
+                ""
+            };
+            let nodes: Vec<&str> = f["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .collect();
+            out.push_str(&format!(
+                "  {:<8} {:<22} {:<14} {}{}\n",
+                f["severity"].as_str().unwrap_or("?").to_uppercase(),
+                f["code"].as_str().unwrap_or("?"),
+                nodes.join(","),
+                f["message"].as_str().unwrap_or(""),
+                pending
+            ));
+        }
+    }
+    for b in d["blind_spots"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  BLIND    {}\n", b.as_str().unwrap_or("")));
+    }
+    out.push('\n');
+    out
 }

@@ -50,6 +50,12 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
             ));
         }
     }
+    for n in view.fresh().filter(|n| n.state.results.is_empty()) {
+        blind.push(format!(
+            "{} has connected but not reported results yet",
+            n.name()
+        ));
+    }
     if !view.fresh().any(|n| n.is_db()) && view.nodes.iter().any(|n| n.is_db()) {
         blind.push("no fresh data from any database node".to_string());
     }
@@ -92,6 +98,13 @@ mod tests {
                 assert!(has(&v, Code::AgentStale, &[node]), "{:?}", v.findings);
             }
         }
+    }
+
+    #[test]
+    fn a_node_that_has_not_reported_yet_is_a_blind_spot() {
+        let mut lab = Lab::healthy();
+        lab.node_mut("node2").results.clear();
+        assert_eq!(lab.verdict().health, Health::Unknown);
     }
 
     #[test]

@@ -17,7 +17,10 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
     for n in view.fresh() {
         let name = n.name().to_string();
         for probe in ["system.cpu", "system.memory", "system.disk"] {
-            if let Some(sev) = severity(n.status(probe)) {
+            if let Some(sev) = severity(n.status(probe))
+                && n.result(probe)
+                    .is_some_and(|o| o.facts.as_object().is_some_and(|m| !m.is_empty()))
+            {
                 let msg = n.result(probe).map_or("", |o| o.message.as_str());
                 findings.push(
                     Finding::new(
@@ -30,7 +33,10 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                 );
             }
         }
-        if let Some(sev) = severity(n.status("postgres.locks")) {
+        // A failed SQL snapshot says nothing about locks (POSTGRES_DOWN speaks for it).
+        if let Some(sev) = severity(n.status("postgres.locks"))
+            && n.fact("postgres.locks", "waiting_sessions").is_some()
+        {
             let msg = n
                 .result("postgres.locks")
                 .map_or("", |o| o.message.as_str());
@@ -72,7 +78,12 @@ mod tests {
     #[test]
     fn table() {
         let v = Lab::healthy()
-            .set("node2", "system.disk", Status::Critical, json!({}))
+            .set(
+                "node2",
+                "system.disk",
+                Status::Critical,
+                json!({"filesystems": []}),
+            )
             .verdict();
         assert!(has(&v, Code::ResourcePressure, &["node2"]));
         assert_eq!(v.health, Health::Critical);

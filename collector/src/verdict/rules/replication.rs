@@ -61,8 +61,29 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
         .filter(|n| n.is_db() && n.name() != leader_name)
     {
         let name = r.name().to_string();
-        if r.in_recovery() != Some(true) {
-            continue; // down (POSTGRES_DOWN) or writable (SPLIT_BRAIN): said elsewhere
+        match r.in_recovery() {
+            Some(true) => {}
+            Some(false) => continue, // writable: SPLIT_BRAIN or LEADER_NOT_WRITABLE say it
+            None => {
+                // SQL unreadable on a replica: the leader's walsenders tell whether it streams.
+                let missing = leader
+                    .and_then(|l| l.fact("postgres.replication", "missing"))
+                    .and_then(|m| m.as_array())
+                    .is_some_and(|m| m.iter().any(|x| x == name.as_str()));
+                if missing {
+                    findings.push(
+                        Finding::new(
+                            Code::ReplicaNotStreaming,
+                            Severity::Warning,
+                            vec![name.clone()],
+                            format!("replica {name} is not streaming: the leader {leader_name} has no walsender for it"),
+                        )
+                        .with_all(leader.and_then(|l| l.evidence("postgres.replication")))
+                        .with_all(r.evidence("postgres.recovery")),
+                    );
+                }
+                continue;
+            }
         }
         let receiver = r.result("postgres.wal_receiver");
         let streaming = r
@@ -173,6 +194,20 @@ mod tests {
                         Status::Critical,
                         json!({"present": false}),
                     )
+                    .patch(
+                        "node1",
+                        "postgres.replication",
+                        Status::Warning,
+                        json!({"streaming": 1, "missing": ["node3"]}),
+                    ),
+                Health::Degraded,
+                Some(Code::ReplicaNotStreaming),
+                &["node3"][..],
+            ),
+            (
+                "replica PostgreSQL down, the leader misses it",
+                Lab::healthy()
+                    .sql_failed("node3", "connection refused")
                     .patch(
                         "node1",
                         "postgres.replication",

@@ -1,0 +1,130 @@
+//! The HTTP API (JSON, versioned under `/api/v1`): clusters with their verdicts, one cluster in
+//! detail with every node's latest probe results and freshness, the event log, and `/healthz`.
+//! Errors are JSON with a status code.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::state::{ClusterEntry, Readers, now_ms};
+
+pub fn router(readers: Readers) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/clusters", get(clusters))
+        .route("/api/v1/clusters/{scope}", get(cluster))
+        .route("/api/v1/events", get(events))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(readers)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": message.into(), "status": status.as_u16()})),
+    )
+        .into_response()
+}
+
+async fn healthz(State(r): State<Readers>) -> Json<Value> {
+    let p = r.published.borrow().clone();
+    Json(json!({
+        "status": "ok",
+        "version": crate::VERSION,
+        "clusters": p.clusters.len(),
+        "agents_connected": p.agents_connected,
+        "batches_received": p.batches_received,
+        "published_ms": p.published_ms,
+    }))
+}
+
+fn summary(entry: &ClusterEntry) -> Value {
+    let v = &entry.verdict;
+    json!({
+        "cluster": v.cluster,
+        "verdict": v.health,
+        "leader": v.leader,
+        "findings": v.findings.iter().map(|f| json!({"code": f.code, "severity": f.severity, "nodes": f.nodes, "pending": f.pending})).collect::<Vec<_>>(),
+        "nodes": entry.snapshot.nodes.len(),
+        "evaluated_ms": v.evaluated_ms,
+    })
+}
+
+async fn clusters(State(r): State<Readers>) -> Json<Value> {
+    let p = r.published.borrow().clone();
+    Json(json!({"clusters": p.clusters.values().map(|e| summary(e)).collect::<Vec<_>>()}))
+}
+
+async fn cluster(State(r): State<Readers>, Path(scope): Path<String>) -> Response {
+    let p = r.published.borrow().clone();
+    let Some(entry) = p.clusters.get(&scope).cloned() else {
+        return error(StatusCode::NOT_FOUND, format!("unknown cluster `{scope}`"));
+    };
+    let recent = r
+        .events
+        .read()
+        .map(|log| log.query(Some(&scope), 0, 50))
+        .unwrap_or_default();
+    Json(detail(&entry, recent, now_ms())).into_response()
+}
+
+/// The full view of one cluster.
+pub fn detail(entry: &Arc<ClusterEntry>, recent: Vec<crate::state::Event>, now: i64) -> Value {
+    let v = &entry.verdict;
+    let nodes: Vec<Value> = entry
+        .snapshot
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "name": n.name,
+                "components": n.components,
+                "agent_version": n.agent_version,
+                "connected": n.connected,
+                "last_seen_ms": n.last_seen_ms,
+                "age_s": (now - n.last_seen_ms) as f64 / 1000.0,
+                "interval_ms": n.interval_ms,
+                "clock_offset_ms": n.clock_offset_ms,
+                "dropped_batches": n.dropped_batches,
+                "results": n.results,
+            })
+        })
+        .collect();
+    json!({
+        "cluster": v.cluster,
+        "verdict": v.health,
+        "leader": v.leader,
+        "findings": v.findings,
+        "blind_spots": v.blind_spots,
+        "evaluated_ms": v.evaluated_ms,
+        "nodes": nodes,
+        "recent_events": recent,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    cluster: Option<String>,
+    #[serde(default)]
+    since: u64,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    500
+}
+
+async fn events(State(r): State<Readers>, Query(q): Query<EventsQuery>) -> Response {
+    let Ok(log) = r.events.read() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "event log unavailable");
+    };
+    let events = log.query(q.cluster.as_deref(), q.since, q.limit.min(10_000));
+    Json(json!({"events": events})).into_response()
+}

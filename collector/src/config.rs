@@ -1,0 +1,289 @@
+//! Collector configuration: TOML plus `VIGIE_COLLECTOR__SECTION__KEY` overrides, strict, validated
+//! before any port is bound. Errors name the field.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::verdict::Policy;
+
+pub const ENV_PREFIX: &str = "VIGIE_COLLECTOR";
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Where agents stream to (gRPC).
+    pub grpc_listen: SocketAddr,
+    /// The HTTP API.
+    pub http_listen: SocketAddr,
+    /// TLS for the gRPC listener. With `client_ca`, agents must present a certificate valid for
+    /// the node they claim to be (mTLS).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Accept agents without TLS: must be said explicitly.
+    #[serde(default)]
+    pub plaintext: bool,
+    /// How often verdicts are re-evaluated (besides on every new batch), default 500ms.
+    #[serde(default = "default_evaluate_every", deserialize_with = "duration")]
+    pub evaluate_every: Duration,
+    /// Events kept in memory for the API.
+    #[serde(default = "default_events_kept")]
+    pub events_kept: usize,
+    #[serde(default)]
+    pub verdict: VerdictConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that signs the agents' certificates: makes client certificates mandatory.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Verdict thresholds (see `verdict::Policy`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictConfig {
+    /// An agent silent for this many of its intervals is stale (default 3).
+    #[serde(default = "default_stale_intervals")]
+    pub stale_intervals: u32,
+    #[serde(default = "default_transition_grace", deserialize_with = "duration")]
+    pub transition_grace: Duration,
+    #[serde(default = "default_split_brain_grace", deserialize_with = "duration")]
+    pub split_brain_grace: Duration,
+    #[serde(default = "default_lag_warning_bytes")]
+    pub lag_warning_bytes: u64,
+    #[serde(default = "default_lag_critical_bytes")]
+    pub lag_critical_bytes: u64,
+    #[serde(default = "default_lag_warning", deserialize_with = "duration")]
+    pub lag_warning: Duration,
+    #[serde(default = "default_lag_critical", deserialize_with = "duration")]
+    pub lag_critical: Duration,
+    #[serde(default = "default_clock_skew", deserialize_with = "duration")]
+    pub clock_skew: Duration,
+}
+
+impl Default for VerdictConfig {
+    fn default() -> Self {
+        VerdictConfig {
+            stale_intervals: default_stale_intervals(),
+            transition_grace: default_transition_grace(),
+            split_brain_grace: default_split_brain_grace(),
+            lag_warning_bytes: default_lag_warning_bytes(),
+            lag_critical_bytes: default_lag_critical_bytes(),
+            lag_warning: default_lag_warning(),
+            lag_critical: default_lag_critical(),
+            clock_skew: default_clock_skew(),
+        }
+    }
+}
+
+impl VerdictConfig {
+    pub fn policy(&self) -> Policy {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Policy {
+            stale_intervals: self.stale_intervals,
+            lag_warning_bytes: self.lag_warning_bytes,
+            lag_critical_bytes: self.lag_critical_bytes,
+            lag_warning_s: self.lag_warning.as_secs_f64(),
+            lag_critical_s: self.lag_critical.as_secs_f64(),
+            clock_skew_ms: ms(self.clock_skew),
+            transition_grace_ms: ms(self.transition_grace),
+            split_brain_grace_ms: ms(self.split_brain_grace),
+            ..Policy::default()
+        }
+    }
+}
+
+fn default_evaluate_every() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_events_kept() -> usize {
+    10_000
+}
+fn default_stale_intervals() -> u32 {
+    3
+}
+fn default_transition_grace() -> Duration {
+    Duration::from_secs(6)
+}
+fn default_split_brain_grace() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_lag_warning_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+fn default_lag_critical_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_lag_warning() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_lag_critical() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_clock_skew() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({e}); write e.g. \"5s\""
+        ))
+    })
+}
+
+/// Loads and validates the configuration; `env` overrides the file.
+pub fn load(path: &Path, env: HashMap<String, String>) -> Result<CollectorConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
+    })?;
+    let cfg: CollectorConfig = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(env.into_iter().collect())),
+        )
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| {
+            let text = e.to_string();
+            let field = text
+                .split_once(" for key `")
+                .and_then(|(_, k)| k.split('`').next())
+                .map(str::to_string)
+                .or_else(|| {
+                    text.split_once("field `")
+                        .and_then(|(_, k)| k.split('`').next())
+                        .map(str::to_string)
+                })
+                .or_else(|| {
+                    text.split_once("field \"")
+                        .and_then(|(_, k)| k.split('"').next())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "(file)".to_string());
+            ConfigError::new(field, text)
+        })?;
+    validate(&cfg)?;
+    Ok(cfg)
+}
+
+pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
+    match (&cfg.tls, cfg.plaintext) {
+        (None, false) => {
+            return Err(ConfigError::new(
+                "tls",
+                "configure [tls] (cert, key, client_ca for mTLS), or set plaintext = true explicitly",
+            ));
+        }
+        (Some(_), true) => {
+            return Err(ConfigError::new(
+                "plaintext",
+                "cannot be true together with [tls]",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(tls) = &cfg.tls {
+        for (field, path) in [
+            ("tls.cert", Some(&tls.cert)),
+            ("tls.key", Some(&tls.key)),
+            ("tls.client_ca", tls.client_ca.as_ref()),
+        ] {
+            if let Some(p) = path
+                && let Err(e) = std::fs::metadata(p)
+            {
+                return Err(ConfigError::new(field, format!("{}: {e}", p.display())));
+            }
+        }
+    }
+    if cfg.grpc_listen == cfg.http_listen {
+        return Err(ConfigError::new(
+            "http_listen",
+            "must differ from grpc_listen",
+        ));
+    }
+    if cfg.evaluate_every < Duration::from_millis(50)
+        || cfg.evaluate_every > Duration::from_secs(60)
+    {
+        return Err(ConfigError::new(
+            "evaluate_every",
+            "must be between 50ms and 60s",
+        ));
+    }
+    if cfg.verdict.stale_intervals < 2 {
+        return Err(ConfigError::new(
+            "verdict.stale_intervals",
+            "must be at least 2",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<CollectorConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).expect("write");
+        load(&path, HashMap::new())
+    }
+
+    const BASE: &str = "grpc_listen = \"127.0.0.1:9701\"\nhttp_listen = \"127.0.0.1:9700\"\n";
+
+    #[test]
+    fn plaintext_must_be_explicit() {
+        assert_eq!(load_str(BASE).expect_err("invalid").field, "tls");
+        assert!(load_str(&format!("{BASE}plaintext = true\n")).is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = load_str(&format!(
+            "{BASE}plaintext = true\n[verdict]\nstale_intervals = 1\n"
+        ))
+        .expect_err("invalid");
+        assert_eq!(e.field, "verdict.stale_intervals");
+        let e = load_str(
+            "grpc_listen = \"nowhere\"\nhttp_listen = \"127.0.0.1:1\"\nplaintext = true\n",
+        )
+        .expect_err("invalid");
+        assert_eq!(e.field, "grpc_listen", "{e}");
+        let e = load_str(&format!("{BASE}plaintext = true\nbogus = 1\n")).expect_err("invalid");
+        assert_eq!(e.field, "bogus", "{e}");
+        let e = load_str(&format!(
+            "{BASE}[tls]\ncert = \"/nonexistent\"\nkey = \"/nonexistent\"\n"
+        ))
+        .expect_err("invalid");
+        assert_eq!(e.field, "tls.cert");
+    }
+}

@@ -1,0 +1,90 @@
+//! `run`: the collector's whole runtime on listeners the caller bound (tests bind `127.0.0.1:0`),
+//! until `shutdown` resolves — the same code path in tests and production.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use vigie_proto::v1::ingest_server::IngestServer;
+
+use crate::config::CollectorConfig;
+use crate::ingest::IngestService;
+use crate::{api, state};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, RunError> {
+    std::fs::read(path).map_err(|source| RunError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+pub async fn run(
+    cfg: CollectorConfig,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let (state_tx, readers, state_task) = state::spawn(
+        cfg.verdict.policy(),
+        cfg.evaluate_every,
+        cfg.events_kept,
+        stopped(stop_rx.clone()),
+    );
+
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
+        .tcp_keepalive(Some(std::time::Duration::from_secs(10)));
+    let mut require_client_cert = false;
+    if let Some(tls) = &cfg.tls {
+        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        let mut tls_cfg = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &tls.client_ca {
+            tls_cfg = tls_cfg.client_ca_root(Certificate::from_pem(read(ca)?));
+            require_client_cert = true;
+        }
+        builder = builder.tls_config(tls_cfg)?;
+    }
+    let ingest = IngestServer::new(IngestService::new(state_tx, require_client_cert));
+    tracing::info!(
+        grpc = %grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        http = %http.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        tls = cfg.tls.is_some(),
+        mtls = require_client_cert,
+        "Collector listening"
+    );
+    let grpc_server = builder
+        .add_service(ingest)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
+    let http_server =
+        axum::serve(http, api::router(readers)).with_graceful_shutdown(stopped(stop_rx));
+    let (g, h) = tokio::join!(grpc_server, http_server);
+    let _ = state_task.await;
+    g?;
+    h.map_err(RunError::Http)?;
+    Ok(())
+}

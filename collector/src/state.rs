@@ -1,0 +1,404 @@
+//! The one task that owns what the collector knows: every node's latest results, each cluster's
+//! finding history, the event log. Ingest sends it commands over a bounded channel; it
+//! re-evaluates changed clusters (and every cluster periodically, for staleness) and publishes an
+//! immutable snapshot that readers (the API) clone cheaply.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use vigie_proto::v1;
+
+use crate::model::{ClusterSnapshot, NodeState, Observation, Status};
+use crate::verdict::history::{Change, FindingHistory};
+use crate::verdict::{Policy, Verdict, evaluate};
+
+/// Milliseconds since the epoch, collector clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What ingest tells the state task.
+#[derive(Debug)]
+pub enum Command {
+    Hello {
+        stream: u64,
+        hello: v1::Hello,
+        at_ms: i64,
+    },
+    Batch {
+        stream: u64,
+        cluster: String,
+        node: String,
+        batch: v1::ResultBatch,
+        at_ms: i64,
+    },
+    Journal {
+        stream: u64,
+        cluster: String,
+        node: String,
+        journal: v1::Journal,
+        at_ms: i64,
+    },
+    Closed {
+        stream: u64,
+        cluster: String,
+        node: String,
+        at_ms: i64,
+    },
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: u64,
+    /// When the collector recorded it.
+    pub recorded_ms: i64,
+    /// When it happened (for agent journals: the agent's clock).
+    pub at_ms: i64,
+    pub cluster: String,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum EventBody {
+    Change(Change),
+    Probe(ProbeTransition),
+}
+
+/// A probe status change an agent recorded while it could not reach the collector.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeTransition {
+    pub kind: &'static str,
+    pub node: String,
+    pub probe: String,
+    pub from: Status,
+    pub to: Status,
+    pub message: String,
+    /// Delivered late, from the agent's journal.
+    pub journaled: bool,
+}
+
+/// The bounded in-memory event log (written by the state task only).
+#[derive(Debug, Default)]
+pub struct EventLog {
+    events: VecDeque<Event>,
+    next_id: u64,
+    capacity: usize,
+}
+
+impl EventLog {
+    pub fn new(capacity: usize) -> Self {
+        EventLog {
+            events: VecDeque::new(),
+            next_id: 1,
+            capacity,
+        }
+    }
+
+    fn push(&mut self, recorded_ms: i64, at_ms: i64, cluster: &str, body: EventBody) {
+        if self.events.len() >= self.capacity {
+            self.events.pop_front();
+        }
+        self.events.push_back(Event {
+            id: self.next_id,
+            recorded_ms,
+            at_ms,
+            cluster: cluster.to_string(),
+            body,
+        });
+        self.next_id += 1;
+    }
+
+    /// Events after id `since` (0: all kept), oldest first, at most `limit`, optionally of one
+    /// cluster.
+    pub fn query(&self, cluster: Option<&str>, since: u64, limit: usize) -> Vec<Event> {
+        let matching: Vec<&Event> = self
+            .events
+            .iter()
+            .filter(|e| e.id > since && cluster.is_none_or(|c| e.cluster == c))
+            .collect();
+        let skip = matching.len().saturating_sub(limit);
+        matching.into_iter().skip(skip).cloned().collect()
+    }
+}
+
+/// One cluster as readers see it.
+#[derive(Debug, Serialize)]
+pub struct ClusterEntry {
+    pub snapshot: ClusterSnapshot,
+    pub verdict: Verdict,
+}
+
+/// Everything readers see, replaced as a whole on every publish.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub clusters: BTreeMap<String, Arc<ClusterEntry>>,
+    pub agents_connected: usize,
+    pub batches_received: u64,
+    pub batches_dropped_by_agents: u64,
+    pub published_ms: i64,
+}
+
+/// Handles for the API.
+#[derive(Debug, Clone)]
+pub struct Readers {
+    pub published: watch::Receiver<Arc<Published>>,
+    pub events: Arc<RwLock<EventLog>>,
+}
+
+struct Store {
+    nodes: HashMap<(String, String), NodeState>,
+    streams: HashMap<(String, String), u64>,
+    histories: HashMap<String, FindingHistory>,
+    dirty: std::collections::HashSet<String>,
+    published: BTreeMap<String, Arc<ClusterEntry>>,
+    batches_received: u64,
+    policy: Policy,
+}
+
+/// Runs the state task until `shutdown`; returns the channel for ingest and the readers.
+pub fn spawn(
+    policy: Policy,
+    evaluate_every: Duration,
+    events_kept: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (mpsc::Sender<Command>, Readers, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(4096);
+    let (pub_tx, pub_rx) = watch::channel(Arc::new(Published::default()));
+    let events = Arc::new(RwLock::new(EventLog::new(events_kept)));
+    let store = Store {
+        nodes: HashMap::new(),
+        streams: HashMap::new(),
+        histories: HashMap::new(),
+        dirty: Default::default(),
+        published: BTreeMap::new(),
+        batches_received: 0,
+        policy,
+    };
+    let handle = tokio::spawn(run(
+        store,
+        rx,
+        pub_tx,
+        events.clone(),
+        evaluate_every,
+        shutdown,
+    ));
+    (
+        tx,
+        Readers {
+            published: pub_rx,
+            events,
+        },
+        handle,
+    )
+}
+
+async fn run(
+    mut store: Store,
+    mut rx: mpsc::Receiver<Command>,
+    publish: watch::Sender<Arc<Published>>,
+    events: Arc<RwLock<EventLog>>,
+    every: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => store.apply(cmd, &events),
+                None => break,
+            },
+            _ = tick.tick() => {
+                // Every cluster, not only changed ones: silence is news too.
+                let all: Vec<String> = store.nodes.keys().map(|(c, _)| c.clone()).collect();
+                store.dirty.extend(all);
+                store.evaluate_dirty(now_ms(), &events);
+                publish.send_replace(Arc::new(store.published(now_ms())));
+            }
+        }
+    }
+}
+
+fn lock_events(events: &RwLock<EventLog>) -> std::sync::RwLockWriteGuard<'_, EventLog> {
+    events
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Store {
+    fn apply(&mut self, cmd: Command, events: &RwLock<EventLog>) {
+        match cmd {
+            Command::Hello {
+                stream,
+                hello,
+                at_ms,
+            } => {
+                let key = (hello.cluster.clone(), hello.node.clone());
+                self.streams.insert(key.clone(), stream);
+                let node = self.nodes.entry(key).or_insert_with(|| NodeState {
+                    name: hello.node.clone(),
+                    cluster: hello.cluster.clone(),
+                    components: Vec::new(),
+                    agent_version: String::new(),
+                    interval_ms: 5_000,
+                    connected: true,
+                    last_seen_ms: at_ms,
+                    clock_offset_ms: None,
+                    dropped_batches: 0,
+                    results: BTreeMap::new(),
+                });
+                node.components = hello.components;
+                node.agent_version = hello.agent_version;
+                node.interval_ms = u64::from(hello.interval_ms.max(1_000));
+                node.connected = true;
+                node.last_seen_ms = at_ms;
+                self.dirty.insert(hello.cluster);
+            }
+            Command::Batch {
+                stream,
+                cluster,
+                node,
+                batch,
+                at_ms,
+            } => {
+                let key = (cluster.clone(), node);
+                if self.streams.get(&key) != Some(&stream) {
+                    return; // a superseded stream of the same node
+                }
+                let Some(state) = self.nodes.get_mut(&key) else {
+                    return;
+                };
+                self.batches_received += 1;
+                state.last_seen_ms = at_ms;
+                state.connected = true;
+                state.dropped_batches += batch.dropped;
+                let mut agent_end: Option<i64> = None;
+                for r in batch.results {
+                    let end = r.started_unix_ms + i64::try_from(r.duration_us / 1000).unwrap_or(0);
+                    agent_end = Some(agent_end.map_or(end, |e: i64| e.max(end)));
+                    let facts = serde_json::from_str(&r.facts_json)
+                        .unwrap_or_else(|e| serde_json::json!({"unparsable_facts": e.to_string()}));
+                    state.results.insert(
+                        r.id,
+                        Observation {
+                            status: Status::from_wire(r.status),
+                            message: r.message,
+                            facts,
+                            started_ms: r.started_unix_ms,
+                            duration_us: r.duration_us,
+                            received_ms: at_ms,
+                        },
+                    );
+                }
+                state.clock_offset_ms = agent_end.map(|e| at_ms - e);
+                self.dirty.insert(cluster.clone());
+                // Evaluate at once: detection should not wait for the next tick.
+                self.evaluate_dirty(at_ms, events);
+            }
+            Command::Journal {
+                stream,
+                cluster,
+                node,
+                journal,
+                at_ms,
+            } => {
+                let key = (cluster.clone(), node.clone());
+                if self.streams.get(&key) != Some(&stream) {
+                    return;
+                }
+                let mut log = lock_events(events);
+                for t in journal.transitions {
+                    log.push(
+                        at_ms,
+                        t.at_unix_ms,
+                        &cluster,
+                        EventBody::Probe(ProbeTransition {
+                            kind: "probe_transition",
+                            node: node.clone(),
+                            probe: t.probe_id,
+                            from: Status::from_wire(t.from),
+                            to: Status::from_wire(t.to),
+                            message: t.message,
+                            journaled: true,
+                        }),
+                    );
+                }
+                if journal.dropped > 0 {
+                    tracing::warn!(%cluster, %node, dropped = journal.dropped, "Agent journal overflowed while disconnected");
+                }
+            }
+            Command::Closed {
+                stream,
+                cluster,
+                node,
+                at_ms,
+            } => {
+                let key = (cluster.clone(), node);
+                if self.streams.get(&key) == Some(&stream) {
+                    self.streams.remove(&key);
+                    if let Some(state) = self.nodes.get_mut(&key) {
+                        state.connected = false;
+                        state.last_seen_ms = state.last_seen_ms.min(at_ms);
+                    }
+                    self.dirty.insert(cluster);
+                }
+            }
+        }
+    }
+
+    fn evaluate_dirty(&mut self, now: i64, events: &RwLock<EventLog>) {
+        let dirty: Vec<String> = self.dirty.drain().collect();
+        for cluster in dirty {
+            let mut nodes: Vec<NodeState> = self
+                .nodes
+                .iter()
+                .filter(|((c, _), _)| *c == cluster)
+                .map(|(_, n)| n.clone())
+                .collect();
+            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+            let snapshot = ClusterSnapshot {
+                scope: cluster.clone(),
+                nodes,
+            };
+            let mut verdict = evaluate(&snapshot, now, &self.policy);
+            let changes = self
+                .histories
+                .entry(cluster.clone())
+                .or_default()
+                .apply(&mut verdict, &self.policy);
+            if !changes.is_empty() {
+                let mut log = lock_events(events);
+                for c in changes {
+                    if let Change::Verdict { from, to, .. } = &c {
+                        tracing::info!(%cluster, from = from.map_or("none", |h| h.as_str()), to = to.as_str(), "Verdict changed");
+                    }
+                    log.push(now, now, &cluster, EventBody::Change(c));
+                }
+            }
+            self.published
+                .insert(cluster, Arc::new(ClusterEntry { snapshot, verdict }));
+        }
+    }
+
+    fn published(&self, now: i64) -> Published {
+        Published {
+            clusters: self.published.clone(),
+            agents_connected: self.nodes.values().filter(|n| n.connected).count(),
+            batches_received: self.batches_received,
+            batches_dropped_by_agents: self.nodes.values().map(|n| n.dropped_batches).sum(),
+            published_ms: now,
+        }
+    }
+}
