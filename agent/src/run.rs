@@ -13,7 +13,17 @@ use crate::result::{Status, overall, unix_ms};
 use crate::uplink::{CycleReport, Transition, Uplink};
 
 /// Runs cycles until `shutdown` resolves; a cycle in progress is abandoned at shutdown.
-pub async fn run(mut agent: Agent, uplink: Option<Uplink>, shutdown: impl Future<Output = ()>) {
+pub async fn run(agent: Agent, uplink: Option<Uplink>, shutdown: impl Future<Output = ()>) {
+    run_observed(agent, uplink, shutdown, |_| {}).await;
+}
+
+/// [`run`], calling `on_cycle` with each cycle's results (for tests and embedding).
+pub async fn run_observed(
+    mut agent: Agent,
+    uplink: Option<Uplink>,
+    shutdown: impl Future<Output = ()>,
+    mut on_cycle: impl FnMut(&[crate::result::ProbeResult]),
+) {
     let mut ticker = tokio::time::interval(agent.config().interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last: HashMap<&'static str, Status> = HashMap::new();
@@ -62,6 +72,7 @@ pub async fn run(mut agent: Agent, uplink: Option<Uplink>, shutdown: impl Future
                 });
             }
         }
+        on_cycle(&results);
         tracing::debug!(
             probes = results.len(),
             status = overall(&results).as_str(),

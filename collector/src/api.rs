@@ -40,6 +40,7 @@ async fn healthz(State(r): State<Readers>) -> Json<Value> {
         "clusters": p.clusters.len(),
         "agents_connected": p.agents_connected,
         "batches_received": p.batches_received,
+        "agents_refused": r.refused.load(std::sync::atomic::Ordering::Relaxed),
         "published_ms": p.published_ms,
     }))
 }

@@ -25,15 +25,26 @@ pub struct IngestService {
     next_stream: Arc<AtomicU64>,
     /// Whether client certificates are required (and checked against `Hello`).
     require_client_cert: bool,
+    refused: Arc<AtomicU64>,
 }
 
 impl IngestService {
-    pub fn new(state: mpsc::Sender<Command>, require_client_cert: bool) -> Self {
+    pub fn new(
+        state: mpsc::Sender<Command>,
+        require_client_cert: bool,
+        refused: Arc<AtomicU64>,
+    ) -> Self {
         IngestService {
             state,
             next_stream: Arc::new(AtomicU64::new(1)),
             require_client_cert,
+            refused,
         }
+    }
+
+    fn refuse(&self, status: Status) -> Status {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        status
     }
 }
 
@@ -91,13 +102,14 @@ impl Ingest for IngestService {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(Status::deadline_exceeded("no Hello within 10s")),
         };
-        validate_hello(&hello)?;
+        validate_hello(&hello).map_err(|s| self.refuse(s))?;
         if self.require_client_cert {
-            let certs =
-                certs.ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+            let certs = certs.ok_or_else(|| {
+                self.refuse(Status::unauthenticated("a client certificate is required"))
+            })?;
             if let Err(why) = cert_matches(&certs, &hello.node) {
                 tracing::warn!(node = %hello.node, cluster = %hello.cluster, reason = %why, "Agent refused");
-                return Err(Status::permission_denied(why));
+                return Err(self.refuse(Status::permission_denied(why)));
             }
         }
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);

@@ -69,7 +69,11 @@ pub async fn run(
         }
         builder = builder.tls_config(tls_cfg)?;
     }
-    let ingest = IngestServer::new(IngestService::new(state_tx, require_client_cert));
+    let ingest = IngestServer::new(IngestService::new(
+        state_tx,
+        require_client_cert,
+        readers.refused.clone(),
+    ));
     tracing::info!(
         grpc = %grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         http = %http.local_addr().map(|a| a.to_string()).unwrap_or_default(),

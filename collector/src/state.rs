@@ -153,6 +153,8 @@ pub struct Published {
 pub struct Readers {
     pub published: watch::Receiver<Arc<Published>>,
     pub events: Arc<RwLock<EventLog>>,
+    /// Streams refused at `Hello` (bad identity or certificate), counted by ingest.
+    pub refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Store {
@@ -197,6 +199,7 @@ pub fn spawn(
         Readers {
             published: pub_rx,
             events,
+            refused: Default::default(),
         },
         handle,
     )

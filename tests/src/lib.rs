@@ -2,6 +2,8 @@
 //! machine, shared by every test under a cross-process lock, brought up and repaired by the lab
 //! script itself; helpers to query Patroni, etcd and PostgreSQL, and to wait for conditions.
 
+pub mod stack;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -304,10 +306,12 @@ pub async fn write_through_rw() -> Result<(), String> {
 }
 
 /// Loads the lab's agent configuration `deploy/lab/agent-NAME.toml`, pointed at this lab's
-/// state directory, and builds the agent.
-pub fn lab_agent(name: &str) -> vigie_agent::agent::Agent {
+/// state directory, with `overrides` (`VIGIE_AGENT__…` variables) on top.
+pub fn lab_agent_config(
+    name: &str,
+    overrides: &[(&str, String)],
+) -> vigie_agent::config::AgentConfig {
     let path = repo_root().join(format!("deploy/lab/agent-{name}.toml"));
-    let dir = lab_dir();
     let mut env = std::collections::HashMap::new();
     if name.starts_with("node") {
         env.insert(
@@ -317,12 +321,18 @@ pub fn lab_agent(name: &str) -> vigie_agent::agent::Agent {
     } else {
         env.insert(
             "VIGIE_AGENT__HAPROXY__STATS_SOCKET".to_string(),
-            dir.join("haproxy.sock").display().to_string(),
+            lab_dir().join("haproxy.sock").display().to_string(),
         );
     }
-    let cfg =
-        vigie_agent::config::load(&path, env).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    vigie_agent::agent::Agent::new(cfg)
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.clone());
+    }
+    vigie_agent::config::load(&path, env).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The lab agent `NAME` as configured in `deploy/lab/`.
+pub fn lab_agent(name: &str) -> vigie_agent::agent::Agent {
+    vigie_agent::agent::Agent::new(lab_agent_config(name, &[]))
 }
 
 /// Parses a PostgreSQL LSN (`16/B374D848`) into a byte position.
