@@ -50,6 +50,26 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
             ));
         }
     }
+    // Patroni members whose agent the collector has never heard from.
+    for (name, m) in &members {
+        if view.node(name).is_none() {
+            findings.push(Finding::new(
+                Code::AgentStale,
+                Severity::Warning,
+                vec![name.clone()],
+                format!(
+                    "no agent has reported for {name}; Patroni lists it as {} {}",
+                    m["state"].as_str().unwrap_or("?"),
+                    m["role"].as_str().unwrap_or("?")
+                ),
+            ));
+            if leader.as_deref() == Some(name.as_str()) {
+                blind.push(format!(
+                    "the leader {name} has no agent: cannot tell whether it is writable"
+                ));
+            }
+        }
+    }
     for n in view.fresh().filter(|n| n.state.results.is_empty()) {
         blind.push(format!(
             "{} has connected but not reported results yet",
@@ -98,6 +118,18 @@ mod tests {
                 assert!(has(&v, Code::AgentStale, &[node]), "{:?}", v.findings);
             }
         }
+    }
+
+    #[test]
+    fn a_patroni_member_without_an_agent_is_named() {
+        let mut lab = Lab::healthy();
+        lab.snap.nodes.retain(|n| n.name != "node3");
+        let v = lab.verdict();
+        assert!(has(&v, Code::AgentStale, &["node3"]), "{:?}", v.findings);
+        assert_eq!(v.health, Health::Degraded);
+        let mut lab = Lab::healthy();
+        lab.snap.nodes.retain(|n| n.name != "node1");
+        assert_eq!(lab.verdict().health, Health::Unknown);
     }
 
     #[test]
