@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -19,6 +19,7 @@ pub fn router(readers: Readers) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/clusters", get(clusters))
         .route("/api/v1/clusters/{scope}", get(cluster))
+        .route("/api/v1/clusters/{scope}/probe", post(probe_now))
         .route("/api/v1/events", get(events))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(readers)
@@ -107,6 +108,30 @@ pub fn detail(entry: &Arc<ClusterEntry>, recent: Vec<crate::state::Event>, now: 
         "nodes": nodes,
         "recent_events": recent,
     })
+}
+
+/// Asks every connected agent of the cluster to run a probe cycle now.
+async fn probe_now(State(r): State<Readers>, Path(scope): Path<String>) -> Response {
+    let (reply, asked) = tokio::sync::oneshot::channel();
+    let cmd = crate::state::Command::ProbeNow {
+        cluster: scope.clone(),
+        reply,
+    };
+    if r.commands.send(cmd).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "collector shutting down");
+    }
+    match asked.await {
+        Ok(0) => error(
+            StatusCode::NOT_FOUND,
+            format!("no connected agent in cluster `{scope}`"),
+        ),
+        Ok(n) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"cluster": scope, "agents_asked": n})),
+        )
+            .into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "collector shutting down"),
+    }
 }
 
 #[derive(Debug, Deserialize)]

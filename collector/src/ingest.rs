@@ -115,16 +115,17 @@ impl Ingest for IngestService {
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let (cluster, node) = (hello.cluster.clone(), hello.node.clone());
         tracing::info!(%cluster, %node, version = %hello.agent_version, stream, "Agent connected");
+        let (tx, rx) = mpsc::channel(16);
         self.state
             .send(Command::Hello {
                 stream,
                 hello,
                 at_ms: now_ms(),
+                to_agent: tx.clone(),
             })
             .await
             .map_err(|_| Status::unavailable("collector shutting down"))?;
 
-        let (tx, rx) = mpsc::channel(16);
         let state = self.state.clone();
         tokio::spawn(async move {
             loop {

@@ -31,6 +31,8 @@ pub enum Command {
         stream: u64,
         hello: v1::Hello,
         at_ms: i64,
+        /// The stream's way back to the agent (acks, "probe now").
+        to_agent: StreamBack,
     },
     Batch {
         stream: u64,
@@ -51,6 +53,11 @@ pub enum Command {
         cluster: String,
         node: String,
         at_ms: i64,
+    },
+    /// Ask every connected agent of `cluster` for a cycle now; replies with how many were asked.
+    ProbeNow {
+        cluster: String,
+        reply: tokio::sync::oneshot::Sender<usize>,
     },
 }
 
@@ -148,10 +155,14 @@ pub struct Published {
     pub published_ms: i64,
 }
 
+type StreamBack = mpsc::Sender<Result<v1::CollectorMessage, tonic::Status>>;
+
 /// Handles for the API.
 #[derive(Debug, Clone)]
 pub struct Readers {
     pub published: watch::Receiver<Arc<Published>>,
+    /// For requests that need the state task (e.g. "probe now").
+    pub commands: mpsc::Sender<Command>,
     pub events: Arc<RwLock<EventLog>>,
     /// Streams refused at `Hello` (bad identity or certificate), counted by ingest.
     pub refused: Arc<std::sync::atomic::AtomicU64>,
@@ -159,7 +170,8 @@ pub struct Readers {
 
 struct Store {
     nodes: HashMap<(String, String), NodeState>,
-    streams: HashMap<(String, String), u64>,
+    /// The live stream of each node, and its way back to the agent.
+    streams: HashMap<(String, String), (u64, StreamBack)>,
     histories: HashMap<String, FindingHistory>,
     dirty: std::collections::HashSet<String>,
     published: BTreeMap<String, Arc<ClusterEntry>>,
@@ -195,9 +207,10 @@ pub fn spawn(
         shutdown,
     ));
     (
-        tx,
+        tx.clone(),
         Readers {
             published: pub_rx,
+            commands: tx,
             events,
             refused: Default::default(),
         },
@@ -247,9 +260,10 @@ impl Store {
                 stream,
                 hello,
                 at_ms,
+                to_agent,
             } => {
                 let key = (hello.cluster.clone(), hello.node.clone());
-                self.streams.insert(key.clone(), stream);
+                self.streams.insert(key.clone(), (stream, to_agent));
                 let node = self.nodes.entry(key).or_insert_with(|| NodeState {
                     name: hello.node.clone(),
                     cluster: hello.cluster.clone(),
@@ -277,7 +291,7 @@ impl Store {
                 at_ms,
             } => {
                 let key = (cluster.clone(), node);
-                if self.streams.get(&key) != Some(&stream) {
+                if !self.is_live(&key, stream) {
                     return; // a superseded stream of the same node
                 }
                 let Some(state) = self.nodes.get_mut(&key) else {
@@ -318,7 +332,7 @@ impl Store {
                 at_ms,
             } => {
                 let key = (cluster.clone(), node.clone());
-                if self.streams.get(&key) != Some(&stream) {
+                if !self.is_live(&key, stream) {
                     return;
                 }
                 let mut log = lock_events(events);
@@ -342,6 +356,18 @@ impl Store {
                     tracing::warn!(%cluster, %node, dropped = journal.dropped, "Agent journal overflowed while disconnected");
                 }
             }
+            Command::ProbeNow { cluster, reply } => {
+                let probe = v1::CollectorMessage {
+                    msg: Some(v1::collector_message::Msg::ProbeNow(v1::ProbeNow {})),
+                };
+                let asked = self
+                    .streams
+                    .iter()
+                    .filter(|((c, _), _)| *c == cluster)
+                    .filter(|(_, (_, back))| back.try_send(Ok(probe)).is_ok())
+                    .count();
+                let _ = reply.send(asked);
+            }
             Command::Closed {
                 stream,
                 cluster,
@@ -349,7 +375,7 @@ impl Store {
                 at_ms,
             } => {
                 let key = (cluster.clone(), node);
-                if self.streams.get(&key) == Some(&stream) {
+                if self.is_live(&key, stream) {
                     self.streams.remove(&key);
                     if let Some(state) = self.nodes.get_mut(&key) {
                         state.connected = false;
@@ -359,6 +385,10 @@ impl Store {
                 }
             }
         }
+    }
+
+    fn is_live(&self, key: &(String, String), stream: u64) -> bool {
+        self.streams.get(key).is_some_and(|(s, _)| *s == stream)
     }
 
     fn evaluate_dirty(&mut self, now: i64, events: &RwLock<EventLog>) {

@@ -76,8 +76,12 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
             n.name()
         ));
     }
-    if !view.fresh().any(|n| n.is_db()) && view.nodes.iter().any(|n| n.is_db()) {
-        blind.push("no fresh data from any database node".to_string());
+    if !view.fresh().any(|n| n.is_db()) {
+        blind.push(if view.nodes.iter().any(|n| n.is_db()) {
+            "no fresh data from any database node".to_string()
+        } else {
+            "no database node has reported: nothing vouches for PostgreSQL".to_string()
+        });
     }
     if view.nodes.is_empty() {
         blind.push("no agent has reported for this cluster".to_string());
@@ -136,6 +140,13 @@ mod tests {
     fn a_node_that_has_not_reported_yet_is_a_blind_spot() {
         let mut lab = Lab::healthy();
         lab.node_mut("node2").results.clear();
+        assert_eq!(lab.verdict().health, Health::Unknown);
+    }
+
+    #[test]
+    fn a_cluster_seen_only_by_haproxy_is_unknown() {
+        let mut lab = Lab::healthy();
+        lab.snap.nodes.retain(|n| n.name == "haproxy");
         assert_eq!(lab.verdict().health, Health::Unknown);
     }
 

@@ -1,0 +1,257 @@
+//! The collector's contracts with its peers, with a scripted agent speaking the real gRPC
+//! protocol to a real collector on loopback: `Hello` first (anything else is refused), acks,
+//! "probe now" through the API, JSON errors, and the `vigie` CLI's table and exit code.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use vigie_collector::config::{CollectorConfig, VerdictConfig};
+use vigie_proto::v1;
+
+struct Running {
+    grpc: SocketAddr,
+    http: SocketAddr,
+    stop: oneshot::Sender<()>,
+}
+
+async fn collector() -> Running {
+    let grpc_l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let http_l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (grpc, http) = (
+        grpc_l.local_addr().expect("addr"),
+        http_l.local_addr().expect("addr"),
+    );
+    let cfg = CollectorConfig {
+        grpc_listen: grpc,
+        http_listen: http,
+        tls: None,
+        plaintext: true,
+        evaluate_every: Duration::from_millis(100),
+        events_kept: 100,
+        verdict: VerdictConfig::default(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(vigie_collector::server::run(cfg, grpc_l, http_l, async {
+        let _ = stopped.await;
+    }));
+    Running { grpc, http, stop }
+}
+
+fn hello(node: &str) -> v1::AgentMessage {
+    v1::AgentMessage {
+        msg: Some(v1::agent_message::Msg::Hello(v1::Hello {
+            node: node.to_string(),
+            cluster: "demo".to_string(),
+            components: vec!["haproxy".to_string()],
+            agent_version: "test".to_string(),
+            interval_ms: 1000,
+        })),
+    }
+}
+
+fn batch(seq: u64) -> v1::AgentMessage {
+    let result = |id: &str, facts: Value| v1::ProbeResult {
+        id: id.to_string(),
+        status: v1::Status::Ok as i32,
+        message: "fine".to_string(),
+        started_unix_ms: vigie_collector::state::now_ms(),
+        duration_us: 10,
+        facts_json: facts.to_string(),
+    };
+    v1::AgentMessage {
+        msg: Some(v1::agent_message::Msg::Batch(v1::ResultBatch {
+            seq,
+            results: vec![
+                result("haproxy.process", json!({})),
+                result("haproxy.rw_port", json!({})),
+                result(
+                    "haproxy.backends",
+                    json!({"proxies": [{"proxy": "demo_rw", "kind": "rw", "up": ["node1"]}]}),
+                ),
+            ],
+            dropped: 0,
+        })),
+    }
+}
+
+async fn open(
+    grpc: SocketAddr,
+    first: v1::AgentMessage,
+) -> (
+    mpsc::Sender<v1::AgentMessage>,
+    Result<tonic::Streaming<v1::CollectorMessage>, tonic::Status>,
+) {
+    let mut client = v1::ingest_client::IngestClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connect");
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(first).await.expect("queue");
+    let resp = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .map(|r| r.into_inner());
+    (tx, resp)
+}
+
+async fn get(http: SocketAddr, path: &str) -> (u16, Value) {
+    let resp = reqwest::get(format!("http://{http}{path}"))
+        .await
+        .expect("answer");
+    let code = resp.status().as_u16();
+    (code, resp.json().await.expect("json"))
+}
+
+#[tokio::test]
+async fn a_stream_must_start_with_hello_and_a_valid_name() {
+    let c = collector().await;
+    let (_tx, resp) = open(c.grpc, batch(1)).await;
+    assert_eq!(
+        resp.expect_err("refused").code(),
+        tonic::Code::InvalidArgument
+    );
+    let (_tx, resp) = open(c.grpc, hello("bad name/../x")).await;
+    let status = resp.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("not a valid node name"),
+        "{}",
+        status.message()
+    );
+    let (_, health) = get(c.http, "/healthz").await;
+    assert_eq!(health["agents_refused"], 1);
+    let _ = c.stop.send(());
+}
+
+// Multi-threaded: the test blocks on the CLI while the collector serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_acked_probe_now_reaches_the_agent_and_vigie_status_shows_it() {
+    let c = collector().await;
+    let (tx, resp) = open(c.grpc, hello("lb1")).await;
+    let mut inbound = resp.expect("accepted");
+    tx.send(batch(7)).await.expect("send");
+    let ack = tokio::time::timeout(Duration::from_secs(5), inbound.message())
+        .await
+        .expect("in time");
+    assert!(matches!(
+        ack.expect("ok").and_then(|m| m.msg),
+        Some(v1::collector_message::Msg::Ack(v1::Ack { seq: 7 }))
+    ));
+
+    // The verdict is published within an evaluation tick.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let doc = loop {
+        let (code, doc) = get(c.http, "/api/v1/clusters/demo").await;
+        if code == 200 {
+            break doc;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no cluster published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(doc["nodes"][0]["name"], "lb1");
+    assert_eq!(
+        doc["nodes"][0]["results"]["haproxy.backends"]["status"],
+        "ok"
+    );
+
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/clusters/demo/probe", c.http))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 202);
+    let msg = tokio::time::timeout(Duration::from_secs(5), inbound.message())
+        .await
+        .expect("in time");
+    assert!(matches!(
+        msg.expect("ok").and_then(|m| m.msg),
+        Some(v1::collector_message::Msg::ProbeNow(_))
+    ));
+    let (code, body) = get(c.http, "/api/v1/clusters/nope").await;
+    assert_eq!((code, body["status"].clone()), (404, json!(404)));
+
+    // The CLI: a table a person reads, and a Nagios-like exit code. With no database node
+    // reporting, the cluster cannot be called healthy.
+    let out = Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args([
+            "status",
+            "demo",
+            "--collector",
+            &format!("http://{}", c.http),
+        ])
+        .output()
+        .expect("run vigie");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Cluster demo:"), "{text}");
+    assert!(text.contains("lb1"), "{text}");
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args([
+            "status",
+            "demo",
+            "--format",
+            "json",
+            "--collector",
+            &format!("http://{}", c.http),
+        ])
+        .output()
+        .expect("run vigie");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["cluster"], "demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args([
+            "status",
+            "nope",
+            "--collector",
+            &format!("http://{}", c.http),
+        ])
+        .output()
+        .expect("run vigie");
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown cluster `nope`"), "{stderr}");
+    drop(tx);
+    let _ = c.stop.send(());
+}
+
+#[test]
+fn invalid_collector_config_exits_64_naming_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "grpc_listen = \"127.0.0.1:9701\"\nhttp_listen = \"127.0.0.1:9700\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_vigie-collector"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tls"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lab = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lab/collector.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_vigie-collector"))
+        .args(["--config", lab, "--check-config"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
