@@ -255,3 +255,28 @@ fn invalid_collector_config_exits_64_naming_the_field() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn every_shipped_collector_config_is_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stand_in = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, "stand-in").expect("write");
+        p.display().to_string()
+    };
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in [
+        "deploy/lab/collector.toml",
+        "deploy/examples/collector.toml",
+    ] {
+        let path = root.join(file);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let mut env = std::collections::HashMap::new();
+        if text.lines().any(|l| l.trim() == "[tls]") {
+            for key in ["CERT", "KEY", "CLIENT_CA"] {
+                env.insert(format!("VIGIE_COLLECTOR__TLS__{key}"), stand_in(key));
+            }
+        }
+        vigie_collector::config::load(&path, env).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
