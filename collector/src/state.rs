@@ -79,7 +79,37 @@ pub struct Event {
 pub enum EventBody {
     Change(Change),
     Probe(ProbeTransition),
+    Node(NodeEvent),
 }
+
+/// Something a node's facts say happened between two batches — seen even when it came and went
+/// between two probe cycles (a PostgreSQL restarted in place, a new timeline).
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeEvent {
+    /// `postgres_restarted`, `timeline_changed` or `role_changed`.
+    pub kind: &'static str,
+    pub node: String,
+    pub from: serde_json::Value,
+    pub to: serde_json::Value,
+    pub message: String,
+}
+
+/// Facts whose change between two batches is an event: (probe, fact, event kind, what).
+const WATCHED_FACTS: [(&str, &str, &str, &str); 3] = [
+    (
+        "patroni.node",
+        "postmaster_start_time",
+        "postgres_restarted",
+        "PostgreSQL restarted",
+    ),
+    (
+        "patroni.node",
+        "timeline",
+        "timeline_changed",
+        "timeline changed",
+    ),
+    ("patroni.node", "role", "role_changed", "role changed"),
+];
 
 /// A probe status change an agent recorded while it could not reach the collector.
 #[derive(Debug, Clone, Serialize)]
@@ -189,15 +219,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(4096);
     let (pub_tx, pub_rx) = watch::channel(Arc::new(Published::default()));
     let events = Arc::new(RwLock::new(EventLog::new(events_kept)));
-    let store = Store {
-        nodes: HashMap::new(),
-        streams: HashMap::new(),
-        histories: HashMap::new(),
-        dirty: Default::default(),
-        published: BTreeMap::new(),
-        batches_received: 0,
-        policy,
-    };
+    let store = Store::new(policy);
     let handle = tokio::spawn(run(
         store,
         rx,
@@ -254,6 +276,18 @@ fn lock_events(events: &RwLock<EventLog>) -> std::sync::RwLockWriteGuard<'_, Eve
 }
 
 impl Store {
+    fn new(policy: Policy) -> Store {
+        Store {
+            nodes: HashMap::new(),
+            streams: HashMap::new(),
+            histories: HashMap::new(),
+            dirty: Default::default(),
+            published: BTreeMap::new(),
+            batches_received: 0,
+            policy,
+        }
+    }
+
     fn apply(&mut self, cmd: Command, events: &RwLock<EventLog>) {
         match cmd {
             Command::Hello {
@@ -302,6 +336,15 @@ impl Store {
                 state.connected = true;
                 state.dropped_batches += batch.dropped;
                 let mut agent_end: Option<i64> = None;
+                let before: Vec<serde_json::Value> = WATCHED_FACTS
+                    .iter()
+                    .map(|(probe, fact, _, _)| {
+                        state
+                            .results
+                            .get(*probe)
+                            .map_or(serde_json::Value::Null, |o| o.fact(fact).clone())
+                    })
+                    .collect();
                 for r in batch.results {
                     let end = r.started_unix_ms + i64::try_from(r.duration_us / 1000).unwrap_or(0);
                     agent_end = Some(agent_end.map_or(end, |e: i64| e.max(end)));
@@ -320,6 +363,30 @@ impl Store {
                     );
                 }
                 state.clock_offset_ms = agent_end.map(|e| at_ms - e);
+                let mut log = lock_events(events);
+                for ((probe, fact, kind, what), from) in WATCHED_FACTS.iter().zip(before) {
+                    let to = state
+                        .results
+                        .get(*probe)
+                        .map_or(serde_json::Value::Null, |o| o.fact(fact).clone());
+                    if !from.is_null() && !to.is_null() && from != to {
+                        let node = state.name.clone();
+                        tracing::info!(%cluster, %node, event = kind, %from, %to, "Node event");
+                        log.push(
+                            at_ms,
+                            at_ms,
+                            &cluster,
+                            EventBody::Node(NodeEvent {
+                                kind,
+                                message: format!("{node}: {what} ({from} → {to})"),
+                                node,
+                                from,
+                                to,
+                            }),
+                        );
+                    }
+                }
+                drop(log);
                 self.dirty.insert(cluster.clone());
                 // Evaluate at once: detection should not wait for the next tick.
                 self.evaluate_dirty(at_ms, events);
@@ -433,5 +500,85 @@ impl Store {
             batches_dropped_by_agents: self.nodes.values().map(|n| n.dropped_batches).sum(),
             published_ms: now,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(start_time: &str, timeline: u64) -> v1::ResultBatch {
+        v1::ResultBatch {
+            seq: 1,
+            results: vec![v1::ProbeResult {
+                id: "patroni.node".into(),
+                status: v1::Status::Ok as i32,
+                message: "primary running".into(),
+                started_unix_ms: 1,
+                duration_us: 1,
+                facts_json: serde_json::json!({"role": "primary", "postmaster_start_time": start_time, "timeline": timeline}).to_string(),
+            }],
+            dropped: 0,
+        }
+    }
+
+    #[test]
+    fn a_restart_between_two_cycles_is_an_event() {
+        let mut store = Store::new(Policy::default());
+        let events = RwLock::new(EventLog::new(100));
+        let (to_agent, _rx) = mpsc::channel(1);
+        let hello = v1::Hello {
+            node: "node1".into(),
+            cluster: "demo".into(),
+            components: vec!["patroni".into()],
+            agent_version: "t".into(),
+            interval_ms: 1000,
+        };
+        store.apply(
+            Command::Hello {
+                stream: 1,
+                hello,
+                at_ms: 10,
+                to_agent,
+            },
+            &events,
+        );
+        let b = |start: &str, tl| Command::Batch {
+            stream: 1,
+            cluster: "demo".into(),
+            node: "node1".into(),
+            batch: batch(start, tl),
+            at_ms: 20,
+        };
+        store.apply(b("2026-01-01 10:00:00", 3), &events);
+        store.apply(b("2026-01-01 10:00:00", 3), &events);
+        let kinds = |log: &EventLog| -> Vec<String> {
+            log.query(None, 0, 100)
+                .iter()
+                .filter_map(|e| match &e.body {
+                    EventBody::Node(n) => Some(n.kind.to_string()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(kinds(&events.read().expect("log")).is_empty());
+        store.apply(b("2026-01-01 10:05:00", 3), &events);
+        store.apply(b("2026-01-01 10:05:00", 4), &events);
+        assert_eq!(
+            kinds(&events.read().expect("log")),
+            ["postgres_restarted", "timeline_changed"]
+        );
+        // A batch from a superseded stream is ignored.
+        store.apply(
+            Command::Batch {
+                stream: 9,
+                cluster: "demo".into(),
+                node: "node1".into(),
+                batch: batch("x", 9),
+                at_ms: 30,
+            },
+            &events,
+        );
+        assert_eq!(kinds(&events.read().expect("log")).len(), 2);
     }
 }
