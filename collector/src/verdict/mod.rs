@@ -118,6 +118,10 @@ pub struct Finding {
     pub since_ms: Option<i64>,
     /// Still inside its grace window: shown, but it cannot make the verdict worse than degraded.
     pub pending: bool,
+    /// A rule's own minimum grace (e.g. one probe interval, so that two observations a cycle
+    /// apart during a switchover do not read as two primaries).
+    #[serde(skip)]
+    pub min_grace_ms: i64,
 }
 
 impl Finding {
@@ -130,7 +134,14 @@ impl Finding {
             evidence: Vec::new(),
             since_ms: None,
             pending: false,
+            min_grace_ms: 0,
         }
+    }
+
+    /// Sets the finding's minimum grace window.
+    pub fn grace(mut self, ms: i64) -> Finding {
+        self.min_grace_ms = ms;
+        self
     }
 
     pub fn with(mut self, evidence: Evidence) -> Finding {

@@ -150,6 +150,16 @@ impl<'a> View<'a> {
         out
     }
 
+    /// One observation cycle of the slowest fresh agent, plus a second: how far apart two nodes'
+    /// latest observations can be.
+    pub fn observation_skew_ms(&self) -> i64 {
+        self.fresh()
+            .map(|n| n.state.interval_ms as i64)
+            .max()
+            .unwrap_or(0)
+            + 1_000
+    }
+
     /// Whether any known node (fresh or not) hosts `component`.
     pub fn any_with(&self, component: &str) -> bool {
         self.nodes.iter().any(|n| n.state.has(component))

@@ -78,7 +78,8 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
                             vec![name.clone()],
                             format!("{proxy} on {name} has no server UP: writes fail"),
                         )
-                        .with_all(h.evidence("haproxy.backends")),
+                        .with_all(h.evidence("haproxy.backends"))
+                        .grace(view.observation_skew_ms()),
                     );
                     continue;
                 }
@@ -104,7 +105,8 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
                                 target.as_deref().unwrap_or("?")
                             ),
                         )
-                        .with_all(h.evidence("haproxy.backends")),
+                        .with_all(h.evidence("haproxy.backends"))
+                        .grace(view.observation_skew_ms()),
                     );
                 }
             }

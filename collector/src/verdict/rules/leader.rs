@@ -20,7 +20,8 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, _blind: &mut [String]
                 names.join(", "),
                 leader.as_deref().unwrap_or("none")
             ),
-        );
+        )
+        .grace(view.observation_skew_ms());
         for n in &writable {
             f.evidence.extend(n.evidence("postgres.recovery"));
         }
@@ -35,7 +36,8 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, _blind: &mut [String]
                 Severity::Critical,
                 Vec::new(),
                 "Patroni names no leader".to_string(),
-            );
+            )
+            .grace(view.observation_skew_ms());
             for n in view.fresh().filter(|n| n.is_db()) {
                 f.evidence.extend(n.evidence("patroni.cluster"));
             }
@@ -73,7 +75,8 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, _blind: &mut [String]
                 Severity::Critical,
                 vec![leader.clone()],
                 format!("Patroni's leader {leader} is in recovery (read-only): writes fail{also}"),
-            );
+            )
+            .grace(view.observation_skew_ms());
             f.evidence.extend(node.evidence("postgres.recovery"));
             f.evidence.extend(node.evidence("patroni.node"));
             findings.push(f);
