@@ -73,6 +73,10 @@ pub struct NodeState {
     /// Batches the agent reported dropped, in total.
     pub dropped_batches: u64,
     pub results: BTreeMap<String, Observation>,
+    /// The last non-null value of each watched fact (`probe/fact`), to see changes across a gap
+    /// (a PostgreSQL down for a cycle reports no start time).
+    #[serde(skip)]
+    pub last_known: BTreeMap<String, Value>,
 }
 
 impl NodeState {

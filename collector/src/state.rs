@@ -309,6 +309,7 @@ impl Store {
                     clock_offset_ms: None,
                     dropped_batches: 0,
                     results: BTreeMap::new(),
+                    last_known: BTreeMap::new(),
                 });
                 node.components = hello.components;
                 node.agent_version = hello.agent_version;
@@ -336,15 +337,6 @@ impl Store {
                 state.connected = true;
                 state.dropped_batches += batch.dropped;
                 let mut agent_end: Option<i64> = None;
-                let before: Vec<serde_json::Value> = WATCHED_FACTS
-                    .iter()
-                    .map(|(probe, fact, _, _)| {
-                        state
-                            .results
-                            .get(*probe)
-                            .map_or(serde_json::Value::Null, |o| o.fact(fact).clone())
-                    })
-                    .collect();
                 for r in batch.results {
                     let end = r.started_unix_ms + i64::try_from(r.duration_us / 1000).unwrap_or(0);
                     agent_end = Some(agent_end.map_or(end, |e: i64| e.max(end)));
@@ -364,12 +356,19 @@ impl Store {
                 }
                 state.clock_offset_ms = agent_end.map(|e| at_ms - e);
                 let mut log = lock_events(events);
-                for ((probe, fact, kind, what), from) in WATCHED_FACTS.iter().zip(before) {
+                for (probe, fact, kind, what) in WATCHED_FACTS {
                     let to = state
                         .results
-                        .get(*probe)
+                        .get(probe)
                         .map_or(serde_json::Value::Null, |o| o.fact(fact).clone());
-                    if !from.is_null() && !to.is_null() && from != to {
+                    if to.is_null() {
+                        continue;
+                    }
+                    let key = format!("{probe}/{fact}");
+                    let Some(from) = state.last_known.insert(key, to.clone()) else {
+                        continue;
+                    };
+                    if from != to {
                         let node = state.name.clone();
                         tracing::info!(%cluster, %node, event = kind, %from, %to, "Node event");
                         log.push(
@@ -562,6 +561,25 @@ mod tests {
                 .collect()
         };
         assert!(kinds(&events.read().expect("log")).is_empty());
+        // PostgreSQL down for a cycle: no start time, no timeline; then back, restarted.
+        let gap = Command::Batch {
+            stream: 1,
+            cluster: "demo".into(),
+            node: "node1".into(),
+            batch: v1::ResultBatch {
+                seq: 2,
+                results: vec![],
+                dropped: 0,
+            },
+            at_ms: 25,
+        };
+        store.apply(gap, &events);
+        if let Some(n) = store
+            .nodes
+            .get_mut(&("demo".to_string(), "node1".to_string()))
+        {
+            n.results.clear();
+        }
         store.apply(b("2026-01-01 10:05:00", 3), &events);
         store.apply(b("2026-01-01 10:05:00", 4), &events);
         assert_eq!(

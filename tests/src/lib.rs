@@ -2,6 +2,7 @@
 //! machine, shared by every test under a cross-process lock, brought up and repaired by the lab
 //! script itself; helpers to query Patroni, etcd and PostgreSQL, and to wait for conditions.
 
+pub mod scenario;
 pub mod stack;
 
 use std::future::Future;

@@ -36,6 +36,7 @@ fn node(name: &str, components: &[&str]) -> NodeState {
         clock_offset_ms: Some(5),
         dropped_batches: 0,
         results: Default::default(),
+        last_known: Default::default(),
     }
 }
 

@@ -14,13 +14,16 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
         .collect();
     for n in view.fresh().filter(|n| n.is_db()) {
         let name = n.name().to_string();
-        let important = leader.as_deref() == Some(name.as_str()) || writable.contains(&name);
-        let severity = if important {
+        // Critical where the writes are (or should be): the writable node, or Patroni's leader
+        // while no other node has taken over.
+        let serving = writable.contains(&name)
+            || (leader.as_deref() == Some(name.as_str()) && writable.iter().all(|w| *w == name));
+        let severity = if serving {
             Severity::Critical
         } else {
             Severity::Warning
         };
-        let role = if important { "leader" } else { "replica" };
+        let role = if serving { "leader" } else { "replica" };
         let critical = |probe: &str| n.status(probe) == Some(Status::Critical);
 
         if critical("patroni.process") || critical("patroni.api_port") {
@@ -36,6 +39,20 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
             );
         }
         if let Some(message) = postgres_down(n) {
+            // Patroni stopping or starting PostgreSQL itself (a switchover's demotion, a
+            // restart it runs) gets the transition grace; a crash Patroni has not seen yet
+            // does not.
+            let managed = n
+                .fact("patroni.node", "state")
+                .and_then(|s| s.as_str())
+                .is_some_and(|s| MANAGED_STATES.contains(&s));
+            let grace = if managed {
+                view.policy
+                    .transition_grace_ms
+                    .max(view.observation_skew_ms())
+            } else {
+                0
+            };
             findings.push(
                 Finding::new(
                     Code::PostgresDown,
@@ -45,11 +62,16 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                 )
                 .with_all(n.evidence("postgres.recovery"))
                 .with_all(n.evidence("postgres.accept"))
-                .with_all(n.evidence("patroni.health")),
+                .with_all(n.evidence("patroni.health"))
+                .with_all(n.evidence("patroni.node"))
+                .grace(grace),
             );
         }
     }
 }
+
+/// Patroni states in which PostgreSQL is down because Patroni itself is stopping or starting it.
+const MANAGED_STATES: [&str; 4] = ["stopping", "stopped", "starting", "restarting"];
 
 /// Why PostgreSQL counts as down on this node, if it does.
 fn postgres_down(n: &NodeView<'_>) -> Option<String> {
@@ -131,5 +153,47 @@ mod tests {
             .set("node1", "postgres.accept", Status::Critical, json!({}))
             .verdict();
         assert_eq!(v.health, Health::Critical);
+    }
+
+    #[test]
+    fn a_demoted_leader_restarting_under_patroni_is_graced_a_crash_is_not() {
+        use crate::verdict::history::FindingHistory;
+        use crate::verdict::testkit::NOW;
+        use crate::verdict::{Policy, evaluate};
+        let policy = Policy::default();
+        let down = |state: &str| {
+            Lab::healthy()
+                .sql_failed("node1", "connection refused")
+                .set("node1", "postgres.accept", Status::Critical, json!({}))
+                .patch(
+                    "node1",
+                    "patroni.node",
+                    Status::Critical,
+                    json!({"state": state}),
+                )
+        };
+        for (state, health) in [
+            ("stopping", Health::Degraded),
+            ("starting", Health::Degraded),
+            ("running", Health::Critical),
+        ] {
+            let mut v = evaluate(&down(state).snap, NOW, &policy);
+            FindingHistory::default().apply(&mut v, &policy);
+            assert_eq!(v.health, health, "Patroni state {state}: {:?}", v.findings);
+        }
+    }
+
+    #[test]
+    fn the_old_leader_down_after_another_took_over_is_a_warning() {
+        let lab = Lab::healthy_with_leader(2)
+            .sql_failed("node1", "connection refused")
+            .set("node1", "postgres.accept", Status::Critical, json!({}));
+        let v = lab.verdict();
+        let f = v
+            .findings
+            .iter()
+            .find(|f| f.code == Code::PostgresDown)
+            .expect("finding");
+        assert_eq!(f.severity, Severity::Warning);
     }
 }

@@ -38,11 +38,8 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
             .flatten()
             .filter_map(|v| v.as_str().map(str::to_string))
             .collect();
-        let severity = if obs.status == Status::Critical {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        };
+        // Writes still work: redundancy is what is lost (degraded), whatever the count.
+        let severity = Severity::Warning;
         let mut nodes = vec![leader_name.clone()];
         nodes.extend(missing);
         findings.push(

@@ -1,0 +1,532 @@
+//! The truth during faults: each scenario brings the real lab to a known state, injects a fault
+//! with `lab.sh fault …`, waits (polling, with a deadline) for the verdict and findings it expects
+//! from the collector's API, repairs, and waits for `healthy` again — recording how long the
+//! verdict took to change and to come back (`vigie_tests::scenario`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+use vigie_tests::scenario::Timer;
+use vigie_tests::stack::{Collector, Stack, finding_codes, has_finding};
+use vigie_tests::{CLUSTER_CHANGE, Lab, Role, Target, connect, query_one_text, write_through_rw};
+
+/// Agent interval in the suite (the fast lab profile; detection scales with it).
+const INTERVAL: Duration = Duration::from_secs(1);
+
+fn verdict(d: &Value) -> &str {
+    d["verdict"].as_str().unwrap_or("")
+}
+
+fn healthy(d: &Value) -> bool {
+    verdict(d) == "healthy"
+}
+
+/// Starts the stack on a ready lab and waits for its first healthy verdict.
+async fn stack() -> Stack {
+    let s = Stack::start(INTERVAL).await;
+    s.wait_demo("a first healthy verdict", CLUSTER_CHANGE, healthy)
+        .await;
+    s
+}
+
+/// Writes through HAProxy RW in the background until dropped; counts successes.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn start() -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let (s, o) = (stop.clone(), ok.clone());
+        tokio::spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                if write_through_rw().await.is_ok() {
+                    o.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Writer { stop, ok }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn events_of(doc: &Value) -> Vec<Value> {
+    doc["events"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn s01_quiet_cluster_with_writes_stays_healthy_for_two_minutes() {
+    let _lab = Lab::acquire().await;
+    let s = stack().await;
+    let writer = Writer::start();
+    let until = Instant::now() + Duration::from_secs(120);
+    let mut polls = 0;
+    while Instant::now() < until {
+        let doc = s.demo().await.expect("the API answers");
+        assert!(
+            healthy(&doc),
+            "not healthy during a quiet period: {:?} {}",
+            finding_codes(&doc),
+            doc["blind_spots"]
+        );
+        assert!(
+            doc["findings"].as_array().is_some_and(Vec::is_empty),
+            "{:?}",
+            finding_codes(&doc)
+        );
+        polls += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let writes = writer.ok.load(Ordering::Relaxed);
+    assert!(writes > 100, "only {writes} writes went through");
+    assert!(polls > 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s02_planned_switchover_is_never_critical_and_names_old_and_new_leader() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    let old = lab.leader().await.expect("a leader");
+    let since = s
+        .get("/api/v1/events")
+        .await
+        .map(|e| events_of(&e).len())
+        .unwrap_or(0);
+    let mut timer = Timer::fault("switchover", INTERVAL);
+    let watch = {
+        let api = s.collector.api("/api/v1/clusters/demo");
+        tokio::spawn(async move {
+            let mut worst = Vec::new();
+            let end = Instant::now() + Duration::from_secs(25);
+            while Instant::now() < end {
+                if let Ok(r) = reqwest::get(&api).await
+                    && let Ok(d) = r.json::<Value>().await
+                    && verdict(&d) == "critical"
+                {
+                    worst.push(finding_codes(&d));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            worst
+        })
+    };
+    lab.fault("switchover", None).await;
+    let new = lab.leader().await.expect("a new leader");
+    assert_ne!(new, old);
+    s.wait_demo("the new leader named", CLUSTER_CHANGE, |d| {
+        d["leader"] == format!("node{new}").as_str()
+    })
+    .await;
+    timer.detected();
+    timer.repair();
+    s.wait_demo("healthy after the switchover", CLUSTER_CHANGE, healthy)
+        .await;
+    timer.recovered();
+    let criticals = watch.await.expect("watcher");
+    assert!(
+        criticals.is_empty(),
+        "critical during a planned switchover: {criticals:?}"
+    );
+    let events = events_of(&s.get("/api/v1/events?cluster=demo").await.expect("events"));
+    let changed = events.iter().skip(since).any(|e| {
+        e["kind"] == "leader_changed"
+            && e["from"] == format!("node{old}").as_str()
+            && e["to"] == format!("node{new}").as_str()
+    });
+    assert!(
+        changed,
+        "no leader_changed node{old} → node{new} in {events:?}"
+    );
+    timer.note(format!("node{old} -> node{new}"));
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s03a_kill_primary_patroni_is_critical_calls_out_the_orphan_and_follows_the_new_leader() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    let old = lab.leader().await.expect("a leader");
+    let old_name = format!("node{old}");
+    let mut timer = Timer::fault("kill-primary-patroni", INTERVAL);
+    lab.fault("kill-primary-patroni", None).await;
+    let doc = s
+        .wait_demo("critical", CLUSTER_CHANGE, |d| verdict(d) == "critical")
+        .await;
+    let first = timer.detected();
+    timer.note(format!(
+        "first critical after {:.1}s: {:?}",
+        first.as_secs_f64(),
+        finding_codes(&doc)
+    ));
+    // Patroni fails over; the old primary keeps running writable with no manager.
+    let doc = s
+        .wait_demo(
+            "a new leader, and the orphaned old primary called out",
+            CLUSTER_CHANGE,
+            |d| {
+                d["leader"].as_str().is_some_and(|l| l != old_name)
+                    && has_finding(d, "SPLIT_BRAIN", &old_name)
+            },
+        )
+        .await;
+    assert_eq!(verdict(&doc), "critical");
+    let new = doc["leader"].as_str().expect("leader").to_string();
+    // HAProxy RW follows the new leader: no misrouting, the RW endpoint up.
+    s.wait_demo("HAProxy RW on the new leader", CLUSTER_CHANGE, |d| {
+        let backends = &d["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|x| x["name"] == "haproxy"))
+            .map(|h| h["results"]["haproxy.backends"]["facts"]["proxies"].clone());
+        backends
+            .as_ref()
+            .and_then(|p| p.as_array())
+            .is_some_and(|p| {
+                p.iter().any(|x| {
+                    x["kind"] == "rw"
+                        && x["up"]
+                            .as_array()
+                            .is_some_and(|u| u.len() == 1 && u[0] == new.as_str())
+                })
+            })
+            && !has_finding(d, "RW_MISROUTED", "haproxy")
+    })
+    .await;
+    timer.note(format!("{old_name} -> {new}"));
+    timer.repair();
+    lab.fault("start-patroni", Some(&old.to_string())).await;
+    s.wait_demo(
+        "healthy after the old leader rejoined",
+        CLUSTER_CHANGE,
+        healthy,
+    )
+    .await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s03b_kill_primary_pg_outage_is_reported_even_when_restarted_between_probes() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    let leader = format!("node{}", lab.leader().await.expect("a leader"));
+    let seen = s
+        .get("/api/v1/events")
+        .await
+        .map(|e| events_of(&e).len())
+        .unwrap_or(0);
+    let mut timer = Timer::fault("kill-primary-pg", INTERVAL);
+    lab.fault("kill-primary-pg", None).await;
+    // Either the verdict catches the outage, or the restart shows as an event afterwards.
+    let mut saw_critical = false;
+    let deadline = Instant::now() + CLUSTER_CHANGE;
+    loop {
+        let doc = s.demo().await.expect("the API answers");
+        if verdict(&doc) == "critical" && !saw_critical {
+            saw_critical = true;
+            timer.detected();
+            timer.note(format!("critical: {:?}", finding_codes(&doc)));
+        }
+        let events = events_of(&s.get("/api/v1/events?cluster=demo").await.expect("events"));
+        let restarted = events.iter().skip(seen).any(|e| {
+            (e["kind"] == "postgres_restarted"
+                || e["kind"] == "timeline_changed"
+                || e["kind"] == "leader_changed")
+                && (e["node"] == leader.as_str() || e["from"] == leader.as_str())
+        });
+        if restarted {
+            timer.detected();
+            timer.note("restart event recorded");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outage left no trace: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    timer.repair();
+    s.wait_demo("healthy after the restart", CLUSTER_CHANGE, healthy)
+        .await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s04_replica_postgres_stopped_is_degraded_naming_it() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    let r = *lab.replicas().await.first().expect("a replica");
+    let node = format!("node{r}");
+    let mut timer = Timer::fault("stop-pg replica", INTERVAL);
+    lab.fault("stop-pg", Some(&r.to_string())).await;
+    let doc = s
+        .wait_demo("degraded naming the replica", CLUSTER_CHANGE, |d| {
+            verdict(d) == "degraded" && has_finding(d, "POSTGRES_DOWN", &node)
+        })
+        .await;
+    timer.detected();
+    assert!(
+        has_finding(&doc, "REPLICA_NOT_STREAMING", &node)
+            || has_finding(&doc, "REPLICA_COUNT_MISMATCH", &node)
+    );
+    timer.repair();
+    lab.fault("start-pg", Some(&r.to_string())).await;
+    s.wait_demo("healthy", CLUSTER_CHANGE, healthy).await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s05_etcd_one_member_down_is_degraded_two_is_quorum_lost() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    let mut timer = Timer::fault("stop-etcd 1", INTERVAL);
+    lab.fault("stop-etcd", Some("1")).await;
+    s.wait_demo("DCS_MEMBER_DOWN", CLUSTER_CHANGE, |d| {
+        verdict(d) == "degraded" && has_finding(d, "DCS_MEMBER_DOWN", "node1")
+    })
+    .await;
+    timer.detected();
+    let mut quorum = Timer::fault("stop-etcd 1+2", INTERVAL);
+    lab.fault("stop-etcd", Some("2")).await;
+    s.wait_demo("DCS_QUORUM_LOST", CLUSTER_CHANGE, |d| {
+        verdict(d) == "critical" && has_finding(d, "DCS_QUORUM_LOST", "node2")
+    })
+    .await;
+    quorum.detected();
+    quorum.repair();
+    timer.repair();
+    lab.fault("start-etcd", Some("2")).await;
+    lab.fault("start-etcd", Some("1")).await;
+    s.wait_demo("healthy", CLUSTER_CHANGE, healthy).await;
+    quorum.recovered();
+    timer.recovered();
+    timer.record();
+    quorum.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s06_haproxy_stopped_is_critical_rw_endpoint_down() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    let mut timer = Timer::fault("stop-haproxy", INTERVAL);
+    lab.fault("stop-haproxy", None).await;
+    s.wait_demo("RW_ENDPOINT_DOWN", CLUSTER_CHANGE, |d| {
+        verdict(d) == "critical" && has_finding(d, "RW_ENDPOINT_DOWN", "haproxy")
+    })
+    .await;
+    timer.detected();
+    timer.repair();
+    lab.fault("start-haproxy", None).await;
+    s.wait_demo("healthy", CLUSTER_CHANGE, healthy).await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s07_frozen_postgres_is_reported_on_time_and_the_agent_keeps_reporting() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    for (label, target) in [("replica", "replica"), ("leader", "leader")] {
+        let n = match target {
+            "leader" => lab.leader().await.expect("a leader"),
+            _ => *lab.replicas().await.first().expect("a replica"),
+        };
+        let node = format!("node{n}");
+        let mut timer = Timer::fault(&format!("freeze-pg {label}"), INTERVAL);
+        lab.fault("freeze-pg", Some(&n.to_string())).await;
+        let doc = s
+            .wait_demo("POSTGRES_DOWN on the frozen node", CLUSTER_CHANGE, |d| {
+                has_finding(d, "POSTGRES_DOWN", &node)
+            })
+            .await;
+        let took = timer.detected();
+        lab.fault("thaw-pg", Some(&n.to_string())).await;
+        // The frozen node's agent kept its rhythm: it is not stale.
+        let agent = doc["nodes"]
+            .as_array()
+            .and_then(|ns| ns.iter().find(|x| x["name"] == node.as_str()))
+            .expect("node");
+        assert_eq!(agent["connected"], true);
+        assert!(
+            agent["age_s"].as_f64().is_some_and(|a| a < 3.0),
+            "{}",
+            agent["age_s"]
+        );
+        timer.note(format!(
+            "{node}: {:?} after {:.1}s",
+            finding_codes(&doc),
+            took.as_secs_f64()
+        ));
+        timer.repair();
+        s.wait_demo("healthy after the thaw", CLUSTER_CHANGE, healthy)
+            .await;
+        timer.recovered();
+        timer.record();
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s08_paused_replay_with_writes_is_replication_lag_in_bytes_and_seconds() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    let r = *lab.replicas().await.first().expect("a replica");
+    let node = format!("node{r}");
+    let mut timer = Timer::fault("pause-replay + writes", INTERVAL);
+    lab.fault("pause-replay", Some(&r.to_string())).await;
+    // About 30 MB of WAL: above the 16 MiB warning threshold.
+    let c = connect(Target::Rw, Role::Superuser, Duration::from_secs(10))
+        .await
+        .expect("connect RW");
+    query_one_text(
+        &c,
+        "create table if not exists lab_bulk (filler text); \
+         insert into lab_bulk select repeat(md5(g::text), 30) from generate_series(1, 30000) g; select 'ok'",
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("bulk write");
+    let doc = s
+        .wait_demo("REPLICATION_LAG naming the replica", CLUSTER_CHANGE, |d| {
+            has_finding(d, "REPLICATION_LAG", &node)
+        })
+        .await;
+    timer.detected();
+    let f = doc["findings"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["code"] == "REPLICATION_LAG"))
+        .expect("finding");
+    let msg = f["message"].as_str().unwrap_or("");
+    assert!(msg.contains("bytes") && msg.contains('s'), "{msg}");
+    let lag = &doc["nodes"]
+        .as_array()
+        .and_then(|ns| ns.iter().find(|x| x["name"] == node.as_str()))
+        .expect("node")["results"]["postgres.replication_lag"]["facts"];
+    assert!(
+        lag["lag_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 16 * 1024 * 1024),
+        "{lag}"
+    );
+    assert!(
+        lag["lag_seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{lag}"
+    );
+    timer.note(msg.to_string());
+    timer.repair();
+    lab.fault("resume-replay", Some(&r.to_string())).await;
+    s.wait_demo("healthy", CLUSTER_CHANGE, healthy).await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s09_maintenance_mode_is_reported_and_faults_during_it_still_are() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    let mut timer = Timer::fault("pause (maintenance)", INTERVAL);
+    lab.fault("pause", None).await;
+    s.wait_demo("MAINTENANCE_MODE", CLUSTER_CHANGE, |d| {
+        d["findings"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x["code"] == "MAINTENANCE_MODE"))
+    })
+    .await;
+    timer.detected();
+    let r = *lab.replicas().await.first().expect("a replica");
+    let node = format!("node{r}");
+    lab.fault("stop-pg", Some(&r.to_string())).await;
+    s.wait_demo("POSTGRES_DOWN during maintenance", CLUSTER_CHANGE, |d| {
+        has_finding(d, "POSTGRES_DOWN", &node)
+    })
+    .await;
+    timer.repair();
+    lab.fault("resume", None).await;
+    lab.fault("start-pg", Some(&r.to_string())).await;
+    s.wait_demo("healthy", CLUSTER_CHANGE, healthy).await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s10_killed_agents_are_stale_and_never_vouched_for() {
+    let lab = Lab::acquire().await;
+    let mut s = stack().await;
+    let r = format!("node{}", lab.replicas().await.first().expect("a replica"));
+    let mut timer = Timer::fault("agent killed (replica)", INTERVAL);
+    s.kill_agent(&r);
+    s.wait_demo("AGENT_STALE", CLUSTER_CHANGE, |d| {
+        has_finding(d, "AGENT_STALE", &r)
+    })
+    .await;
+    timer.detected();
+    timer.record();
+    for name in ["node1", "node2", "node3", "haproxy"] {
+        s.kill_agent(name);
+    }
+    let doc = s
+        .wait_demo("unknown with every agent dead", CLUSTER_CHANGE, |d| {
+            verdict(d) == "unknown"
+        })
+        .await;
+    assert!(doc["blind_spots"].as_array().is_some_and(|b| !b.is_empty()));
+    // And it stays so: nobody sees anything, so nothing is called healthy.
+    let until = Instant::now() + INTERVAL * 5;
+    while Instant::now() < until {
+        assert_ne!(verdict(&s.demo().await.expect("api")), "healthy");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s11_collector_restarted_mid_fault_has_the_same_verdict_back_within_two_intervals() {
+    let lab = Lab::acquire().await;
+    let mut s = stack().await;
+    lab.fault("stop-haproxy", None).await;
+    let before = s
+        .wait_demo("critical", CLUSTER_CHANGE, |d| {
+            has_finding(d, "RW_ENDPOINT_DOWN", "haproxy")
+        })
+        .await;
+    let (grpc, http) = (s.collector.grpc, s.collector.http);
+    s.collector.stop().await;
+    s.collector = Collector::start(grpc, http, None).await;
+    let mut timer = Timer::fault("collector restarted mid-fault", INTERVAL);
+    let after = s
+        .wait_demo(
+            "the same verdict back",
+            INTERVAL * 2 + Duration::from_secs(2),
+            |d| verdict(d) == verdict(&before) && has_finding(d, "RW_ENDPOINT_DOWN", "haproxy"),
+        )
+        .await;
+    timer.detected();
+    timer.note(format!("{:?}", finding_codes(&after)));
+    timer.repair();
+    lab.fault("start-haproxy", None).await;
+    s.wait_demo("healthy", CLUSTER_CHANGE, healthy).await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
