@@ -252,6 +252,13 @@ pub fn finding_codes(doc: &Value) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|f| Some(format!("{} {:?}", f["code"].as_str()?, f["nodes"])))
+        .filter_map(|f| {
+            let nodes: Vec<&str> = f["nodes"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            Some(format!("{} {}", f["code"].as_str()?, nodes.join(",")))
+        })
         .collect()
 }

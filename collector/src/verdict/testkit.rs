@@ -224,3 +224,23 @@ pub fn has(v: &super::Verdict, code: super::Code, nodes: &[&str]) -> bool {
         .iter()
         .any(|f| f.code == code && f.nodes.iter().map(String::as_str).eq(nodes.iter().copied()))
 }
+
+/// One table case: name, snapshot, expected health, and a finding expected on given nodes.
+pub type Case<'a> = (
+    &'a str,
+    Lab,
+    super::Health,
+    Option<super::Code>,
+    &'a [&'a str],
+);
+
+/// Evaluates every case and checks its health and expected finding.
+pub fn check_cases<'a>(cases: impl IntoIterator<Item = Case<'a>>) {
+    for (name, lab, health, code, nodes) in cases {
+        let v = lab.verdict();
+        assert_eq!(v.health, health, "{name}: {:?}", v.findings);
+        if let Some(code) = code {
+            assert!(has(&v, code, nodes), "{name}: {:?}", v.findings);
+        }
+    }
+}

@@ -167,7 +167,7 @@ mod tests {
     use serde_json::json;
 
     use crate::model::Status;
-    use crate::verdict::testkit::{Lab, has};
+    use crate::verdict::testkit::{Lab, check_cases};
     use crate::verdict::{Code, Health};
 
     fn backends(rw_up: &[&str], ro_up: &[&str]) -> serde_json::Value {
@@ -256,13 +256,7 @@ mod tests {
                 &["haproxy"][..],
             ),
         ];
-        for (name, lab, health, code, nodes) in cases {
-            let v = lab.verdict();
-            assert_eq!(v.health, health, "{name}: {:?}", v.findings);
-            if let Some(code) = code {
-                assert!(has(&v, code, nodes), "{name}: {:?}", v.findings);
-            }
-        }
+        check_cases(cases);
     }
 
     #[test]
