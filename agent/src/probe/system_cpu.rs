@@ -1,15 +1,34 @@
-//! `system.cpu`: host CPU use between two cycles (since boot on the first), from `/proc/stat`,
-//! with the load average.
+//! `system.cpu`: host CPU use from `/proc/stat`, judged over a sliding window (one minute by
+//! default, since boot on the first cycle) so that one busy second does not page anyone; the
+//! last cycle's figure and the load average are reported beside it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::ProbeId;
 use crate::config::SystemConfig;
 use crate::procfs::{self, CpuTimes};
 use crate::result::ProbeResult;
 
-/// Keeps the previous sample so that each cycle measures the time since the last one.
+/// The window the status is judged on.
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+/// Keeps the samples of the last window.
 #[derive(Debug, Default)]
 pub struct CpuProbe {
-    previous: Option<CpuTimes>,
+    samples: VecDeque<(Instant, CpuTimes)>,
+}
+
+fn busy_percent(from: CpuTimes, to: CpuTimes) -> (f64, f64) {
+    let total = to.total.saturating_sub(from.total);
+    if total == 0 {
+        return (0.0, 0.0);
+    }
+    let busy = to.busy.saturating_sub(from.busy) as f64 * 100.0 / total as f64;
+    let io = to.iowait.saturating_sub(from.iowait) as f64 * 100.0 / total as f64;
+    (busy, io)
 }
 
 impl CpuProbe {
@@ -18,37 +37,43 @@ impl CpuProbe {
         let Some(now) = procfs::read_cpu_times() else {
             return id.unknown("cannot read /proc/stat");
         };
-        let since_boot = self.previous.is_none();
-        let base = self.previous.replace(now).unwrap_or(CpuTimes {
+        let at = Instant::now();
+        let since_boot = CpuTimes {
             busy: 0,
             total: 0,
             iowait: 0,
-        });
-        let total = now.total.saturating_sub(base.total);
-        let busy = now.busy.saturating_sub(base.busy);
-        let iowait = now.iowait.saturating_sub(base.iowait);
-        let (used, io) = if total == 0 {
-            (0.0, 0.0)
-        } else {
-            (
-                busy as f64 * 100.0 / total as f64,
-                iowait as f64 * 100.0 / total as f64,
-            )
         };
-        let window = if since_boot { " since boot" } else { "" };
+        let last = self.samples.back().map_or(since_boot, |(_, s)| *s);
+        // The oldest sample still inside the window (keep one just outside as its start).
+        while self.samples.len() > 1 && self.samples.get(1).is_some_and(|(t, _)| at - *t >= WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let (window_start, window) = match self.samples.front() {
+            Some((t, s)) => (*s, at - *t),
+            None => (since_boot, Duration::ZERO),
+        };
+        self.samples.push_back((at, now));
+        let (used, io) = busy_percent(window_start, now);
+        let (last_used, _) = busy_percent(last, now);
+        let over = if window.is_zero() {
+            "since boot".to_string()
+        } else {
+            format!("over {}s", window.as_secs())
+        };
         let load = procfs::read_loadavg();
         let text = format!(
-            "{used:.1}% busy{window}, {io:.1}% iowait, load {}",
+            "{used:.1}% busy {over} ({last_used:.1}% last cycle), {io:.1}% iowait, load {}",
             load.map_or("?".to_string(), |(l1, l5, l15)| format!(
                 "{l1:.2} {l5:.2} {l15:.2}"
             ))
         );
-        let result = judge(used, cfg, text);
-        let mut result = result
+        let mut result = judge(used, cfg, text)
             .fact("used_percent", round1(used))
+            .fact("window_s", window.as_secs())
+            .fact("last_cycle_percent", round1(last_used))
             .fact("iowait_percent", round1(io))
-            .fact("cpus", procfs::cpu_count())
-            .fact("since_boot", since_boot);
+            .fact("cpus", procfs::cpu_count());
         if let Some((l1, l5, l15)) = load {
             result = result.fact("load", vec![l1, l5, l15]);
         }
@@ -85,10 +110,44 @@ mod tests {
     }
 
     #[test]
-    fn first_sample_is_since_boot_then_between_cycles() {
+    fn one_busy_interval_is_diluted_by_the_window() {
+        let quiet = |t: u64| CpuTimes {
+            busy: t,
+            total: t * 10,
+            iowait: 0,
+        };
+        // 10% busy for 50 ticks of 10, then one fully busy step of 10 ticks.
+        let (avg, _) = busy_percent(
+            quiet(0),
+            CpuTimes {
+                busy: 50 + 10,
+                total: 500 + 10,
+                iowait: 0,
+            },
+        );
+        assert!(avg < 20.0, "{avg}");
+        let (last, _) = busy_percent(
+            quiet(50),
+            CpuTimes {
+                busy: 60,
+                total: 510,
+                iowait: 0,
+            },
+        );
+        assert!(last > 90.0, "{last}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_sample_is_since_boot_then_over_a_window() {
         let mut p = CpuProbe::default();
         let cfg = SystemConfig::default();
-        assert_eq!(p.probe(&cfg).facts["since_boot"], true);
-        assert_eq!(p.probe(&cfg).facts["since_boot"], false);
+        assert_eq!(p.probe(&cfg).facts["window_s"], 0);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(p.probe(&cfg).facts["window_s"], 5);
+        tokio::time::advance(Duration::from_secs(120)).await;
+        p.probe(&cfg);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let w = p.probe(&cfg).facts["window_s"].as_u64().expect("window");
+        assert!(w <= 125 && w >= 5, "{w}");
     }
 }
