@@ -16,7 +16,7 @@ if [ ! -e "$lab_dir/profile" ]; then
 fi
 log=$(mktemp)
 rc=0
-cargo test --workspace --locked "$@" 2>&1 | tee "$log" || rc=$?
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || rc=$?
 if [ "$started_lab" = 1 ]; then
   trap - EXIT
   deploy/lab/lab.sh down

@@ -83,9 +83,11 @@ impl<'a> View<'a> {
                 let silent_ms = now_ms - state.last_seen_ms;
                 let limit = (state.interval_ms as i64 * i64::from(policy.stale_intervals))
                     .max(policy.min_stale_ms);
+                // Judged on time alone: a closed stream does not age the last results (an agent
+                // restarting is back within an interval), silence does.
                 NodeView {
                     state,
-                    fresh: state.connected && silent_ms <= limit,
+                    fresh: silent_ms <= limit,
                     silent_ms,
                 }
             })
