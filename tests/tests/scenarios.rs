@@ -266,29 +266,50 @@ async fn s03b_kill_primary_pg_outage_is_reported_even_when_restarted_between_pro
     s.stop().await;
 }
 
+/// The common shape: inject `fault`, wait for the verdict `expect` describes, run `repair`, wait
+/// for healthy, record both times. Returns the document that showed the fault.
+async fn fault_then_repair(
+    lab: &Lab,
+    s: &Stack,
+    scenario: &str,
+    fault: (&str, Option<&str>),
+    expect: (&str, impl Fn(&Value) -> bool),
+    repair: (&str, Option<&str>),
+) -> Value {
+    let mut timer = Timer::fault(scenario, INTERVAL);
+    lab.fault(fault.0, fault.1).await;
+    let doc = s.wait_demo(expect.0, CLUSTER_CHANGE, expect.1).await;
+    timer.detected();
+    timer.repair();
+    lab.fault(repair.0, repair.1).await;
+    s.wait_demo("healthy after the repair", CLUSTER_CHANGE, healthy)
+        .await;
+    timer.recovered();
+    timer.record();
+    doc
+}
+
 #[tokio::test]
 async fn s04_replica_postgres_stopped_is_degraded_naming_it() {
     let lab = Lab::acquire().await;
     let s = stack().await;
-    let r = *lab.replicas().await.first().expect("a replica");
+    let r = lab.replicas().await.first().expect("a replica").to_string();
     let node = format!("node{r}");
-    let mut timer = Timer::fault("stop-pg replica", INTERVAL);
-    lab.fault("stop-pg", Some(&r.to_string())).await;
-    let doc = s
-        .wait_demo("degraded naming the replica", CLUSTER_CHANGE, |d| {
+    let doc = fault_then_repair(
+        &lab,
+        &s,
+        "stop-pg replica",
+        ("stop-pg", Some(&r)),
+        ("degraded naming the replica", |d: &Value| {
             verdict(d) == "degraded" && has_finding(d, "POSTGRES_DOWN", &node)
-        })
-        .await;
-    timer.detected();
+        }),
+        ("start-pg", Some(&r)),
+    )
+    .await;
     assert!(
         has_finding(&doc, "REPLICA_NOT_STREAMING", &node)
             || has_finding(&doc, "REPLICA_COUNT_MISMATCH", &node)
     );
-    timer.repair();
-    lab.fault("start-pg", Some(&r.to_string())).await;
-    s.wait_demo("healthy", CLUSTER_CHANGE, healthy).await;
-    timer.recovered();
-    timer.record();
     s.stop().await;
 }
 
@@ -326,18 +347,17 @@ async fn s05_etcd_one_member_down_is_degraded_two_is_quorum_lost() {
 async fn s06_haproxy_stopped_is_critical_rw_endpoint_down() {
     let lab = Lab::acquire().await;
     let s = stack().await;
-    let mut timer = Timer::fault("stop-haproxy", INTERVAL);
-    lab.fault("stop-haproxy", None).await;
-    s.wait_demo("RW_ENDPOINT_DOWN", CLUSTER_CHANGE, |d| {
-        verdict(d) == "critical" && has_finding(d, "RW_ENDPOINT_DOWN", "haproxy")
-    })
+    fault_then_repair(
+        &lab,
+        &s,
+        "stop-haproxy",
+        ("stop-haproxy", None),
+        ("RW_ENDPOINT_DOWN", |d: &Value| {
+            verdict(d) == "critical" && has_finding(d, "RW_ENDPOINT_DOWN", "haproxy")
+        }),
+        ("start-haproxy", None),
+    )
     .await;
-    timer.detected();
-    timer.repair();
-    lab.fault("start-haproxy", None).await;
-    s.wait_demo("healthy", CLUSTER_CHANGE, healthy).await;
-    timer.recovered();
-    timer.record();
     s.stop().await;
 }
 
