@@ -8,6 +8,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 "$here/lab/lab.sh" install
 
+# The test suite also scrapes the collector with the real Prometheus.
+if [ ! -x /usr/bin/prometheus ]; then
+  echo "install-deps: installing prometheus (for the tests)" >&2
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "install-deps: no cargo, installing Rust with rustup" >&2
   apt_missing=()

@@ -17,6 +17,7 @@ use crate::state::{ClusterEntry, Readers, now_ms};
 pub fn router(readers: Readers) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/clusters", get(clusters))
         .route("/api/v1/clusters/{scope}", get(cluster))
         .route("/api/v1/clusters/{scope}/probe", post(probe_now))
@@ -44,6 +45,19 @@ async fn healthz(State(r): State<Readers>) -> Json<Value> {
         "agents_refused": r.refused.load(std::sync::atomic::Ordering::Relaxed),
         "published_ms": p.published_ms,
     }))
+}
+
+async fn metrics(State(r): State<Readers>) -> Response {
+    let p = r.published.borrow().clone();
+    let refused = r.refused.load(std::sync::atomic::Ordering::Relaxed);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&p, now_ms(), refused),
+    )
+        .into_response()
 }
 
 fn summary(entry: &ClusterEntry) -> Value {

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod config;
 pub mod ingest;
+pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod state;

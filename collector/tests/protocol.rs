@@ -220,6 +220,40 @@ async fn batches_are_acked_probe_now_reaches_the_agent_and_vigie_status_shows_it
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown cluster `nope`"), "{stderr}");
+    // Check mode: one line, perfdata after `|`, Nagios exit code (unknown: no DB node vouches).
+    let out = Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args([
+            "check",
+            "demo",
+            "--collector",
+            &format!("http://{}", c.http),
+        ])
+        .output()
+        .expect("run vigie check");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.starts_with("VIGIE UNKNOWN - demo unknown"), "{line}");
+    assert!(line.contains("| agent_age_lb1="), "{line}");
+    assert_eq!(line.lines().count(), 1);
+    assert_eq!(out.status.code(), Some(3));
+
+    // Prometheus text on /metrics.
+    let resp = reqwest::get(format!("http://{}/metrics", c.http))
+        .await
+        .expect("answer");
+    let ctype = resp.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    let text = resp.text().await.expect("text");
+    assert!(
+        text.contains("vigie_cluster_verdict{cluster=\"demo\",verdict=\"unknown\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vigie_collector_batches_received_total 1"),
+        "{text}"
+    );
     drop(tx);
     let _ = c.stop.send(());
 }

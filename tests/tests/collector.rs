@@ -319,3 +319,74 @@ async fn an_agent_with_another_nodes_certificate_is_refused() {
     collector.stop().await;
     drop(lab);
 }
+
+#[tokio::test]
+async fn prometheus_scrapes_metrics_and_promql_returns_the_verdict() {
+    let _lab = Lab::acquire().await;
+    let stack = Stack::start(INTERVAL).await;
+    stack
+        .wait_demo("healthy", CLUSTER_CHANGE, |d| verdict(d) == "healthy")
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: vigie\n    static_configs:\n      - targets: ['{}']\n",
+            stack.collector.http
+        ),
+    )
+    .expect("write config");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut prometheus = tokio::process::Command::new("/usr/bin/prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start prometheus (deploy/install-deps.sh installs it)");
+    let query = "vigie_cluster_verdict{cluster=\"demo\",verdict=\"healthy\"}";
+    let url = format!("http://127.0.0.1:{port}/api/v1/query");
+    let http = reqwest::Client::new();
+    let value = wait_until(
+        "Prometheus to have scraped the verdict",
+        CLUSTER_CHANGE,
+        || async {
+            let v: Value = http
+                .get(&url)
+                .query(&[("query", query)])
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            v["data"]["result"][0]["value"][1]
+                .as_str()
+                .map(str::to_string)
+        },
+    )
+    .await;
+    assert_eq!(value, "1");
+    let up: Value = http
+        .get(&url)
+        .query(&[("query", "up{job=\"vigie\"}")])
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(up["data"]["result"][0]["value"][1], "1");
+    let _ = prometheus.kill().await;
+    stack.stop().await;
+}

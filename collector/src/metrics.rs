@@ -1,0 +1,328 @@
+//! `GET /metrics`: the verdicts and the collector's own health in Prometheus' text format.
+//! Names follow Prometheus conventions and are stable; label values are bounded by the fleet
+//! (clusters, nodes, finding codes), never by messages.
+
+use std::fmt::Write;
+
+use crate::model::Status;
+use crate::state::Published;
+use crate::verdict::{Code, Health};
+
+const HEALTHS: [Health; 4] = [
+    Health::Healthy,
+    Health::Degraded,
+    Health::Critical,
+    Health::Unknown,
+];
+
+/// Escapes a label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders every metric of a published snapshot (`now` for ages; `refused` counted by ingest).
+pub fn render(p: &Published, now_ms: i64, refused: u64) -> String {
+    let mut out = String::with_capacity(4096);
+    let family = |name: &str, kind: &str, help: &str, out: &mut String| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+    };
+
+    family(
+        "vigie_build_info",
+        "gauge",
+        "The collector's version.",
+        &mut out,
+    );
+    let _ = writeln!(out, "vigie_build_info{{version=\"{}\"}} 1", crate::VERSION);
+
+    family(
+        "vigie_cluster_verdict",
+        "gauge",
+        "1 for the cluster's current verdict, 0 for the others.",
+        &mut out,
+    );
+    for entry in p.clusters.values() {
+        let c = label(&entry.verdict.cluster);
+        for h in HEALTHS {
+            let v = u8::from(entry.verdict.health == h);
+            let _ = writeln!(
+                out,
+                "vigie_cluster_verdict{{cluster=\"{c}\",verdict=\"{}\"}} {v}",
+                h.as_str()
+            );
+        }
+    }
+    family(
+        "vigie_cluster_findings",
+        "gauge",
+        "Open findings by code and severity (pending ones included).",
+        &mut out,
+    );
+    for entry in p.clusters.values() {
+        let c = label(&entry.verdict.cluster);
+        for code in Code::ALL {
+            for (sev, name) in [
+                (crate::verdict::Severity::Warning, "warning"),
+                (crate::verdict::Severity::Critical, "critical"),
+            ] {
+                let n = entry
+                    .verdict
+                    .findings
+                    .iter()
+                    .filter(|f| f.code == *code && f.severity == sev)
+                    .count();
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "vigie_cluster_findings{{cluster=\"{c}\",code=\"{}\",severity=\"{name}\"}} {n}",
+                        code.as_str()
+                    );
+                }
+            }
+        }
+    }
+    family(
+        "vigie_cluster_leader",
+        "gauge",
+        "1 for the node Patroni names leader.",
+        &mut out,
+    );
+    for entry in p.clusters.values() {
+        if let Some(l) = &entry.verdict.leader {
+            let _ = writeln!(
+                out,
+                "vigie_cluster_leader{{cluster=\"{}\",node=\"{}\"}} 1",
+                label(&entry.verdict.cluster),
+                label(l)
+            );
+        }
+    }
+
+    family(
+        "vigie_node_role",
+        "gauge",
+        "1 for each node's role as Patroni reports it.",
+        &mut out,
+    );
+    for entry in p.clusters.values() {
+        let c = label(&entry.verdict.cluster);
+        for n in &entry.snapshot.nodes {
+            if let Some(role) = n
+                .results
+                .get("patroni.node")
+                .and_then(|o| o.fact("role").as_str())
+            {
+                let _ = writeln!(
+                    out,
+                    "vigie_node_role{{cluster=\"{c}\",node=\"{}\",role=\"{}\"}} 1",
+                    label(&n.name),
+                    label(role)
+                );
+            }
+        }
+    }
+    family(
+        "vigie_replication_lag_bytes",
+        "gauge",
+        "Standby replay lag behind received WAL, in bytes.",
+        &mut out,
+    );
+    let mut seconds = String::new();
+    for entry in p.clusters.values() {
+        let c = label(&entry.verdict.cluster);
+        for n in &entry.snapshot.nodes {
+            let Some(o) = n.results.get("postgres.replication_lag") else {
+                continue;
+            };
+            if let Some(b) = o.fact("lag_bytes").as_u64() {
+                let _ = writeln!(
+                    out,
+                    "vigie_replication_lag_bytes{{cluster=\"{c}\",node=\"{}\"}} {b}",
+                    label(&n.name)
+                );
+            }
+            if let Some(s) = o.fact("lag_seconds").as_f64() {
+                let _ = writeln!(
+                    seconds,
+                    "vigie_replication_lag_seconds{{cluster=\"{c}\",node=\"{}\"}} {s}",
+                    label(&n.name)
+                );
+            }
+        }
+    }
+    family(
+        "vigie_replication_lag_seconds",
+        "gauge",
+        "Standby replay lag in seconds (absent when the stream is down).",
+        &mut out,
+    );
+    out.push_str(&seconds);
+
+    family(
+        "vigie_probe_ok",
+        "gauge",
+        "1 when a probe's latest status is ok, else 0.",
+        &mut out,
+    );
+    for entry in p.clusters.values() {
+        let c = label(&entry.verdict.cluster);
+        for n in &entry.snapshot.nodes {
+            for (id, o) in &n.results {
+                let _ = writeln!(
+                    out,
+                    "vigie_probe_ok{{cluster=\"{c}\",node=\"{}\",probe=\"{}\"}} {}",
+                    label(&n.name),
+                    label(id),
+                    u8::from(o.status == Status::Ok)
+                );
+            }
+        }
+    }
+    family(
+        "vigie_agent_last_seen_age_seconds",
+        "gauge",
+        "Seconds since each agent was last heard from.",
+        &mut out,
+    );
+    let mut connected = String::new();
+    for entry in p.clusters.values() {
+        let c = label(&entry.verdict.cluster);
+        for n in &entry.snapshot.nodes {
+            let age = (now_ms - n.last_seen_ms).max(0) as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "vigie_agent_last_seen_age_seconds{{cluster=\"{c}\",node=\"{}\"}} {age}",
+                label(&n.name)
+            );
+            let _ = writeln!(
+                connected,
+                "vigie_agent_connected{{cluster=\"{c}\",node=\"{}\"}} {}",
+                label(&n.name),
+                u8::from(n.connected)
+            );
+        }
+    }
+    family(
+        "vigie_agent_connected",
+        "gauge",
+        "1 while the agent's stream is open.",
+        &mut out,
+    );
+    out.push_str(&connected);
+
+    family(
+        "vigie_collector_agents_connected",
+        "gauge",
+        "Agent streams open now.",
+        &mut out,
+    );
+    let _ = writeln!(
+        out,
+        "vigie_collector_agents_connected {}",
+        p.agents_connected
+    );
+    family(
+        "vigie_collector_batches_received_total",
+        "counter",
+        "Result batches received from agents.",
+        &mut out,
+    );
+    let _ = writeln!(
+        out,
+        "vigie_collector_batches_received_total {}",
+        p.batches_received
+    );
+    family(
+        "vigie_collector_agent_batches_dropped_total",
+        "counter",
+        "Batches agents reported dropped before sending.",
+        &mut out,
+    );
+    let _ = writeln!(
+        out,
+        "vigie_collector_agent_batches_dropped_total {}",
+        p.batches_dropped_by_agents
+    );
+    family(
+        "vigie_collector_agents_refused_total",
+        "counter",
+        "Agent streams refused at Hello (identity or certificate).",
+        &mut out,
+    );
+    let _ = writeln!(out, "vigie_collector_agents_refused_total {refused}");
+    family(
+        "vigie_collector_published_age_seconds",
+        "gauge",
+        "Age of the verdicts served (refresh delay).",
+        &mut out,
+    );
+    let _ = writeln!(
+        out,
+        "vigie_collector_published_age_seconds {}",
+        (now_ms - p.published_ms).max(0) as f64 / 1000.0
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::state::ClusterEntry;
+    use crate::verdict::testkit::{Lab, NOW};
+
+    #[test]
+    fn verdict_roles_lag_and_freshness_are_exported() {
+        let lab = Lab::healthy().patch(
+            "node2",
+            "postgres.replication_lag",
+            Status::Warning,
+            serde_json::json!({"lag_bytes": 123, "lag_seconds": 4.5}),
+        );
+        let verdict = lab.verdict();
+        let mut p = Published {
+            published_ms: NOW,
+            ..Default::default()
+        };
+        p.clusters.insert(
+            "demo".into(),
+            Arc::new(ClusterEntry {
+                snapshot: lab.snap.clone(),
+                verdict,
+            }),
+        );
+        let text = render(&p, NOW, 2);
+        for line in [
+            "vigie_cluster_verdict{cluster=\"demo\",verdict=\"healthy\"} 1",
+            "vigie_cluster_verdict{cluster=\"demo\",verdict=\"critical\"} 0",
+            "vigie_cluster_leader{cluster=\"demo\",node=\"node1\"} 1",
+            "vigie_node_role{cluster=\"demo\",node=\"node2\",role=\"replica\"} 1",
+            "vigie_replication_lag_bytes{cluster=\"demo\",node=\"node2\"} 123",
+            "vigie_replication_lag_seconds{cluster=\"demo\",node=\"node2\"} 4.5",
+            "vigie_agent_last_seen_age_seconds{cluster=\"demo\",node=\"node3\"} 1",
+            "vigie_collector_agents_refused_total 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+        // Every sample belongs to a declared family.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap_or("");
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} undeclared"
+            );
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
