@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::state::{ClusterEntry, Readers, now_ms};
 
-pub fn router(readers: Readers) -> Router {
+pub fn router(readers: Readers, access: crate::auth::Access) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -24,6 +24,10 @@ pub fn router(readers: Readers) -> Router {
         .route("/api/v1/events", get(events))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(readers)
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            crate::auth::require,
+        ))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

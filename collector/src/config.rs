@@ -50,6 +50,66 @@ pub struct CollectorConfig {
     pub events_kept: usize,
     #[serde(default)]
     pub verdict: VerdictConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// Who may use the HTTP API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `tokens`: every request needs `Authorization: Bearer TOKEN`; `none`: the API is open
+    /// (keep it on loopback then).
+    #[serde(default)]
+    pub auth: ApiAuth,
+    /// Serve `/healthz` without a token (default true).
+    #[serde(default = "yes")]
+    pub open_healthz: bool,
+    /// Serve `/metrics` without a token (default true).
+    #[serde(default = "yes")]
+    pub open_metrics: bool,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            auth: ApiAuth::None,
+            open_healthz: true,
+            open_metrics: true,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiAuth {
+    #[default]
+    None,
+    Tokens,
+}
+
+/// One bearer token, read from a file (its first line).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub scope: TokenScope,
+    pub file: PathBuf,
+}
+
+/// `read`: every GET; `admin`: also the actions (POST).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    Read,
+    Admin,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,6 +298,32 @@ pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
             "must be between 50ms and 60s",
         ));
     }
+    if cfg.api.auth == ApiAuth::Tokens && cfg.api.tokens.is_empty() {
+        return Err(ConfigError::new(
+            "api.tokens",
+            "auth = \"tokens\" needs at least one [[api.tokens]]",
+        ));
+    }
+    for (i, t) in cfg.api.tokens.iter().enumerate() {
+        match std::fs::read_to_string(&t.file) {
+            Ok(text) if text.lines().next().is_some_and(|l| l.trim().len() >= 16) => {}
+            Ok(_) => {
+                return Err(ConfigError::new(
+                    format!("api.tokens[{i}].file"),
+                    format!(
+                        "{}: the token (first line) must be at least 16 characters",
+                        t.file.display()
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(ConfigError::new(
+                    format!("api.tokens[{i}].file"),
+                    format!("{}: {e}", t.file.display()),
+                ));
+            }
+        }
+    }
     if cfg.verdict.stale_intervals < 2 {
         return Err(ConfigError::new(
             "verdict.stale_intervals",
@@ -264,6 +350,20 @@ mod tests {
     fn plaintext_must_be_explicit() {
         assert_eq!(load_str(BASE).expect_err("invalid").field, "tls");
         assert!(load_str(&format!("{BASE}plaintext = true\n")).is_ok());
+    }
+
+    #[test]
+    fn tokens_need_readable_long_enough_files() {
+        let e = load_str(&format!(
+            "{BASE}plaintext = true\n[api]\nauth = \"tokens\"\n"
+        ))
+        .expect_err("invalid");
+        assert_eq!(e.field, "api.tokens");
+        let e = load_str(&format!(
+            "{BASE}plaintext = true\n[api]\nauth = \"tokens\"\n[[api.tokens]]\nname = \"x\"\nscope = \"read\"\nfile = \"/nonexistent\"\n"
+        ))
+        .expect_err("invalid");
+        assert_eq!(e.field, "api.tokens[0].file");
     }
 
     #[test]

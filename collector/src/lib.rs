@@ -1,6 +1,7 @@
 //! vigie-collector: ingests agent streams and turns them into one verdict per cluster.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod ingest;
 pub mod metrics;

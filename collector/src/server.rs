@@ -24,6 +24,8 @@ pub enum RunError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error("API tokens: {0}")]
+    Tokens(String),
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, RunError> {
@@ -39,6 +41,10 @@ pub async fn run(
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let access = crate::auth::Access::from_config(&cfg.api).map_err(RunError::Tokens)?;
+    if cfg.api.auth == crate::config::ApiAuth::None && !cfg.http_listen.ip().is_loopback() {
+        tracing::warn!(http = %cfg.http_listen, "The HTTP API is open (api.auth = none) on a non-loopback address");
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -85,7 +91,7 @@ pub async fn run(
         .add_service(ingest)
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
     let http_server =
-        axum::serve(http, api::router(readers)).with_graceful_shutdown(stopped(stop_rx));
+        axum::serve(http, api::router(readers, access)).with_graceful_shutdown(stopped(stop_rx));
     let (g, h) = tokio::join!(grpc_server, http_server);
     let _ = state_task.await;
     g?;

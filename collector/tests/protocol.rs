@@ -19,6 +19,10 @@ struct Running {
 }
 
 async fn collector() -> Running {
+    collector_with(Default::default()).await
+}
+
+async fn collector_with(api: vigie_collector::config::ApiConfig) -> Running {
     let grpc_l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -37,6 +41,7 @@ async fn collector() -> Running {
         evaluate_every: Duration::from_millis(100),
         events_kept: 100,
         verdict: VerdictConfig::default(),
+        api,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(vigie_collector::server::run(cfg, grpc_l, http_l, async {
@@ -295,7 +300,7 @@ fn every_shipped_collector_config_is_valid() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stand_in = |name: &str| {
         let p = dir.path().join(name);
-        std::fs::write(&p, "stand-in").expect("write");
+        std::fs::write(&p, "stand-in-long-enough-for-a-token").expect("write");
         p.display().to_string()
     };
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -311,6 +316,113 @@ fn every_shipped_collector_config_is_valid() {
                 env.insert(format!("VIGIE_COLLECTOR__TLS__{key}"), stand_in(key));
             }
         }
+        // Token files exist on a real host only: rewrite their paths to stand-ins.
+        let text = text.replace("/etc/vigie/tokens/read", &stand_in("read"));
+        let text = text.replace("/etc/vigie/tokens/admin", &stand_in("admin"));
+        let path = dir.path().join("collector.toml");
+        std::fs::write(&path, text).expect("write");
         vigie_collector::config::load(&path, env).unwrap_or_else(|e| panic!("{file}: {e}"));
     }
+}
+
+// Multi-threaded: the test blocks on the CLI while the collector serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_tokens_401_without_403_read_only_on_actions() {
+    use vigie_collector::config::{ApiAuth, ApiConfig, TokenConfig, TokenScope};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = |name: &str, value: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("{value}\n")).expect("write");
+        p
+    };
+    let api = ApiConfig {
+        auth: ApiAuth::Tokens,
+        open_healthz: true,
+        open_metrics: false,
+        tokens: vec![
+            TokenConfig {
+                name: "grafana".into(),
+                scope: TokenScope::Read,
+                file: token("read", "read-token-0123456789abcdef"),
+            },
+            TokenConfig {
+                name: "oncall".into(),
+                scope: TokenScope::Admin,
+                file: token("admin", "admin-token-0123456789abcdef"),
+            },
+        ],
+    };
+    let c = collector_with(api).await;
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, bearer: Option<&str>| {
+        let mut req = http.request(method, format!("http://{}{path}", c.http));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        async move { req.send().await.expect("answer").status().as_u16() }
+    };
+    use reqwest::Method;
+    assert_eq!(call(Method::GET, "/api/v1/clusters", None).await, 401);
+    assert_eq!(
+        call(
+            Method::GET,
+            "/api/v1/clusters",
+            Some("wrong-token-0123456789abcdef")
+        )
+        .await,
+        401
+    );
+    assert_eq!(
+        call(
+            Method::GET,
+            "/api/v1/clusters",
+            Some("read-token-0123456789abcdef")
+        )
+        .await,
+        200
+    );
+    assert_eq!(call(Method::GET, "/metrics", None).await, 401);
+    assert_eq!(
+        call(Method::GET, "/metrics", Some("read-token-0123456789abcdef")).await,
+        200
+    );
+    assert_eq!(call(Method::GET, "/healthz", None).await, 200);
+    assert_eq!(
+        call(
+            Method::POST,
+            "/api/v1/clusters/demo/probe",
+            Some("read-token-0123456789abcdef")
+        )
+        .await,
+        403
+    );
+    // Admin passes the gate (no agent connected: 404 from the handler itself).
+    assert_eq!(
+        call(
+            Method::POST,
+            "/api/v1/clusters/demo/probe",
+            Some("admin-token-0123456789abcdef")
+        )
+        .await,
+        404
+    );
+
+    // The CLI sends the token from --token-file.
+    let vigie = |token: Option<&std::path::Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigie"));
+        cmd.args([
+            "status",
+            "demo",
+            "--collector",
+            &format!("http://{}", c.http),
+        ]);
+        if let Some(t) = token {
+            cmd.arg("--token-file").arg(t);
+        }
+        let out = cmd.output().expect("run vigie");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(vigie(None).contains("a valid bearer token is required"));
+    assert!(vigie(Some(&dir.path().join("read"))).contains("unknown cluster `demo`"));
+    let _ = c.stop.send(());
 }

@@ -43,6 +43,7 @@ impl Collector {
             evaluate_every: Duration::from_millis(250),
             events_kept: 10_000,
             verdict: VerdictConfig::default(),
+            api: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -28,6 +28,9 @@ struct Cli {
     collector: String,
     #[arg(long, global = true, value_enum, default_value = "table")]
     format: Format,
+    /// A file holding the API bearer token (when the collector requires tokens).
+    #[arg(long, global = true, env = "VIGIE_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,8 +57,32 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(path) = &cli.token_file {
+            let token = match std::fs::read_to_string(path) {
+                Ok(t) => t.lines().next().unwrap_or("").trim().to_string(),
+                Err(e) => {
+                    eprintln!("vigie: --token-file {}: {e}", path.display());
+                    return ExitCode::from(3);
+                }
+            };
+            match reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    headers.insert(reqwest::header::AUTHORIZATION, v);
+                }
+                Err(_) => {
+                    eprintln!(
+                        "vigie: the token in {} is not a valid header value",
+                        path.display()
+                    );
+                    return ExitCode::from(3);
+                }
+            }
+        }
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
+            .default_headers(headers)
             .build()
             .expect("HTTP client");
         match &cli.command {
