@@ -22,6 +22,7 @@ pub fn router(readers: Readers, access: crate::auth::Access) -> Router {
         .route("/api/v1/clusters/{scope}", get(cluster))
         .route("/api/v1/clusters/{scope}/probe", post(probe_now))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/events/stream", get(event_stream))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(readers)
         .layer(axum::middleware::from_fn_with_state(
@@ -88,14 +89,14 @@ async fn cluster(State(r): State<Readers>, Path(scope): Path<String>) -> Respons
     };
     let recent = r
         .events
-        .read()
+        .lock()
         .map(|log| log.query(Some(&scope), 0, 50))
         .unwrap_or_default();
     Json(detail(&entry, recent, now_ms())).into_response()
 }
 
 /// The full view of one cluster.
-pub fn detail(entry: &Arc<ClusterEntry>, recent: Vec<crate::state::Event>, now: i64) -> Value {
+pub fn detail(entry: &Arc<ClusterEntry>, recent: Vec<Value>, now: i64) -> Value {
     let v = &entry.verdict;
     let nodes: Vec<Value> = entry
         .snapshot
@@ -156,7 +157,7 @@ async fn probe_now(State(r): State<Readers>, Path(scope): Path<String>) -> Respo
 struct EventsQuery {
     cluster: Option<String>,
     #[serde(default)]
-    since: u64,
+    since: i64,
     #[serde(default = "default_limit")]
     limit: usize,
 }
@@ -166,9 +167,40 @@ fn default_limit() -> usize {
 }
 
 async fn events(State(r): State<Readers>, Query(q): Query<EventsQuery>) -> Response {
-    let Ok(log) = r.events.read() else {
+    let Ok(log) = r.events.lock() else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "event log unavailable");
     };
     let events = log.query(q.cluster.as_deref(), q.since, q.limit.min(10_000));
     Json(json!({"events": events})).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamQuery {
+    cluster: Option<String>,
+}
+
+/// Server-Sent Events: every new event as it is recorded (`event: vigie`, JSON data, the event
+/// id as SSE id), optionally of one cluster.
+async fn event_stream(State(r): State<Readers>, Query(q): Query<StreamQuery>) -> Response {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use tokio_stream::StreamExt;
+    let Ok(rx) = r.events.lock().map(|log| log.subscribe()) else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "event log unavailable");
+    };
+    let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |item| {
+        let doc = item.ok()?;
+        if q.cluster.as_deref().is_some_and(|c| doc["cluster"] != c) {
+            return None;
+        }
+        let id = doc["id"].as_i64().unwrap_or_default().to_string();
+        Some(Ok::<_, std::convert::Infallible>(
+            SseEvent::default()
+                .event("vigie")
+                .id(id)
+                .data(doc.to_string()),
+        ))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }

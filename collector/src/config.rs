@@ -45,9 +45,8 @@ pub struct CollectorConfig {
     /// How often verdicts are re-evaluated (besides on every new batch), default 500ms.
     #[serde(default = "default_evaluate_every", deserialize_with = "duration")]
     pub evaluate_every: Duration,
-    /// Events kept in memory for the API.
-    #[serde(default = "default_events_kept")]
-    pub events_kept: usize,
+    #[serde(default)]
+    pub events: EventsConfig,
     #[serde(default)]
     pub verdict: VerdictConfig,
     #[serde(default)]
@@ -180,8 +179,32 @@ impl VerdictConfig {
 fn default_evaluate_every() -> Duration {
     Duration::from_millis(500)
 }
-fn default_events_kept() -> usize {
-    10_000
+/// The event log's SQLite database.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Database file (created with its directory; `:memory:` keeps nothing across restarts).
+    #[serde(default = "default_events_path")]
+    pub path: PathBuf,
+    /// How long events are kept (default 30 days).
+    #[serde(default = "default_retention", deserialize_with = "duration")]
+    pub retention: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            path: default_events_path(),
+            retention: default_retention(),
+        }
+    }
+}
+
+fn default_events_path() -> PathBuf {
+    PathBuf::from("/var/lib/vigie/events.db")
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
 }
 fn default_stale_intervals() -> u32 {
     3
@@ -323,6 +346,9 @@ pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
                 ));
             }
         }
+    }
+    if cfg.events.retention < Duration::from_secs(60) {
+        return Err(ConfigError::new("events.retention", "must be at least 1m"));
     }
     if cfg.verdict.stale_intervals < 2 {
         return Err(ConfigError::new(

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod events;
 pub mod ingest;
 pub mod metrics;
 pub mod model;

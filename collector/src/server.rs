@@ -26,6 +26,8 @@ pub enum RunError {
     Http(std::io::Error),
     #[error("API tokens: {0}")]
     Tokens(String),
+    #[error(transparent)]
+    Events(#[from] crate::events::StoreError),
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, RunError> {
@@ -54,10 +56,11 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    let events = crate::events::EventLog::open(&cfg.events.path, cfg.events.retention)?;
     let (state_tx, readers, state_task) = state::spawn(
         cfg.verdict.policy(),
         cfg.evaluate_every,
-        cfg.events_kept,
+        events,
         stopped(stop_rx.clone()),
     );
 

@@ -3,13 +3,15 @@
 //! re-evaluates changed clusters (and every cluster periodically, for staleness) and publishes an
 //! immutable snapshot that readers (the API) clone cheaply.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
+
+use crate::events::{EventBody, EventLog, NodeEvent, ProbeTransition};
 use vigie_proto::v1;
 
 use crate::model::{ClusterSnapshot, NodeState, Observation, Status};
@@ -61,39 +63,6 @@ pub enum Command {
     },
 }
 
-/// One entry of the event log.
-#[derive(Debug, Clone, Serialize)]
-pub struct Event {
-    pub id: u64,
-    /// When the collector recorded it.
-    pub recorded_ms: i64,
-    /// When it happened (for agent journals: the agent's clock).
-    pub at_ms: i64,
-    pub cluster: String,
-    #[serde(flatten)]
-    pub body: EventBody,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum EventBody {
-    Change(Change),
-    Probe(ProbeTransition),
-    Node(NodeEvent),
-}
-
-/// Something a node's facts say happened between two batches — seen even when it came and went
-/// between two probe cycles (a PostgreSQL restarted in place, a new timeline).
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeEvent {
-    /// `postgres_restarted`, `timeline_changed` or `role_changed`.
-    pub kind: &'static str,
-    pub node: String,
-    pub from: serde_json::Value,
-    pub to: serde_json::Value,
-    pub message: String,
-}
-
 /// Facts whose change between two batches is an event: (probe, fact, event kind, what).
 const WATCHED_FACTS: [(&str, &str, &str, &str); 3] = [
     (
@@ -110,63 +79,6 @@ const WATCHED_FACTS: [(&str, &str, &str, &str); 3] = [
     ),
     ("patroni.node", "role", "role_changed", "role changed"),
 ];
-
-/// A probe status change an agent recorded while it could not reach the collector.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProbeTransition {
-    pub kind: &'static str,
-    pub node: String,
-    pub probe: String,
-    pub from: Status,
-    pub to: Status,
-    pub message: String,
-    /// Delivered late, from the agent's journal.
-    pub journaled: bool,
-}
-
-/// The bounded in-memory event log (written by the state task only).
-#[derive(Debug, Default)]
-pub struct EventLog {
-    events: VecDeque<Event>,
-    next_id: u64,
-    capacity: usize,
-}
-
-impl EventLog {
-    pub fn new(capacity: usize) -> Self {
-        EventLog {
-            events: VecDeque::new(),
-            next_id: 1,
-            capacity,
-        }
-    }
-
-    fn push(&mut self, recorded_ms: i64, at_ms: i64, cluster: &str, body: EventBody) {
-        if self.events.len() >= self.capacity {
-            self.events.pop_front();
-        }
-        self.events.push_back(Event {
-            id: self.next_id,
-            recorded_ms,
-            at_ms,
-            cluster: cluster.to_string(),
-            body,
-        });
-        self.next_id += 1;
-    }
-
-    /// Events after id `since` (0: all kept), oldest first, at most `limit`, optionally of one
-    /// cluster.
-    pub fn query(&self, cluster: Option<&str>, since: u64, limit: usize) -> Vec<Event> {
-        let matching: Vec<&Event> = self
-            .events
-            .iter()
-            .filter(|e| e.id > since && cluster.is_none_or(|c| e.cluster == c))
-            .collect();
-        let skip = matching.len().saturating_sub(limit);
-        matching.into_iter().skip(skip).cloned().collect()
-    }
-}
 
 /// One cluster as readers see it.
 #[derive(Debug, Serialize)]
@@ -193,7 +105,7 @@ pub struct Readers {
     pub published: watch::Receiver<Arc<Published>>,
     /// For requests that need the state task (e.g. "probe now").
     pub commands: mpsc::Sender<Command>,
-    pub events: Arc<RwLock<EventLog>>,
+    pub events: Arc<Mutex<EventLog>>,
     /// Streams refused at `Hello` (bad identity or certificate), counted by ingest.
     pub refused: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -213,12 +125,12 @@ struct Store {
 pub fn spawn(
     policy: Policy,
     evaluate_every: Duration,
-    events_kept: usize,
+    events: EventLog,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (mpsc::Sender<Command>, Readers, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
     let (pub_tx, pub_rx) = watch::channel(Arc::new(Published::default()));
-    let events = Arc::new(RwLock::new(EventLog::new(events_kept)));
+    let events = Arc::new(Mutex::new(events));
     let store = Store::new(policy);
     let handle = tokio::spawn(run(
         store,
@@ -244,7 +156,7 @@ async fn run(
     mut store: Store,
     mut rx: mpsc::Receiver<Command>,
     publish: watch::Sender<Arc<Published>>,
-    events: Arc<RwLock<EventLog>>,
+    events: Arc<Mutex<EventLog>>,
     every: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -269,9 +181,9 @@ async fn run(
     }
 }
 
-fn lock_events(events: &RwLock<EventLog>) -> std::sync::RwLockWriteGuard<'_, EventLog> {
+fn lock_events(events: &Mutex<EventLog>) -> std::sync::MutexGuard<'_, EventLog> {
     events
-        .write()
+        .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -288,7 +200,7 @@ impl Store {
         }
     }
 
-    fn apply(&mut self, cmd: Command, events: &RwLock<EventLog>) {
+    fn apply(&mut self, cmd: Command, events: &Mutex<EventLog>) {
         match cmd {
             Command::Hello {
                 stream,
@@ -457,7 +369,7 @@ impl Store {
         self.streams.get(key).is_some_and(|(s, _)| *s == stream)
     }
 
-    fn evaluate_dirty(&mut self, now: i64, events: &RwLock<EventLog>) {
+    fn evaluate_dirty(&mut self, now: i64, events: &Mutex<EventLog>) {
         let dirty: Vec<String> = self.dirty.drain().collect();
         for cluster in dirty {
             let mut nodes: Vec<NodeState> = self
@@ -524,7 +436,10 @@ mod tests {
     #[test]
     fn a_restart_between_two_cycles_is_an_event() {
         let mut store = Store::new(Policy::default());
-        let events = RwLock::new(EventLog::new(100));
+        let events = Mutex::new(
+            EventLog::open(std::path::Path::new(":memory:"), Duration::from_secs(3600))
+                .expect("log"),
+        );
         let (to_agent, _rx) = mpsc::channel(1);
         let hello = v1::Hello {
             node: "node1".into(),
@@ -554,13 +469,11 @@ mod tests {
         let kinds = |log: &EventLog| -> Vec<String> {
             log.query(None, 0, 100)
                 .iter()
-                .filter_map(|e| match &e.body {
-                    EventBody::Node(n) => Some(n.kind.to_string()),
-                    _ => None,
-                })
+                .filter(|e| e["node"].is_string() && e["probe"].is_null())
+                .filter_map(|e| e["kind"].as_str().map(str::to_string))
                 .collect()
         };
-        assert!(kinds(&events.read().expect("log")).is_empty());
+        assert!(kinds(&events.lock().expect("log")).is_empty());
         // PostgreSQL down for a cycle: no start time, no timeline; then back, restarted.
         let gap = Command::Batch {
             stream: 1,
@@ -583,7 +496,7 @@ mod tests {
         store.apply(b("2026-01-01 10:05:00", 3), &events);
         store.apply(b("2026-01-01 10:05:00", 4), &events);
         assert_eq!(
-            kinds(&events.read().expect("log")),
+            kinds(&events.lock().expect("log")),
             ["postgres_restarted", "timeline_changed"]
         );
         // A batch from a superseded stream is ignored.
@@ -597,6 +510,6 @@ mod tests {
             },
             &events,
         );
-        assert_eq!(kinds(&events.read().expect("log")).len(), 2);
+        assert_eq!(kinds(&events.lock().expect("log")).len(), 2);
     }
 }

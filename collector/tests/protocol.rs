@@ -23,6 +23,13 @@ async fn collector() -> Running {
 }
 
 async fn collector_with(api: vigie_collector::config::ApiConfig) -> Running {
+    collector_full(api, ":memory:".into()).await
+}
+
+async fn collector_full(
+    api: vigie_collector::config::ApiConfig,
+    events: std::path::PathBuf,
+) -> Running {
     let grpc_l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -39,7 +46,10 @@ async fn collector_with(api: vigie_collector::config::ApiConfig) -> Running {
         tls: None,
         plaintext: true,
         evaluate_every: Duration::from_millis(100),
-        events_kept: 100,
+        events: vigie_collector::config::EventsConfig {
+            path: events,
+            retention: Duration::from_secs(3600),
+        },
         verdict: VerdictConfig::default(),
         api,
     };
@@ -154,7 +164,7 @@ async fn batches_are_acked_probe_now_reaches_the_agent_and_vigie_status_shows_it
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let doc = loop {
         let (code, doc) = get(c.http, "/api/v1/clusters/demo").await;
-        if code == 200 {
+        if code == 200 && doc["nodes"][0]["results"]["haproxy.backends"].is_object() {
             break doc;
         }
         assert!(
@@ -424,5 +434,72 @@ async fn api_tokens_401_without_403_read_only_on_actions() {
     };
     assert!(vigie(None).contains("a valid bearer token is required"));
     assert!(vigie(Some(&dir.path().join("read"))).contains("unknown cluster `demo`"));
+    let _ = c.stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_survive_a_restart_stream_live_and_vigie_events_shows_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("events.db");
+    let c = collector_full(Default::default(), db.clone()).await;
+    // Live stream first, so the next event is seen as it is recorded.
+    let mut sse = reqwest::get(format!(
+        "http://{}/api/v1/events/stream?cluster=demo",
+        c.http
+    ))
+    .await
+    .expect("stream");
+    assert!(
+        sse.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/event-stream")
+    );
+    let (tx, resp) = open(c.grpc, hello("lb1")).await;
+    let _inbound = resp.expect("accepted");
+    tx.send(batch(1)).await.expect("send");
+    let chunk = tokio::time::timeout(Duration::from_secs(5), sse.chunk())
+        .await
+        .expect("in time");
+    let text = String::from_utf8_lossy(&chunk.expect("ok").expect("data")).into_owned();
+    assert!(
+        text.contains("event: vigie") && text.contains("\"cluster\":\"demo\""),
+        "{text}"
+    );
+    let (_, before) = get(c.http, "/api/v1/events?cluster=demo").await;
+    let ids: Vec<i64> = before["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["id"].as_i64())
+        .collect();
+    assert!(!ids.is_empty());
+    drop(tx);
+    drop(sse);
+    let _ = c.stop.send(());
+
+    // Restarted on the same database: the same events, the same ids.
+    let c = collector_full(Default::default(), db.clone()).await;
+    let (code, after) = get(c.http, "/api/v1/events?cluster=demo").await;
+    assert_eq!(code, 200);
+    let again: Vec<i64> = after["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["id"].as_i64())
+        .collect();
+    assert_eq!(again, ids);
+    let out = Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args([
+            "events",
+            "demo",
+            "--collector",
+            &format!("http://{}", c.http),
+        ])
+        .output()
+        .expect("run vigie events");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("verdict none -> unknown"), "{text}");
+    assert!(text.lines().count() >= ids.len(), "{text}");
     let _ = c.stop.send(());
 }

@@ -41,7 +41,10 @@ impl Collector {
             plaintext: tls.is_none(),
             tls,
             evaluate_every: Duration::from_millis(250),
-            events_kept: 10_000,
+            events: vigie_collector::config::EventsConfig {
+                path: ":memory:".into(),
+                retention: Duration::from_secs(3600),
+            },
             verdict: VerdictConfig::default(),
             api: Default::default(),
         };

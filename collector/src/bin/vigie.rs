@@ -42,6 +42,15 @@ enum Command {
     /// Nagios/Centreon/Icinga check: one line with the verdict, the findings and perfdata;
     /// exit 0 healthy, 1 degraded, 2 critical, 3 unknown.
     Check { scope: String },
+    /// Recent events (verdict changes, findings opened/resolved, node events), oldest first.
+    Events {
+        scope: Option<String>,
+        /// Only events after this id.
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +97,11 @@ fn main() -> ExitCode {
         match &cli.command {
             Command::Status { scope } => status(&client, &cli, scope.as_deref()).await,
             Command::Check { scope } => check(&client, &cli, scope).await,
+            Command::Events {
+                scope,
+                since,
+                limit,
+            } => events(&client, &cli, scope.as_deref(), *since, *limit).await,
         }
     })
 }
@@ -185,6 +199,81 @@ async fn check(client: &reqwest::Client, cli: &Cli, scope: &str) -> ExitCode {
             ExitCode::from(3)
         }
     }
+}
+
+async fn events(
+    client: &reqwest::Client,
+    cli: &Cli,
+    scope: Option<&str>,
+    since: i64,
+    limit: usize,
+) -> ExitCode {
+    let base = cli.collector.trim_end_matches('/');
+    let mut url = format!("{base}/api/v1/events?since={since}&limit={limit}");
+    if let Some(s) = scope {
+        url.push_str(&format!("&cluster={s}"));
+    }
+    let doc = match get(client, &url).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("vigie: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let events = doc["events"].as_array().cloned().unwrap_or_default();
+    match cli.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&events).unwrap_or_default()
+        ),
+        Format::Table => {
+            for e in &events {
+                println!("{}", event_line(e));
+            }
+            if events.is_empty() {
+                println!("no events");
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// One event for people: `#id time cluster what`.
+fn event_line(e: &Value) -> String {
+    let at = e["recorded_ms"].as_i64().unwrap_or(0);
+    let secs = at / 1000;
+    let time = format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    );
+    let s = |v: &Value| match v {
+        Value::Null => "none".to_string(),
+        Value::String(x) => x.clone(),
+        other => other.to_string(),
+    };
+    let what = match e["kind"].as_str().unwrap_or("") {
+        "verdict" => format!("verdict {} -> {}", s(&e["from"]), s(&e["to"])),
+        "finding_opened" => format!(
+            "opened   {} {} {}",
+            s(&e["finding"]["severity"]).to_uppercase(),
+            s(&e["finding"]["code"]),
+            s(&e["finding"]["message"])
+        ),
+        "finding_resolved" => format!("resolved {} {}", s(&e["code"]), e["nodes"]),
+        "leader_changed" => format!("leader {} -> {}", s(&e["from"]), s(&e["to"])),
+        "probe_transition" => format!(
+            "{} {} {} -> {} (journaled: {})",
+            s(&e["node"]),
+            s(&e["probe"]),
+            s(&e["from"]),
+            s(&e["to"]),
+            s(&e["message"])
+        ),
+        _ => s(&e["message"]),
+    };
+    format!("#{:<6} {time}Z {:<10} {what}", e["id"], s(&e["cluster"]))
 }
 
 /// The check's output line and exit code for one cluster document.
