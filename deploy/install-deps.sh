@@ -8,11 +8,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 "$here/lab/lab.sh" install
 
-# The test suite also scrapes the collector with the real Prometheus.
-if [ ! -x /usr/bin/prometheus ]; then
-  echo "install-deps: installing prometheus (for the tests)" >&2
+# The test suite also runs the real Prometheus (scraping /metrics) and Alertmanager.
+missing=()
+[ -x /usr/bin/prometheus ] || missing+=(prometheus)
+[ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]} (for the tests)" >&2
   apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null; then

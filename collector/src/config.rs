@@ -51,6 +51,48 @@ pub struct CollectorConfig {
     pub verdict: VerdictConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    /// Push open findings to Alertmanager.
+    #[serde(default)]
+    pub alertmanager: Option<AlertmanagerConfig>,
+}
+
+/// Alertmanager (v2 API) to push findings to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Base URL, e.g. `http://127.0.0.1:9093`.
+    #[serde(deserialize_with = "url")]
+    pub url: reqwest::Url,
+    /// How often firing alerts are re-sent (default 30s; `endsAt` is 4 of these ahead).
+    #[serde(default = "default_resend", deserialize_with = "duration")]
+    pub resend: Duration,
+    /// Hold time per finding code before it notifies, e.g. `{ REPLICATION_LAG = "2m" }`
+    /// (defaults: critical 0s, warnings 30s, lag/stale/skew 1m, resources/locks 5m).
+    #[serde(default)]
+    pub hold: HashMap<String, String>,
+}
+
+impl AlertmanagerConfig {
+    /// The hold overrides, by code (validated at load).
+    pub fn holds(&self) -> HashMap<crate::verdict::Code, Duration> {
+        self.hold
+            .iter()
+            .filter_map(|(k, v)| {
+                let code = crate::verdict::Code::ALL.iter().find(|c| c.as_str() == k)?;
+                Some((*code, humantime::parse_duration(v).ok()?))
+            })
+            .collect()
+    }
+}
+
+fn default_resend() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn url<'de, D: Deserializer<'de>>(d: D) -> Result<reqwest::Url, D::Error> {
+    let text = String::deserialize(d)?;
+    reqwest::Url::parse(&text)
+        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a URL ({e})")))
 }
 
 /// Who may use the HTTP API.
@@ -347,6 +389,28 @@ pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
             }
         }
     }
+    if let Some(am) = &cfg.alertmanager {
+        for (code, hold) in &am.hold {
+            if !crate::verdict::Code::ALL.iter().any(|c| c.as_str() == code) {
+                return Err(ConfigError::new(
+                    format!("alertmanager.hold.{code}"),
+                    "not a finding code",
+                ));
+            }
+            if humantime::parse_duration(hold).is_err() {
+                return Err(ConfigError::new(
+                    format!("alertmanager.hold.{code}"),
+                    format!("`{hold}` is not a duration"),
+                ));
+            }
+        }
+        if am.resend < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "alertmanager.resend",
+                "must be at least 1s",
+            ));
+        }
+    }
     if cfg.events.retention < Duration::from_secs(60) {
         return Err(ConfigError::new("events.retention", "must be at least 1m"));
     }
@@ -376,6 +440,22 @@ mod tests {
     fn plaintext_must_be_explicit() {
         assert_eq!(load_str(BASE).expect_err("invalid").field, "tls");
         assert!(load_str(&format!("{BASE}plaintext = true\n")).is_ok());
+    }
+
+    #[test]
+    fn alertmanager_hold_names_a_known_code() {
+        let am = "[alertmanager]\nurl = \"http://127.0.0.1:9093\"\n";
+        assert!(
+            load_str(&format!(
+                "{BASE}plaintext = true\n{am}[alertmanager.hold]\nREPLICATION_LAG = \"2m\"\n"
+            ))
+            .is_ok()
+        );
+        let e = load_str(&format!(
+            "{BASE}plaintext = true\n{am}[alertmanager.hold]\nNOPE = \"2m\"\n"
+        ))
+        .expect_err("invalid");
+        assert_eq!(e.field, "alertmanager.hold.NOPE");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod events;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod server;
 pub mod state;
 pub mod verdict;

@@ -57,10 +57,21 @@ pub async fn run(
     };
 
     let events = crate::events::EventLog::open(&cfg.events.path, cfg.events.retention)?;
+    let notify = cfg.alertmanager.as_ref().map(|am| {
+        let (tx, rx) = watch::channel(Vec::new());
+        tokio::spawn(crate::notify::run_sender(
+            am.url.clone(),
+            am.resend,
+            rx,
+            stopped(stop_rx.clone()),
+        ));
+        (crate::notify::Notifier::new(am.holds()), tx)
+    });
     let (state_tx, readers, state_task) = state::spawn(
         cfg.verdict.policy(),
         cfg.evaluate_every,
         events,
+        notify,
         stopped(stop_rx.clone()),
     );
 

@@ -110,7 +110,14 @@ pub struct Readers {
     pub refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// The notifier's bookkeeping and the channel to its sender task.
+pub type Notify = (
+    crate::notify::Notifier,
+    watch::Sender<Vec<crate::notify::Alert>>,
+);
+
 struct Store {
+    notify: Option<Notify>,
     nodes: HashMap<(String, String), NodeState>,
     /// The live stream of each node, and its way back to the agent.
     streams: HashMap<(String, String), (u64, StreamBack)>,
@@ -126,12 +133,14 @@ pub fn spawn(
     policy: Policy,
     evaluate_every: Duration,
     events: EventLog,
+    notify: Option<Notify>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (mpsc::Sender<Command>, Readers, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
     let (pub_tx, pub_rx) = watch::channel(Arc::new(Published::default()));
     let events = Arc::new(Mutex::new(events));
-    let store = Store::new(policy);
+    let mut store = Store::new(policy);
+    store.notify = notify;
     let handle = tokio::spawn(run(
         store,
         rx,
@@ -190,6 +199,7 @@ fn lock_events(events: &Mutex<EventLog>) -> std::sync::MutexGuard<'_, EventLog> 
 impl Store {
     fn new(policy: Policy) -> Store {
         Store {
+            notify: None,
             nodes: HashMap::new(),
             streams: HashMap::new(),
             histories: HashMap::new(),
@@ -397,6 +407,11 @@ impl Store {
                     }
                     log.push(now, now, &cluster, EventBody::Change(c));
                 }
+            }
+            if let Some((notifier, tx)) = self.notify.as_mut()
+                && notifier.update(&verdict)
+            {
+                tx.send_replace(notifier.alerts());
             }
             self.published
                 .insert(cluster, Arc::new(ClusterEntry { snapshot, verdict }));

@@ -52,6 +52,7 @@ async fn collector_full(
         },
         verdict: VerdictConfig::default(),
         api,
+        alertmanager: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(vigie_collector::server::run(cfg, grpc_l, http_l, async {

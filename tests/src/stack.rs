@@ -29,6 +29,16 @@ pub struct Collector {
 impl Collector {
     /// Starts a collector on `grpc`/`http` (port 0: any free port).
     pub async fn start(grpc: SocketAddr, http: SocketAddr, tls: Option<TlsConfig>) -> Collector {
+        Collector::start_with(grpc, http, tls, None).await
+    }
+
+    /// [`Collector::start`], pushing findings to an Alertmanager.
+    pub async fn start_with(
+        grpc: SocketAddr,
+        http: SocketAddr,
+        tls: Option<TlsConfig>,
+        alertmanager: Option<vigie_collector::config::AlertmanagerConfig>,
+    ) -> Collector {
         let grpc_l = bind_retrying(grpc).await;
         let http_l = bind_retrying(http).await;
         let (grpc, http) = (
@@ -47,6 +57,7 @@ impl Collector {
             },
             verdict: VerdictConfig::default(),
             api: Default::default(),
+            alertmanager,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -112,8 +123,16 @@ pub struct Stack {
 impl Stack {
     /// A collector on free ports and the four lab agents streaming to it every `interval`.
     pub async fn start(interval: Duration) -> Stack {
+        Stack::start_with(interval, None).await
+    }
+
+    /// [`Stack::start`], the collector pushing to an Alertmanager.
+    pub async fn start_with(
+        interval: Duration,
+        alertmanager: Option<vigie_collector::config::AlertmanagerConfig>,
+    ) -> Stack {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let collector = Collector::start(any, any, None).await;
+        let collector = Collector::start_with(any, any, None, alertmanager).await;
         let (cycles_tx, cycles) = mpsc::unbounded_channel();
         let mut stack = Stack {
             collector,

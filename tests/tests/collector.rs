@@ -390,3 +390,107 @@ async fn prometheus_scrapes_metrics_and_promql_returns_the_verdict() {
     let _ = prometheus.kill().await;
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn kill_primary_pg_fires_one_alert_group_in_alertmanager_that_resolves() {
+    let lab = Lab::acquire().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: 'null'\n  group_by: ['cluster']\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: 'null'\n",
+    )
+    .expect("write config");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut am = tokio::process::Command::new("/usr/bin/prometheus-alertmanager")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start alertmanager (deploy/install-deps.sh installs it)");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_until("Alertmanager ready", CLUSTER_CHANGE, || async {
+        http.get(format!("{base}/-/ready"))
+            .send()
+            .await
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    })
+    .await;
+    let am_cfg = vigie_collector::config::AlertmanagerConfig {
+        url: base.parse().expect("url"),
+        resend: Duration::from_secs(2),
+        hold: Default::default(),
+    };
+    let stack = Stack::start_with(INTERVAL, Some(am_cfg)).await;
+    stack
+        .wait_demo("healthy", CLUSTER_CHANGE, |d| verdict(d) == "healthy")
+        .await;
+    let groups = || async {
+        let v: Value = http
+            .get(format!("{base}/api/v2/alerts/groups"))
+            .query(&[("filter", "cluster=\"demo\""), ("active", "true")])
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v.as_array().cloned()
+    };
+    let leader = format!("node{}", lab.leader().await.expect("a leader"));
+    lab.fault("kill-primary-pg", None).await;
+    let firing = wait_until(
+        "an alert group firing in Alertmanager",
+        CLUSTER_CHANGE,
+        || async {
+            let g = groups().await?;
+            g.iter()
+                .any(|x| x["alerts"].as_array().is_some_and(|a| !a.is_empty()))
+                .then_some(g)
+        },
+    )
+    .await;
+    assert_eq!(firing.len(), 1, "one incident, one group: {firing:?}");
+    let alerts = firing[0]["alerts"].as_array().expect("alerts");
+    assert!(alerts.iter().all(|a| a["labels"]["cluster"] == "demo"));
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["labels"]["code"] == "POSTGRES_DOWN"
+                && a["labels"]["nodes"] == leader.as_str()),
+        "{alerts:?}"
+    );
+    stack
+        .wait_demo("healthy after Patroni's restart", CLUSTER_CHANGE, |d| {
+            verdict(d) == "healthy"
+        })
+        .await;
+    wait_until(
+        "the alerts resolved in Alertmanager",
+        CLUSTER_CHANGE,
+        || async {
+            let g = groups().await?;
+            g.iter()
+                .all(|x| x["alerts"].as_array().is_none_or(|a| a.is_empty()))
+                .then_some(())
+        },
+    )
+    .await;
+    let _ = am.kill().await;
+    stack.stop().await;
+}
