@@ -110,7 +110,13 @@ impl EventLog {
                  kind TEXT NOT NULL,
                  doc TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS events_cluster ON events (cluster, id);
-             CREATE INDEX IF NOT EXISTS events_recorded ON events (recorded_ms);",
+             CREATE INDEX IF NOT EXISTS events_recorded ON events (recorded_ms);
+             CREATE TABLE IF NOT EXISTS open_findings (
+                 cluster TEXT NOT NULL,
+                 code TEXT NOT NULL,
+                 nodes TEXT NOT NULL,
+                 since_ms INTEGER NOT NULL,
+                 PRIMARY KEY (cluster, code, nodes));",
         )
         .map_err(err)?;
         let (live, _) = broadcast::channel(1024);
@@ -177,6 +183,51 @@ impl EventLog {
         }
     }
 
+    /// Remembers that a finding is open since `since_ms` (so a restarted collector keeps its
+    /// `since`, and does not announce it as new).
+    pub fn save_open(&self, cluster: &str, code: &str, nodes: &[String], since_ms: i64) {
+        let r = self.db.execute(
+            "INSERT OR REPLACE INTO open_findings (cluster, code, nodes, since_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![cluster, code, nodes.join(","), since_ms],
+        );
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "Cannot persist an open finding");
+        }
+    }
+
+    pub fn remove_open(&self, cluster: &str, code: &str, nodes: &[String]) {
+        let r = self.db.execute(
+            "DELETE FROM open_findings WHERE cluster = ?1 AND code = ?2 AND nodes = ?3",
+            params![cluster, code, nodes.join(",")],
+        );
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "Cannot persist a resolved finding");
+        }
+    }
+
+    /// Every open finding saved: (cluster, code, nodes, since).
+    pub fn load_open(&self) -> Vec<(String, String, Vec<String>, i64)> {
+        let rows = self
+            .db
+            .prepare("SELECT cluster, code, nodes, since_ms FROM open_findings")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| {
+                    let nodes: String = r.get(2)?;
+                    let nodes = if nodes.is_empty() {
+                        Vec::new()
+                    } else {
+                        nodes.split(',').map(str::to_string).collect()
+                    };
+                    Ok((r.get(0)?, r.get(1)?, nodes, r.get(3)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            });
+        rows.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "Cannot read the open findings");
+            Vec::new()
+        })
+    }
+
     /// Events after id `since` (0: from the oldest kept), oldest first, at most `limit` (the
     /// newest ones), optionally of one cluster.
     pub fn query(&self, cluster: Option<&str>, since: i64, limit: usize) -> Vec<Value> {
@@ -240,6 +291,23 @@ mod tests {
             "the limit keeps the newest"
         );
         assert_eq!(all[0]["kind"], "verdict");
+    }
+
+    #[test]
+    fn open_findings_round_trip() {
+        let log = EventLog::open(Path::new(":memory:"), Duration::from_secs(60)).expect("open");
+        log.save_open("demo", "SPLIT_BRAIN", &["node1".into(), "node2".into()], 42);
+        log.save_open("demo", "NO_LEADER", &[], 43);
+        log.remove_open("demo", "NO_LEADER", &[]);
+        assert_eq!(
+            log.load_open(),
+            vec![(
+                "demo".to_string(),
+                "SPLIT_BRAIN".to_string(),
+                vec!["node1".to_string(), "node2".to_string()],
+                42
+            )]
+        );
     }
 
     #[test]

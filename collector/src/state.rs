@@ -141,6 +141,26 @@ pub fn spawn(
     let events = Arc::new(Mutex::new(events));
     let mut store = Store::new(policy);
     store.notify = notify;
+    // Findings open before a restart keep their `since`.
+    let mut restored: HashMap<String, Vec<(crate::verdict::Code, Vec<String>, i64)>> =
+        HashMap::new();
+    let saved = lock_events(&events).load_open();
+    for (cluster, code, nodes, since) in saved {
+        if let Some(c) = crate::verdict::Code::ALL
+            .iter()
+            .find(|c| c.as_str() == code)
+        {
+            restored
+                .entry(cluster)
+                .or_default()
+                .push((*c, nodes, since));
+        }
+    }
+    for (cluster, open) in restored {
+        store
+            .histories
+            .insert(cluster, FindingHistory::restore(open));
+    }
     let handle = tokio::spawn(run(
         store,
         rx,
@@ -402,6 +422,18 @@ impl Store {
             if !changes.is_empty() {
                 let mut log = lock_events(events);
                 for c in changes {
+                    match &c {
+                        Change::FindingOpened { finding } => log.save_open(
+                            &cluster,
+                            finding.code.as_str(),
+                            &finding.nodes,
+                            finding.since_ms.unwrap_or(now),
+                        ),
+                        Change::FindingResolved { code, nodes, .. } => {
+                            log.remove_open(&cluster, code.as_str(), nodes)
+                        }
+                        _ => {}
+                    }
                     if let Change::Verdict { from, to, .. } = &c {
                         tracing::info!(%cluster, from = from.map_or("none", |h| h.as_str()), to = to.as_str(), "Verdict changed");
                     }

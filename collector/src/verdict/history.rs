@@ -40,6 +40,15 @@ pub struct FindingHistory {
 }
 
 impl FindingHistory {
+    /// A history that already knows these open findings (code, nodes, since), e.g. from before a
+    /// collector restart.
+    pub fn restore(open: impl IntoIterator<Item = (Code, Vec<String>, i64)>) -> FindingHistory {
+        FindingHistory {
+            open: open.into_iter().map(|(c, n, s)| ((c, n), s)).collect(),
+            ..FindingHistory::default()
+        }
+    }
+
     /// Sets `since_ms` and `pending` on the verdict's findings, recomputes its health, and
     /// returns what changed since the previous call.
     pub fn apply(&mut self, v: &mut Verdict, policy: &Policy) -> Vec<Change> {
@@ -128,6 +137,31 @@ mod tests {
         h.apply(&mut later, &policy);
         assert_eq!(later.health, Health::Critical);
         assert_eq!(later.findings[0].since_ms, Some(NOW));
+    }
+
+    #[test]
+    fn a_restored_history_keeps_since_and_announces_nothing_new() {
+        let policy = Policy::default();
+        let lab = Lab::healthy().set(
+            "node3",
+            "postgres.wal_receiver",
+            Status::Critical,
+            json!({"present": false}),
+        );
+        let mut h = FindingHistory::restore([(
+            Code::ReplicaNotStreaming,
+            vec!["node3".to_string()],
+            NOW - 60_000,
+        )]);
+        let mut v = evaluate(&lab.snap, NOW, &policy);
+        let changes = h.apply(&mut v, &policy);
+        assert!(
+            !changes
+                .iter()
+                .any(|c| matches!(c, Change::FindingOpened { .. })),
+            "{changes:?}"
+        );
+        assert_eq!(v.findings[0].since_ms, Some(NOW - 60_000));
     }
 
     #[test]
