@@ -54,6 +54,44 @@ pub struct CollectorConfig {
     /// Push open findings to Alertmanager.
     #[serde(default)]
     pub alertmanager: Option<AlertmanagerConfig>,
+    /// POST signed notifications to these URLs.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+    #[serde(default)]
+    pub notify: NotifyConfig,
+}
+
+/// When findings notify (Alertmanager and webhooks alike).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Hold time per finding code before it notifies, e.g. `{ REPLICATION_LAG = "2m" }`
+    /// (defaults: critical 0s, warnings 30s, lag/stale/skew 1m, resources/locks 5m).
+    #[serde(default)]
+    pub hold: HashMap<String, String>,
+}
+
+impl NotifyConfig {
+    /// The hold overrides, by code (validated at load).
+    pub fn holds(&self) -> HashMap<crate::verdict::Code, Duration> {
+        self.hold
+            .iter()
+            .filter_map(|(k, v)| {
+                let code = crate::verdict::Code::ALL.iter().find(|c| c.as_str() == k)?;
+                Some((*code, humantime::parse_duration(v).ok()?))
+            })
+            .collect()
+    }
+}
+
+/// A webhook receiver.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    #[serde(deserialize_with = "url")]
+    pub url: reqwest::Url,
+    /// File holding the HMAC-SHA256 secret (first line).
+    pub secret_file: PathBuf,
 }
 
 /// Alertmanager (v2 API) to push findings to.
@@ -66,23 +104,6 @@ pub struct AlertmanagerConfig {
     /// How often firing alerts are re-sent (default 30s; `endsAt` is 4 of these ahead).
     #[serde(default = "default_resend", deserialize_with = "duration")]
     pub resend: Duration,
-    /// Hold time per finding code before it notifies, e.g. `{ REPLICATION_LAG = "2m" }`
-    /// (defaults: critical 0s, warnings 30s, lag/stale/skew 1m, resources/locks 5m).
-    #[serde(default)]
-    pub hold: HashMap<String, String>,
-}
-
-impl AlertmanagerConfig {
-    /// The hold overrides, by code (validated at load).
-    pub fn holds(&self) -> HashMap<crate::verdict::Code, Duration> {
-        self.hold
-            .iter()
-            .filter_map(|(k, v)| {
-                let code = crate::verdict::Code::ALL.iter().find(|c| c.as_str() == k)?;
-                Some((*code, humantime::parse_duration(v).ok()?))
-            })
-            .collect()
-    }
 }
 
 fn default_resend() -> Duration {
@@ -389,27 +410,44 @@ pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
             }
         }
     }
-    if let Some(am) = &cfg.alertmanager {
-        for (code, hold) in &am.hold {
-            if !crate::verdict::Code::ALL.iter().any(|c| c.as_str() == code) {
-                return Err(ConfigError::new(
-                    format!("alertmanager.hold.{code}"),
-                    "not a finding code",
-                ));
-            }
-            if humantime::parse_duration(hold).is_err() {
-                return Err(ConfigError::new(
-                    format!("alertmanager.hold.{code}"),
-                    format!("`{hold}` is not a duration"),
-                ));
-            }
-        }
-        if am.resend < Duration::from_secs(1) {
+    for (code, hold) in &cfg.notify.hold {
+        if !crate::verdict::Code::ALL.iter().any(|c| c.as_str() == code) {
             return Err(ConfigError::new(
-                "alertmanager.resend",
-                "must be at least 1s",
+                format!("notify.hold.{code}"),
+                "not a finding code",
             ));
         }
+        if humantime::parse_duration(hold).is_err() {
+            return Err(ConfigError::new(
+                format!("notify.hold.{code}"),
+                format!("`{hold}` is not a duration"),
+            ));
+        }
+    }
+    for (i, w) in cfg.webhooks.iter().enumerate() {
+        match std::fs::read_to_string(&w.secret_file) {
+            Ok(t) if t.lines().next().is_some_and(|l| !l.trim().is_empty()) => {}
+            Ok(_) => {
+                return Err(ConfigError::new(
+                    format!("webhooks[{i}].secret_file"),
+                    "is empty",
+                ));
+            }
+            Err(e) => {
+                return Err(ConfigError::new(
+                    format!("webhooks[{i}].secret_file"),
+                    format!("{}: {e}", w.secret_file.display()),
+                ));
+            }
+        }
+    }
+    if let Some(am) = &cfg.alertmanager
+        && am.resend < Duration::from_secs(1)
+    {
+        return Err(ConfigError::new(
+            "alertmanager.resend",
+            "must be at least 1s",
+        ));
     }
     if cfg.events.retention < Duration::from_secs(60) {
         return Err(ConfigError::new("events.retention", "must be at least 1m"));
@@ -443,19 +481,19 @@ mod tests {
     }
 
     #[test]
-    fn alertmanager_hold_names_a_known_code() {
+    fn notify_hold_names_a_known_code() {
         let am = "[alertmanager]\nurl = \"http://127.0.0.1:9093\"\n";
         assert!(
             load_str(&format!(
-                "{BASE}plaintext = true\n{am}[alertmanager.hold]\nREPLICATION_LAG = \"2m\"\n"
+                "{BASE}plaintext = true\n{am}[notify.hold]\nREPLICATION_LAG = \"2m\"\n"
             ))
             .is_ok()
         );
         let e = load_str(&format!(
-            "{BASE}plaintext = true\n{am}[alertmanager.hold]\nNOPE = \"2m\"\n"
+            "{BASE}plaintext = true\n{am}[notify.hold]\nNOPE = \"2m\"\n"
         ))
         .expect_err("invalid");
-        assert_eq!(e.field, "alertmanager.hold.NOPE");
+        assert_eq!(e.field, "notify.hold.NOPE");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod notify;
 pub mod server;
 pub mod state;
 pub mod verdict;
+pub mod webhook;
 
 /// Collector version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

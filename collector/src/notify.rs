@@ -36,9 +36,20 @@ pub struct Alert {
     pub ended_ms: Option<i64>,
 }
 
+/// A webhook delivery: an alert that started firing or resolved. Its id is stable (cluster,
+/// code, nodes, since, state), so a receiver can de-duplicate — also across collector restarts,
+/// which keep each finding's `since`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: String,
+    pub body: Value,
+}
+
 /// Which findings are notifiable, per cluster (pure bookkeeping).
 #[derive(Debug, Default)]
 pub struct Notifier {
+    /// Deliveries produced by the last updates, taken by [`Notifier::take_deliveries`].
+    deliveries: Vec<Delivery>,
     holds: HashMap<Code, Duration>,
     /// Alerts by (cluster, code, nodes).
     alerts: HashMap<(String, Code, Vec<String>), Alert>,
@@ -49,6 +60,7 @@ pub struct Notifier {
 impl Notifier {
     pub fn new(holds: HashMap<Code, Duration>) -> Notifier {
         Notifier {
+            deliveries: Vec::new(),
             holds,
             alerts: HashMap::new(),
             keep_resolved: Duration::from_secs(300),
@@ -98,26 +110,37 @@ impl Notifier {
             match self.alerts.get(&key) {
                 Some(a) if a.ended_ms.is_none() && a.labels == alert.labels => {}
                 _ => {
+                    self.deliveries.push(delivery(&alert, "firing", now));
                     self.alerts.insert(key, alert);
                     changed = true;
                 }
             }
         }
         let keep = i64::try_from(self.keep_resolved.as_millis()).unwrap_or(i64::MAX);
+        let mut resolved = Vec::new();
+        let blind = !v.blind_spots.is_empty();
         self.alerts.retain(|key, a| {
-            if key.0 != v.cluster || current.contains(key) {
+            // While blind, an alert whose finding is not seen may still hold: not resolved.
+            if key.0 != v.cluster || current.contains(key) || (blind && a.ended_ms.is_none()) {
                 return true;
             }
             match a.ended_ms {
                 None => {
                     a.ended_ms = Some(now);
+                    resolved.push(delivery(a, "resolved", now));
                     changed = true;
                     true
                 }
                 Some(ended) => now - ended < keep,
             }
         });
+        self.deliveries.extend(resolved);
         changed
+    }
+
+    /// The webhook deliveries produced since the last call.
+    pub fn take_deliveries(&mut self) -> Vec<Delivery> {
+        std::mem::take(&mut self.deliveries)
     }
 
     /// Every alert to send now.
@@ -126,6 +149,37 @@ impl Notifier {
         v.sort_by(|a, b| a.labels.cmp(&b.labels));
         v
     }
+}
+
+fn delivery(a: &Alert, state: &str, now_ms: i64) -> Delivery {
+    let label = |k: &str| {
+        a.labels
+            .iter()
+            .find(|(n, _)| n == k)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    let id = format!(
+        "{}:{}:{}:{}:{state}",
+        label("cluster"),
+        label("code"),
+        label("nodes"),
+        a.starts_ms
+    );
+    let labels: serde_json::Map<String, Value> = a
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let body = json!({
+        "delivery_id": id,
+        "state": state,
+        "labels": labels,
+        "message": a.message,
+        "evidence": serde_json::from_str::<Value>(&a.evidence).unwrap_or(Value::Null),
+        "since": rfc3339(a.starts_ms),
+        "at": rfc3339(now_ms),
+    });
+    Delivery { id, body }
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -254,6 +308,11 @@ mod tests {
         let body = body(&n.alerts(), 13_000, Duration::from_secs(30));
         assert_eq!(body[0]["labels"]["code"], "SPLIT_BRAIN");
         assert_eq!(body[0]["endsAt"], "1970-01-01T00:00:12.000Z");
+        let d = n.take_deliveries();
+        let states: Vec<&str> = d.iter().filter_map(|x| x.body["state"].as_str()).collect();
+        assert_eq!(states, ["firing", "resolved"]);
+        assert_eq!(d[0].id, "demo:SPLIT_BRAIN:node1:9000:firing");
+        assert!(n.take_deliveries().is_empty());
         // Long after, the resolved alert is forgotten.
         n.update(&verdict(1_000_000, vec![]));
         assert!(n.alerts().is_empty());

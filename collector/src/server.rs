@@ -57,7 +57,7 @@ pub async fn run(
     };
 
     let events = crate::events::EventLog::open(&cfg.events.path, cfg.events.retention)?;
-    let notify = cfg.alertmanager.as_ref().map(|am| {
+    let alertmanager = cfg.alertmanager.as_ref().map(|am| {
         let (tx, rx) = watch::channel(Vec::new());
         tokio::spawn(crate::notify::run_sender(
             am.url.clone(),
@@ -65,7 +65,29 @@ pub async fn run(
             rx,
             stopped(stop_rx.clone()),
         ));
-        (crate::notify::Notifier::new(am.holds()), tx)
+        tx
+    });
+    let mut targets = Vec::new();
+    for w in &cfg.webhooks {
+        let secret = read(&w.secret_file)?;
+        let secret = String::from_utf8_lossy(&secret)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .as_bytes()
+            .to_vec();
+        targets.push(crate::webhook::Target {
+            url: w.url.clone(),
+            secret,
+        });
+    }
+    let webhooks =
+        (!targets.is_empty()).then(|| crate::webhook::spawn(targets, stopped(stop_rx.clone())));
+    let notify = (alertmanager.is_some() || webhooks.is_some()).then(|| state::Notify {
+        notifier: crate::notify::Notifier::new(cfg.notify.holds()),
+        alertmanager,
+        webhooks,
     });
     let (state_tx, readers, state_task) = state::spawn(
         cfg.verdict.policy(),

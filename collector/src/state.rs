@@ -110,11 +110,13 @@ pub struct Readers {
     pub refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// The notifier's bookkeeping and the channel to its sender task.
-pub type Notify = (
-    crate::notify::Notifier,
-    watch::Sender<Vec<crate::notify::Alert>>,
-);
+/// The notifier's bookkeeping and its outlets: Alertmanager's latest alert set, the webhook queue.
+#[derive(Debug)]
+pub struct Notify {
+    pub notifier: crate::notify::Notifier,
+    pub alertmanager: Option<watch::Sender<Vec<crate::notify::Alert>>>,
+    pub webhooks: Option<crate::webhook::Queue>,
+}
 
 struct Store {
     notify: Option<Notify>,
@@ -440,10 +442,17 @@ impl Store {
                     log.push(now, now, &cluster, EventBody::Change(c));
                 }
             }
-            if let Some((notifier, tx)) = self.notify.as_mut()
-                && notifier.update(&verdict)
-            {
-                tx.send_replace(notifier.alerts());
+            if let Some(n) = self.notify.as_mut() {
+                if n.notifier.update(&verdict)
+                    && let Some(tx) = &n.alertmanager
+                {
+                    tx.send_replace(n.notifier.alerts());
+                }
+                for d in n.notifier.take_deliveries() {
+                    if let Some(q) = &n.webhooks {
+                        q.offer(d);
+                    }
+                }
             }
             self.published
                 .insert(cluster, Arc::new(ClusterEntry { snapshot, verdict }));

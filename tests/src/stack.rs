@@ -58,6 +58,8 @@ impl Collector {
             verdict: VerdictConfig::default(),
             api: Default::default(),
             alertmanager,
+            webhooks: Vec::new(),
+            notify: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -434,7 +434,6 @@ async fn kill_primary_pg_fires_one_alert_group_in_alertmanager_that_resolves() {
     let am_cfg = vigie_collector::config::AlertmanagerConfig {
         url: base.parse().expect("url"),
         resend: Duration::from_secs(2),
-        hold: Default::default(),
     };
     let stack = Stack::start_with(INTERVAL, Some(am_cfg)).await;
     stack

@@ -68,8 +68,16 @@ impl FindingHistory {
             f.pending = now - since < policy.grace_ms(f.code).max(f.min_grace_ms);
             seen.insert(key, since);
         }
+        // While blind, a finding that is not seen may still hold: it is not called resolved.
+        let blind = !v.blind_spots.is_empty();
         for ((code, nodes), since_ms) in &self.open {
-            if !seen.contains_key(&(*code, nodes.clone())) {
+            let key = (*code, nodes.clone());
+            if seen.contains_key(&key) {
+                continue;
+            }
+            if blind {
+                seen.insert(key, *since_ms);
+            } else {
                 changes.push(Change::FindingResolved {
                     code: *code,
                     nodes: nodes.clone(),
@@ -162,6 +170,42 @@ mod tests {
             "{changes:?}"
         );
         assert_eq!(v.findings[0].since_ms, Some(NOW - 60_000));
+    }
+
+    #[test]
+    fn nothing_is_called_resolved_while_blind() {
+        let policy = Policy::default();
+        let broken = Lab::healthy().set(
+            "node3",
+            "postgres.wal_receiver",
+            Status::Critical,
+            json!({"present": false}),
+        );
+        let mut h = FindingHistory::default();
+        let mut v = evaluate(&broken.snap, NOW, &policy);
+        h.apply(&mut v, &policy);
+        // node3's agent goes silent: its finding is no longer computed, but not resolved either.
+        let mut v = evaluate(
+            &broken.clone().silent("node1", 60_000).snap,
+            NOW + 5_000,
+            &policy,
+        );
+        let changes = h.apply(&mut v, &policy);
+        assert!(
+            !changes
+                .iter()
+                .any(|c| matches!(c, Change::FindingResolved { .. })),
+            "{changes:?}"
+        );
+        // Data back: still there, with its first `since`.
+        let mut v = evaluate(&broken.snap, NOW + 10_000, &policy);
+        h.apply(&mut v, &policy);
+        let f = v
+            .findings
+            .iter()
+            .find(|f| f.code == Code::ReplicaNotStreaming)
+            .expect("finding");
+        assert_eq!(f.since_ms, Some(NOW));
     }
 
     #[test]
