@@ -1,5 +1,5 @@
 //! Notifications to Alertmanager: open findings become alerts (labels: cluster, code, severity,
-//! nodes; annotations: message, evidence), re-sent on a cadence with `endsAt` ahead so that
+//! node — comma-separated when a finding names several; annotations: message, evidence), re-sent on a cadence with `endsAt` ahead so that
 //! Alertmanager keeps them firing, and sent once more with `endsAt` = now when they resolve.
 //! Flap control: a finding notifies only once it has held for its code's hold time (and is out
 //! of its grace window), so a failover's transient findings do not page.
@@ -100,7 +100,7 @@ impl Notifier {
                             Severity::Warning => "warning".into(),
                         },
                     ),
-                    ("nodes".into(), f.nodes.join(",")),
+                    ("node".into(), f.nodes.join(",")),
                 ],
                 message: f.message.clone(),
                 evidence: serde_json::to_string(&f.evidence).unwrap_or_default(),
@@ -162,7 +162,7 @@ fn delivery(a: &Alert, state: &str, now_ms: i64) -> Delivery {
         "{}:{}:{}:{}:{state}",
         label("cluster"),
         label("code"),
-        label("nodes"),
+        label("node"),
         a.starts_ms
     );
     let labels: serde_json::Map<String, Value> = a

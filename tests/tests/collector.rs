@@ -453,6 +453,13 @@ async fn kill_primary_pg_fires_one_alert_group_in_alertmanager_that_resolves() {
     };
     let leader = format!("node{}", lab.leader().await.expect("a leader"));
     lab.fault("kill-primary-pg", None).await;
+    // `vigie check demo` says CRITICAL (exit 2) during the outage…
+    let during = stack
+        .wait_demo("critical", CLUSTER_CHANGE, |d| verdict(d) == "critical")
+        .await;
+    let (line, code) = vigie_collector::check::check_line(&during);
+    assert_eq!(code, 2, "{line}");
+    assert!(line.starts_with("VIGIE CRITICAL - demo critical"), "{line}");
     let firing = wait_until(
         "an alert group firing in Alertmanager",
         CLUSTER_CHANGE,
@@ -465,13 +472,14 @@ async fn kill_primary_pg_fires_one_alert_group_in_alertmanager_that_resolves() {
     )
     .await;
     assert_eq!(firing.len(), 1, "one incident, one group: {firing:?}");
+
     let alerts = firing[0]["alerts"].as_array().expect("alerts");
     assert!(alerts.iter().all(|a| a["labels"]["cluster"] == "demo"));
     assert!(
         alerts
             .iter()
             .any(|a| a["labels"]["code"] == "POSTGRES_DOWN"
-                && a["labels"]["nodes"] == leader.as_str()),
+                && a["labels"]["node"] == leader.as_str()),
         "{alerts:?}"
     );
     stack
