@@ -320,6 +320,40 @@ async fn an_agent_with_another_nodes_certificate_is_refused() {
     drop(lab);
 }
 
+/// Starts one of Debian's Prometheus daemons (installed by `deploy/install-deps.sh`) with
+/// `config` in a temporary directory, its storage there too, on a free loopback port; killed when
+/// the child is dropped.
+fn daemon(
+    program: &str,
+    config_name: &str,
+    config: &str,
+    storage_flag: &str,
+    extra: &[&str],
+) -> (tokio::process::Child, u16, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(config_name);
+    std::fs::write(&path, config).expect("write config");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = tokio::process::Command::new(program)
+        .arg(format!("--config.file={}", path.display()))
+        .arg(format!(
+            "{storage_flag}={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program} (deploy/install-deps.sh installs it): {e}"));
+    (child, port, dir)
+}
+
 #[tokio::test]
 async fn prometheus_scrapes_metrics_and_promql_returns_the_verdict() {
     let _lab = Lab::acquire().await;
@@ -327,33 +361,17 @@ async fn prometheus_scrapes_metrics_and_promql_returns_the_verdict() {
     stack
         .wait_demo("healthy", CLUSTER_CHANGE, |d| verdict(d) == "healthy")
         .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: vigie\n    static_configs:\n      - targets: ['{}']\n",
-            stack.collector.http
-        ),
-    )
-    .expect("write config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let mut prometheus = tokio::process::Command::new("/usr/bin/prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start prometheus (deploy/install-deps.sh installs it)");
+    let scrape = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: vigie\n    static_configs:\n      - targets: ['{}']\n",
+        stack.collector.http
+    );
+    let (mut prometheus, port, _dir) = daemon(
+        "/usr/bin/prometheus",
+        "prometheus.yml",
+        &scrape,
+        "--storage.tsdb.path",
+        &[],
+    );
     let query = "vigie_cluster_verdict{cluster=\"demo\",verdict=\"healthy\"}";
     let url = format!("http://127.0.0.1:{port}/api/v1/query");
     let http = reqwest::Client::new();
@@ -394,31 +412,15 @@ async fn prometheus_scrapes_metrics_and_promql_returns_the_verdict() {
 #[tokio::test]
 async fn kill_primary_pg_fires_one_alert_group_in_alertmanager_that_resolves() {
     let lab = Lab::acquire().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("alertmanager.yml");
-    std::fs::write(
-        &config,
-        "route:\n  receiver: 'null'\n  group_by: ['cluster']\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: 'null'\n",
-    )
-    .expect("write config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let mut am = tokio::process::Command::new("/usr/bin/prometheus-alertmanager")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start alertmanager (deploy/install-deps.sh installs it)");
+    let routes = "route:\n  receiver: 'null'\n  group_by: ['cluster']\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: 'null'\n";
+    // No gossip port: Alertmanager stays on loopback.
+    let (mut am, port, _dir) = daemon(
+        "/usr/bin/prometheus-alertmanager",
+        "alertmanager.yml",
+        routes,
+        "--storage.path",
+        &["--cluster.listen-address="],
+    );
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     wait_until("Alertmanager ready", CLUSTER_CHANGE, || async {
