@@ -181,13 +181,6 @@ pub struct PostgresConfig {
     pub lock_wait_critical: Duration,
 }
 
-impl PostgresConfig {
-    /// The password, from `password` or `password_file` (validated at load time).
-    pub fn resolved_password(&self) -> Option<Secret> {
-        self.password.clone()
-    }
-}
-
 /// etcd member on this host.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -800,7 +793,7 @@ mod tests {
         );
         let cfg = load_str(&toml, &[]).expect("valid");
         let pg = cfg.postgres.as_ref().expect("postgres");
-        assert_eq!(pg.resolved_password().expect("password").expose(), "s3cret");
+        assert_eq!(pg.password.as_ref().expect("password").expose(), "s3cret");
         assert!(!format!("{cfg:?}").contains("s3cret"));
     }
 
@@ -809,7 +802,7 @@ mod tests {
         let toml = format!("{MINIMAL}\n[postgres]\nuser = \"vigie\"\n");
         let cfg = load_str(&toml, &[("VIGIE_AGENT__POSTGRES__PASSWORD", "envpw")]).expect("valid");
         let pg = cfg.postgres.as_ref().expect("postgres");
-        assert_eq!(pg.resolved_password().expect("password").expose(), "envpw");
+        assert_eq!(pg.password.as_ref().expect("password").expose(), "envpw");
     }
 
     #[test]

@@ -121,6 +121,24 @@ wait_for() {
 
 profile() { cat "$BASE/profile" 2>/dev/null || echo "${VIGIE_LAB_PROFILE:-default}"; }
 
+# haproxy_listen NAME PORT CHECK_PATH [EXTRA]: a proxy on HAProxy's address routing to every node
+# whose Patroni answers CHECK_PATH with 200.
+haproxy_listen() {
+  local name=$1 port=$2 check=$3 extra=${4:-} n
+  {
+    echo
+    echo "listen $name"
+    echo "    bind $HAPROXY_ADDR:$port"
+    [ -n "$extra" ] && echo "    $extra"
+    echo "    option httpchk OPTIONS $check"
+    echo "    http-check expect status 200"
+    echo "    default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions"
+    for n in "${NODES[@]}"; do
+      echo "    server node$n $(node_ip "$n"):5432 maxconn 100 check port 8008"
+    done
+  } >>"$BASE/haproxy.cfg"
+}
+
 write_configs() {
   local prof=${VIGIE_LAB_PROFILE:-default} ttl loop_wait retry_timeout n
   case "$prof" in
@@ -251,27 +269,9 @@ listen stats
     stats uri /
     stats refresh 5s
 
-listen ${SCOPE}_rw
-    bind $HAPROXY_ADDR:$RW_PORT
-    option httpchk OPTIONS /primary
-    http-check expect status 200
-    default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions
 EOF
-  for n in "${NODES[@]}"; do
-    echo "    server node$n $(node_ip "$n"):5432 maxconn 100 check port 8008" >>"$BASE/haproxy.cfg"
-  done
-  cat >>"$BASE/haproxy.cfg" <<EOF
-
-listen ${SCOPE}_ro
-    bind $HAPROXY_ADDR:$RO_PORT
-    balance roundrobin
-    option httpchk OPTIONS /replica
-    http-check expect status 200
-    default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions
-EOF
-  for n in "${NODES[@]}"; do
-    echo "    server node$n $(node_ip "$n"):5432 maxconn 100 check port 8008" >>"$BASE/haproxy.cfg"
-  done
+  haproxy_listen "${SCOPE}_rw" "$RW_PORT" /primary
+  haproxy_listen "${SCOPE}_ro" "$RO_PORT" /replica "balance roundrobin"
 }
 
 # ---------------------------------------------------------------------------------------------

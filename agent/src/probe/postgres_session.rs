@@ -148,7 +148,7 @@ impl PgSession {
                 cfg.statement_timeout.as_millis(),
                 cfg.statement_timeout.as_millis()
             ));
-        if let Some(pw) = cfg.resolved_password() {
+        if let Some(pw) = &cfg.password {
             config.password(pw.expose());
         }
         PgSession {

@@ -144,11 +144,6 @@ impl Finding {
         self
     }
 
-    pub fn with(mut self, evidence: Evidence) -> Finding {
-        self.evidence.push(evidence);
-        self
-    }
-
     /// Adds whatever evidence there is (an `Option` adds zero or one).
     pub fn with_all(mut self, evidence: impl IntoIterator<Item = Evidence>) -> Finding {
         self.evidence.extend(evidence);

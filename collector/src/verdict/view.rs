@@ -161,9 +161,4 @@ impl<'a> View<'a> {
             .unwrap_or(0)
             + 1_000
     }
-
-    /// Whether any known node (fresh or not) hosts `component`.
-    pub fn any_with(&self, component: &str) -> bool {
-        self.nodes.iter().any(|n| n.state.has(component))
-    }
 }

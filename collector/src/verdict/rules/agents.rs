@@ -31,7 +31,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
             ),
         );
         if let Some(m) = members.get(name) {
-            f = f.with(Evidence {
+            f.evidence.push(Evidence {
                 node: "patroni".to_string(),
                 probe: "patroni.cluster".to_string(),
                 observed: m.to_string(),
