@@ -174,29 +174,35 @@ impl Agent {
                 .as_ref()
                 .map_or(16 * 1024 * 1024, |pg| pg.lag_warning_bytes);
             let now = unix_ms(SystemTime::now()) / 1000;
-            let (port, health, node, cluster) = tokio::join!(
+            // `/patroni` answers both patroni.node and patroni.health (see patroni_health).
+            let node = async {
+                let started = SystemTime::now();
+                let t0 = Instant::now();
+                let fetched = tokio::time::timeout(t, patroni_node::fetch(http, &p.url))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("timed out after {}", fmt_duration(t))));
+                let took = t0.elapsed();
+                let (node, view) = patroni_node::judge_fetched(&fetched, now);
+                (
+                    patroni_health::judge(&fetched).timed(started, took),
+                    node.timed(started, took),
+                    view,
+                )
+            };
+            let (port, (health, node, view), cluster) = tokio::join!(
                 timed(
                     ProbeId::PatroniApiPort,
                     t,
                     tcp::probe(ProbeId::PatroniApiPort, &api)
                 ),
-                timed(
-                    ProbeId::PatroniHealth,
-                    t,
-                    patroni_health::probe(http, &p.url)
-                ),
-                timed_view(
-                    ProbeId::PatroniNode,
-                    t,
-                    patroni_node::probe(http, &p.url, now)
-                ),
+                node,
                 timed_view(
                     ProbeId::PatroniCluster,
                     t,
                     patroni_cluster::probe(http, &p.url, &cfg.node, lag_warning)
                 ),
             );
-            (vec![port, health, node.0, cluster.0], node.1, cluster.1)
+            (vec![port, health, node, cluster.0], view, cluster.1)
         };
         let postgres = async {
             let state = pg.as_mut()?;

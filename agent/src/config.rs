@@ -224,7 +224,7 @@ pub struct HaproxyConfig {
     #[serde(default = "default_haproxy_process")]
     pub process: ProcessMatch,
     /// How the RW/RO port probes check a port: `listen` (default) looks for the listening socket
-    /// in `/proc/net/tcp*` — free, and no PostgreSQL backend is forked; `connect` opens a TCP
+    /// in the kernel (sock_diag, or `/proc/net/tcp*`) — cheap, and no PostgreSQL backend is forked; `connect` opens a TCP
     /// connection as `check_tcp` does (HAProxy passes it through to PostgreSQL).
     #[serde(default)]
     pub port_check: PortCheck,

@@ -8,6 +8,7 @@ pub mod probe;
 pub mod procfs;
 pub mod result;
 pub mod run;
+pub mod sockdiag;
 pub mod uplink;
 
 /// Agent version, sent to the collector in `Hello`.

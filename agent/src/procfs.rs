@@ -2,8 +2,31 @@
 //! sockets, CPU and memory counters. Reading a remembered pid costs tens of microseconds, where a
 //! full process-table refresh costs milliseconds.
 
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
+use std::sync::OnceLock;
+
+/// Reads a `/proc` file in one go. `/proc` files report size 0, so `std::fs::read` starts with
+/// a 32-byte read and doubles: seven system calls for `/proc/meminfo`, each one regenerating it.
+pub fn read_proc(path: impl AsRef<Path>) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(8192);
+    loop {
+        let len = buf.len();
+        buf.resize(len + 8192, 0);
+        let n = file.read(&mut buf[len..])?;
+        buf.truncate(len + n);
+        if n == 0 {
+            return Ok(buf);
+        }
+    }
+}
+
+/// [`read_proc`] as text.
+pub fn read_proc_text(path: impl AsRef<Path>) -> std::io::Result<String> {
+    read_proc(path).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
 
 /// The fields of `/proc/PID/stat` the agent uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,12 +71,12 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
 }
 
 pub fn read_stat(pid: u32) -> Option<ProcStat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    parse_stat(&read_proc_text(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// `argv` of a process (empty for kernel threads).
 pub fn read_cmdline(pid: u32) -> Option<Vec<String>> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let raw = read_proc(format!("/proc/{pid}/cmdline")).ok()?;
     Some(
         raw.split(|&b| b == 0)
             .filter(|s| !s.is_empty())
@@ -71,12 +94,15 @@ pub fn all_pids() -> Vec<u32> {
         .collect()
 }
 
-/// Whether a socket listens on `addr` (or on the wildcard address of its family, same port),
-/// from `/proc/net/tcp` and `/proc/net/tcp6`.
+/// Whether a socket listens on `addr` (or on the wildcard address of its family, same port):
+/// asked to the kernel's sock_diag, or read from `/proc/net/tcp{,6}` where netlink is refused.
 pub fn is_listening(addr: SocketAddr) -> std::io::Result<bool> {
+    if let Ok(found) = crate::sockdiag::serves(addr) {
+        return Ok(found);
+    }
     let mut found = false;
     for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
-        let text = match std::fs::read_to_string(file) {
+        let text = match read_proc_text(file) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
@@ -98,12 +124,15 @@ pub fn listening_in(table: &str, v6: bool, addr: SocketAddr) -> bool {
         if state != LISTEN {
             return false;
         }
-        let Some((ip, port)) = parse_proc_addr(local, v6) else {
-            return false;
-        };
-        port == addr.port()
-            && (ip == addr.ip() || ip.is_unspecified() || v4_mapped(ip) == Some(addr.ip()))
+        parse_proc_addr(local, v6).is_some_and(|(ip, port)| serves(SocketAddr::new(ip, port), addr))
     })
+}
+
+/// Whether a socket listening on `local` accepts connections to `addr`.
+fn serves(local: SocketAddr, addr: SocketAddr) -> bool {
+    let ip = local.ip();
+    local.port() == addr.port()
+        && (ip == addr.ip() || ip.is_unspecified() || v4_mapped(ip) == Some(addr.ip()))
 }
 
 fn v4_mapped(ip: IpAddr) -> Option<IpAddr> {
@@ -162,7 +191,7 @@ pub fn parse_cpu_times(proc_stat: &str) -> Option<CpuTimes> {
 }
 
 pub fn read_cpu_times() -> Option<CpuTimes> {
-    parse_cpu_times(&std::fs::read_to_string("/proc/stat").ok()?)
+    parse_cpu_times(&read_proc_text("/proc/stat").ok()?)
 }
 
 /// `/proc/meminfo` figures in bytes.
@@ -193,19 +222,21 @@ pub fn parse_meminfo(text: &str) -> Option<MemInfo> {
 }
 
 pub fn read_meminfo() -> Option<MemInfo> {
-    parse_meminfo(&std::fs::read_to_string("/proc/meminfo").ok()?)
+    parse_meminfo(&read_proc_text("/proc/meminfo").ok()?)
 }
 
 /// `(load1, load5, load15)` from `/proc/loadavg`.
 pub fn read_loadavg() -> Option<(f64, f64, f64)> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let text = read_proc_text("/proc/loadavg").ok()?;
     let mut it = text.split_whitespace().map(|x| x.parse::<f64>().ok());
     Some((it.next()??, it.next()??, it.next()??))
 }
 
 /// Number of online CPUs.
 pub fn cpu_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // std reads the cgroup files and the affinity mask on each call: once is enough.
+    static COUNT: OnceLock<usize> = OnceLock::new();
+    *COUNT.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Filesystem usage of the filesystem holding `path`.

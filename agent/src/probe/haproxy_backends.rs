@@ -61,7 +61,8 @@ pub async fn probe(client: &reqwest::Client, cfg: &HaproxyConfig) -> ProbeResult
     judge(&rows, &apps)
 }
 
-async fn read_socket(path: &Path) -> Result<String, String> {
+/// `show stat` from HAProxy's stats socket.
+pub async fn read_socket(path: &Path) -> Result<String, String> {
     let mut stream = tokio::net::UnixStream::connect(path)
         .await
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -69,7 +70,8 @@ async fn read_socket(path: &Path) -> Result<String, String> {
         .write_all(b"show stat\n")
         .await
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut buf = Vec::new();
+    // Room for the usual answer up front, so it comes in a read or two instead of doubling.
+    let mut buf = Vec::with_capacity(64 * 1024);
     stream
         .take(MAX_STATS)
         .read_to_end(&mut buf)

@@ -1,5 +1,5 @@
 //! HAProxy RW and RO ports of every configured application (`haproxy.rw_port`,
-//! `haproxy.ro_port`). By default the listening socket is looked up in `/proc/net/tcp*`: a
+//! `haproxy.ro_port`). By default the listening socket is looked up in the kernel (sock_diag): a
 //! `check_tcp` through HAProxy would make PostgreSQL fork a backend every cycle.
 
 use std::net::SocketAddr;
@@ -46,7 +46,7 @@ pub async fn probe(cfg: &HaproxyConfig, port: Port) -> ProbeResult {
             PortCheck::Listen => match procfs::is_listening(*addr) {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(format!("nothing listens on {addr}")),
-                Err(e) => Err(format!("cannot read /proc/net/tcp: {e}")),
+                Err(e) => Err(format!("cannot list listening sockets: {e}")),
             },
             PortCheck::Connect => tokio::net::TcpStream::connect(addr)
                 .await

@@ -1,35 +1,49 @@
-//! `patroni.health`: Patroni's `GET /health` — 200 while PostgreSQL runs on this node (leader and
-//! replicas alike), 503 otherwise.
+//! `patroni.health`: whether Patroni says PostgreSQL runs on this node — what its `GET /health`
+//! answers (200 when `get_postgresql_status()` has state `running`, 503 otherwise: patroni/api.py),
+//! judged from the `/patroni` document the node probe fetches, which is that same status. One REST
+//! call (a connection, a Patroni thread and a Patroni-side query) fewer per cycle.
+
+use serde_json::Value;
 
 use super::ProbeId;
-use crate::http;
 use crate::result::ProbeResult;
 
-pub async fn probe(client: &reqwest::Client, base: &reqwest::Url) -> ProbeResult {
+/// Judges the `/patroni` fetch of this cycle (pure: tested below).
+pub fn judge(fetched: &Result<Value, String>) -> ProbeResult {
     let id = ProbeId::PatroniHealth;
-    let url = http::endpoint(base, "health");
-    let answer = match http::get(client, &url).await {
-        Ok(a) => a,
-        Err(e) => return id.critical(e),
+    let doc = match fetched {
+        Ok(doc) => doc,
+        Err(e) => return id.critical(e.clone()),
     };
-    let state = answer
-        .json()
-        .ok()
-        .and_then(|v| v["state"].as_str().map(str::to_string));
-    let result = match answer.status {
-        200 => id.ok(format!(
-            "Patroni reports PostgreSQL {}",
-            state.as_deref().unwrap_or("running")
-        )),
-        503 => id.critical(format!(
-            "Patroni /health is 503: PostgreSQL is {}",
-            state.as_deref().unwrap_or("not running")
-        )),
-        other => id.critical(format!("Patroni /health answered HTTP {other}")),
-    };
-    let result = result.fact("http_status", answer.status);
-    match state {
-        Some(s) => result.fact("state", s),
-        None => result,
+    match doc["state"].as_str() {
+        Some("running") => id
+            .ok("Patroni reports PostgreSQL running")
+            .fact("state", "running"),
+        Some(state) => id
+            .critical(format!(
+                "Patroni reports PostgreSQL {state} (/health answers 503)"
+            ))
+            .fact("state", state),
+        None => id.critical("Patroni /patroni has no state"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::Status;
+    use serde_json::json;
+
+    #[test]
+    fn running_is_ok_anything_else_critical() {
+        assert_eq!(judge(&Ok(json!({"state": "running"}))).status, Status::Ok);
+        let stopped = judge(&Ok(json!({"state": "stopped"})));
+        assert_eq!(stopped.status, Status::Critical);
+        assert!(stopped.message.contains("stopped"), "{}", stopped.message);
+        assert_eq!(judge(&Ok(json!({}))).status, Status::Critical);
+        assert_eq!(
+            judge(&Err("connection refused".into())).status,
+            Status::Critical
+        );
     }
 }

@@ -58,22 +58,25 @@ pub struct NodeView {
     pub paused: bool,
 }
 
-pub async fn probe(
-    client: &reqwest::Client,
-    base: &reqwest::Url,
+/// Fetches this node's `/patroni` document (a JSON object, or why not).
+pub async fn fetch(client: &reqwest::Client, base: &reqwest::Url) -> Result<Value, String> {
+    let answer = http::get(client, &http::endpoint(base, "patroni")).await?;
+    match answer.json() {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err("Patroni /patroni is not a JSON object".to_string()),
+        Err(e) => Err(format!("Patroni /patroni {e}")),
+    }
+}
+
+/// Judges the fetch of this cycle: a failed fetch is critical.
+pub fn judge_fetched(
+    fetched: &Result<Value, String>,
     now_unix: i64,
 ) -> (ProbeResult, Option<NodeView>) {
-    let id = ProbeId::PatroniNode;
-    let answer = match http::get(client, &http::endpoint(base, "patroni")).await {
-        Ok(a) => a,
-        Err(e) => return (id.critical(e), None),
-    };
-    let doc = match answer.json() {
-        Ok(v) if v.is_object() => v,
-        Ok(_) => return (id.critical("Patroni /patroni is not a JSON object"), None),
-        Err(e) => return (id.critical(format!("Patroni /patroni {e}")), None),
-    };
-    judge(&doc, now_unix)
+    match fetched {
+        Ok(doc) => judge(doc, now_unix),
+        Err(e) => (ProbeId::PatroniNode.critical(e.clone()), None),
+    }
 }
 
 /// Judges a `/patroni` document (pure: table-tested below).

@@ -1,20 +1,35 @@
 //! TCP port probes (`etcd.client_port`, `etcd.peer_port`, `patroni.api_port`): the procedure's
-//! `check_tcp`. The caller's timeout turns a black-holed port into `critical`.
+//! `check_tcp`. A port this host listens on is found by asking the kernel (no connection: the
+//! daemon spends nothing); any other is connected to, and the caller's timeout turns a
+//! black-holed port into `critical`.
+
+use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
 use super::ProbeId;
 use crate::result::ProbeResult;
 
-/// Opens (and at once closes) a TCP connection to `address` (`host:port`).
+/// Whether this host listens on `address` (`host:port`), else opens (and at once closes) a TCP
+/// connection to it.
 pub async fn probe(id: ProbeId, address: &str) -> ProbeResult {
+    if let Ok(addr) = address.parse::<SocketAddr>()
+        && crate::sockdiag::serves(addr).unwrap_or(false)
+    {
+        return id
+            .ok(format!("{address} is listening"))
+            .fact("address", address)
+            .fact("check", "listen");
+    }
     match TcpStream::connect(address).await {
         Ok(_) => id
             .ok(format!("{address} accepts TCP connections"))
-            .fact("address", address),
+            .fact("address", address)
+            .fact("check", "connect"),
         Err(e) => id
             .critical(format!("{address}: {e}"))
             .fact("address", address)
+            .fact("check", "connect")
             .fact("error", e.to_string()),
     }
 }
@@ -30,13 +45,13 @@ mod tests {
             .await
             .expect("bind");
         let open = listener.local_addr().expect("addr").to_string();
-        assert_eq!(
-            probe(ProbeId::EtcdClientPort, &open).await.status,
-            Status::Ok
-        );
+        let listed = probe(ProbeId::EtcdClientPort, &open).await;
+        assert_eq!(listed.status, Status::Ok);
+        assert_eq!(listed.facts["check"], "listen");
         drop(listener);
         let closed = probe(ProbeId::EtcdClientPort, &open).await;
         assert_eq!(closed.status, Status::Critical);
         assert!(closed.message.contains("refused"), "{}", closed.message);
+        assert_eq!(closed.facts["check"], "connect");
     }
 }
