@@ -13,8 +13,17 @@ use vigie_tests::scenario::Timer;
 use vigie_tests::stack::{Collector, Stack, finding_codes, has_finding};
 use vigie_tests::{CLUSTER_CHANGE, Lab, Role, Target, connect, query_one_text, write_through_rw};
 
-/// Agent interval in the suite (the fast lab profile; detection scales with it).
-const INTERVAL: Duration = Duration::from_secs(1);
+/// Agent interval in the suite: 1 s, or `VIGIE_SCENARIO_INTERVAL` (the detection benchmark runs
+/// the suite at 1 s and 5 s; detection scales with it).
+fn interval() -> Duration {
+    std::env::var("VIGIE_SCENARIO_INTERVAL")
+        .ok()
+        .map(|v| {
+            humantime::parse_duration(&v)
+                .unwrap_or_else(|e| panic!("VIGIE_SCENARIO_INTERVAL={v}: {e}"))
+        })
+        .unwrap_or(Duration::from_secs(1))
+}
 
 fn verdict(d: &Value) -> &str {
     d["verdict"].as_str().unwrap_or("")
@@ -26,7 +35,7 @@ fn healthy(d: &Value) -> bool {
 
 /// Starts the stack on a ready lab and waits for its first healthy verdict.
 async fn stack() -> Stack {
-    let s = Stack::start(INTERVAL).await;
+    let s = Stack::start(interval()).await;
     s.wait_demo("a first healthy verdict", CLUSTER_CHANGE, healthy)
         .await;
     s
@@ -104,7 +113,7 @@ async fn s02_planned_switchover_is_never_critical_and_names_old_and_new_leader()
         .await
         .map(|e| events_of(&e).len())
         .unwrap_or(0);
-    let mut timer = Timer::fault("switchover", INTERVAL);
+    let mut timer = Timer::fault("switchover", interval());
     let watch = {
         let api = s.collector.api("/api/v1/clusters/demo");
         tokio::spawn(async move {
@@ -160,7 +169,7 @@ async fn s03a_kill_primary_patroni_is_critical_calls_out_the_orphan_and_follows_
     let s = stack().await;
     let old = lab.leader().await.expect("a leader");
     let old_name = format!("node{old}");
-    let mut timer = Timer::fault("kill-primary-patroni", INTERVAL);
+    let mut timer = Timer::fault("kill-primary-patroni", interval());
     lab.fault("kill-primary-patroni", None).await;
     let doc = s
         .wait_demo("critical", CLUSTER_CHANGE, |d| verdict(d) == "critical")
@@ -228,7 +237,7 @@ async fn s03b_kill_primary_pg_outage_is_reported_even_when_restarted_between_pro
         .await
         .map(|e| events_of(&e).len())
         .unwrap_or(0);
-    let mut timer = Timer::fault("kill-primary-pg", INTERVAL);
+    let mut timer = Timer::fault("kill-primary-pg", interval());
     lab.fault("kill-primary-pg", None).await;
     // Either the verdict catches the outage, or the restart shows as an event afterwards.
     let mut saw_critical = false;
@@ -276,7 +285,7 @@ async fn fault_then_repair(
     expect: (&str, impl Fn(&Value) -> bool),
     repair: (&str, Option<&str>),
 ) -> Value {
-    let mut timer = Timer::fault(scenario, INTERVAL);
+    let mut timer = Timer::fault(scenario, interval());
     lab.fault(fault.0, fault.1).await;
     let doc = s.wait_demo(expect.0, CLUSTER_CHANGE, expect.1).await;
     timer.detected();
@@ -317,14 +326,14 @@ async fn s04_replica_postgres_stopped_is_degraded_naming_it() {
 async fn s05_etcd_one_member_down_is_degraded_two_is_quorum_lost() {
     let lab = Lab::acquire().await;
     let s = stack().await;
-    let mut timer = Timer::fault("stop-etcd 1", INTERVAL);
+    let mut timer = Timer::fault("stop-etcd 1", interval());
     lab.fault("stop-etcd", Some("1")).await;
     s.wait_demo("DCS_MEMBER_DOWN", CLUSTER_CHANGE, |d| {
         verdict(d) == "degraded" && has_finding(d, "DCS_MEMBER_DOWN", "node1")
     })
     .await;
     timer.detected();
-    let mut quorum = Timer::fault("stop-etcd 1+2", INTERVAL);
+    let mut quorum = Timer::fault("stop-etcd 1+2", interval());
     lab.fault("stop-etcd", Some("2")).await;
     s.wait_demo("DCS_QUORUM_LOST", CLUSTER_CHANGE, |d| {
         verdict(d) == "critical" && has_finding(d, "DCS_QUORUM_LOST", "node2")
@@ -371,7 +380,7 @@ async fn s07_frozen_postgres_is_reported_on_time_and_the_agent_keeps_reporting()
             _ => *lab.replicas().await.first().expect("a replica"),
         };
         let node = format!("node{n}");
-        let mut timer = Timer::fault(&format!("freeze-pg {label}"), INTERVAL);
+        let mut timer = Timer::fault(&format!("freeze-pg {label}"), interval());
         lab.fault("freeze-pg", Some(&n.to_string())).await;
         let doc = s
             .wait_demo("POSTGRES_DOWN on the frozen node", CLUSTER_CHANGE, |d| {
@@ -411,7 +420,7 @@ async fn s08_paused_replay_with_writes_is_replication_lag_in_bytes_and_seconds()
     let s = stack().await;
     let r = *lab.replicas().await.first().expect("a replica");
     let node = format!("node{r}");
-    let mut timer = Timer::fault("pause-replay + writes", INTERVAL);
+    let mut timer = Timer::fault("pause-replay + writes", interval());
     lab.fault("pause-replay", Some(&r.to_string())).await;
     // About 30 MB of WAL: above the 16 MiB warning threshold.
     let c = connect(Target::Rw, Role::Superuser, Duration::from_secs(10))
@@ -464,7 +473,7 @@ async fn s08_paused_replay_with_writes_is_replication_lag_in_bytes_and_seconds()
 async fn s09_maintenance_mode_is_reported_and_faults_during_it_still_are() {
     let lab = Lab::acquire().await;
     let s = stack().await;
-    let mut timer = Timer::fault("pause (maintenance)", INTERVAL);
+    let mut timer = Timer::fault("pause (maintenance)", interval());
     lab.fault("pause", None).await;
     s.wait_demo("MAINTENANCE_MODE", CLUSTER_CHANGE, |d| {
         d["findings"]
@@ -494,7 +503,7 @@ async fn s10_killed_agents_are_stale_and_never_vouched_for() {
     let lab = Lab::acquire().await;
     let mut s = stack().await;
     let r = format!("node{}", lab.replicas().await.first().expect("a replica"));
-    let mut timer = Timer::fault("agent killed (replica)", INTERVAL);
+    let mut timer = Timer::fault("agent killed (replica)", interval());
     s.kill_agent(&r);
     s.wait_demo("AGENT_STALE", CLUSTER_CHANGE, |d| {
         has_finding(d, "AGENT_STALE", &r)
@@ -512,7 +521,7 @@ async fn s10_killed_agents_are_stale_and_never_vouched_for() {
         .await;
     assert!(doc["blind_spots"].as_array().is_some_and(|b| !b.is_empty()));
     // And it stays so: nobody sees anything, so nothing is called healthy.
-    let until = Instant::now() + INTERVAL * 5;
+    let until = Instant::now() + interval() * 5;
     while Instant::now() < until {
         assert_ne!(verdict(&s.demo().await.expect("api")), "healthy");
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -533,11 +542,11 @@ async fn s11_collector_restarted_mid_fault_has_the_same_verdict_back_within_two_
     let (grpc, http) = (s.collector.grpc, s.collector.http);
     s.collector.stop().await;
     s.collector = Collector::start(grpc, http, None).await;
-    let mut timer = Timer::fault("collector restarted mid-fault", INTERVAL);
+    let mut timer = Timer::fault("collector restarted mid-fault", interval());
     let after = s
         .wait_demo(
             "the same verdict back",
-            INTERVAL * 2 + Duration::from_secs(2),
+            interval() * 2 + Duration::from_secs(2),
             |d| verdict(d) == verdict(&before) && has_finding(d, "RW_ENDPOINT_DOWN", "haproxy"),
         )
         .await;

@@ -1,0 +1,154 @@
+//! What the kernel says about processes: CPU time, memory, children, fork counts (Linux /proc),
+//! and the CPU of our own reaped children (getrusage).
+
+use std::path::Path;
+use std::time::Duration;
+
+/// Clock ticks per second of /proc/<pid>/stat times (USER_HZ, 100 on Linux).
+const TICKS_PER_S: f64 = 100.0;
+
+/// Fields of /proc/<pid>/stat after the command name: (ppid, utime+stime, cutime+cstime) in
+/// seconds.
+fn stat(pid: u32) -> Option<(u32, f64, f64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // rest starts at field 3 (state): ppid is field 4, utime 14, stime 15, cutime 16, cstime 17.
+    let num = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+    let ppid = f.get(1)?.parse().ok()?;
+    Some((
+        ppid,
+        (num(14)? + num(15)?) / TICKS_PER_S,
+        (num(16)? + num(17)?) / TICKS_PER_S,
+    ))
+}
+
+/// CPU seconds a process has used, its own threads only (10 ms resolution).
+pub fn cpu_s(pid: u32) -> Option<f64> {
+    stat(pid).map(|(_, own, _)| own)
+}
+
+/// CPU seconds of a process, of its live children, and of the children it already reaped: the
+/// whole cost of a daemon that forks workers (PostgreSQL's postmaster and its backends).
+pub fn tree_cpu_s(pid: u32) -> Option<f64> {
+    let (_, own, reaped) = stat(pid)?;
+    let children: f64 = children(pid).iter().filter_map(|c| cpu_s(*c)).sum();
+    Some(own + reaped + children)
+}
+
+/// CPU time of every thread of a live process, in nanoseconds (/proc/<pid>/task/*/schedstat),
+/// with the number of threads it summed. Precise, but a thread that exits takes its time along.
+pub fn threads_cpu_ns(pid: u32) -> Option<(u64, usize)> {
+    let mut total = 0;
+    let mut n = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = entry.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        total += text.split(' ').next()?.parse::<u64>().ok()?;
+        n += 1;
+    }
+    Some((total, n))
+}
+
+/// Direct children of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if stat(p).is_some_and(|(ppid, _, _)| ppid == pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A field of /proc/<pid>/status in KiB (`VmRSS`, `VmHWM`).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Processes created on the whole machine since boot (/proc/stat `processes`).
+pub fn forks_since_boot() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("processes "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A pid written in a file (pid files, PostgreSQL's postmaster.pid first line).
+pub fn pid_in(file: &Path) -> Option<u32> {
+    std::fs::read_to_string(file)
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// CPU time and peak RSS of our reaped children so far.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildUsage {
+    pub cpu: Duration,
+    pub max_rss_kib: u64,
+}
+
+pub fn children_usage() -> ChildUsage {
+    use nix::sys::resource::{UsageWho, getrusage};
+    match getrusage(UsageWho::RUSAGE_CHILDREN) {
+        Ok(u) => {
+            let tv = |t: nix::sys::time::TimeVal| {
+                Duration::from_secs(t.tv_sec().max(0) as u64)
+                    + Duration::from_micros(t.tv_usec().max(0) as u64)
+            };
+            ChildUsage {
+                cpu: tv(u.user_time()) + tv(u.system_time()),
+                max_rss_kib: u.max_rss().max(0) as u64,
+            }
+        }
+        Err(_) => ChildUsage {
+            cpu: Duration::ZERO,
+            max_rss_kib: 0,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_own_process() {
+        let me = std::process::id();
+        assert!(status_kib(me, "VmRSS").is_some_and(|k| k > 0));
+        let (ns, threads) = threads_cpu_ns(me).expect("schedstat");
+        assert!(ns > 0 && threads >= 1);
+        assert!(cpu_s(me).is_some());
+        assert!(forks_since_boot() > 0);
+    }
+
+    #[test]
+    fn children_usage_grows_after_a_child_ran() {
+        let before = children_usage();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"])
+            .status()
+            .expect("sh runs");
+        assert!(status.success());
+        let after = children_usage();
+        assert!(after.cpu > before.cpu);
+        assert!(after.max_rss_kib > 0);
+    }
+}
