@@ -149,7 +149,7 @@ impl Ingest for IngestService {
                             stream,
                             cluster: cluster.clone(),
                             node: node.clone(),
-                            batch,
+                            batch: crate::state::Batch::from_wire(batch, at_ms),
                             at_ms,
                         }
                     }

@@ -2,6 +2,7 @@
 //! Converted from the wire types at the ingest boundary.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -72,7 +73,8 @@ pub struct NodeState {
     pub clock_offset_ms: Option<i64>,
     /// Batches the agent reported dropped, in total.
     pub dropped_batches: u64,
-    pub results: BTreeMap<String, Observation>,
+    /// Shared with the published snapshots: a batch replaces observations, never edits them.
+    pub results: BTreeMap<String, Arc<Observation>>,
     /// The last non-null value of each watched fact (`probe/fact`), to see changes across a gap
     /// (a PostgreSQL down for a cycle reports no start time).
     #[serde(skip)]

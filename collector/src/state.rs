@@ -1,7 +1,9 @@
 //! The one task that owns what the collector knows: every node's latest results, each cluster's
-//! finding history, the event log. Ingest sends it commands over a bounded channel; it
-//! re-evaluates changed clusters (and every cluster periodically, for staleness) and publishes an
-//! immutable snapshot that readers (the API) clone cheaply.
+//! finding history, the event log. Ingest sends it commands over a bounded channel; every
+//! `evaluate_every` it evaluates every cluster (new results and silence alike) and publishes an
+//! immutable snapshot that readers (the API) clone cheaply. Evaluating on a tick rather than on
+//! each batch bounds the work at a fleet's size whatever the batch rate: readers only see
+//! published snapshots anyway.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -40,7 +42,7 @@ pub enum Command {
         stream: u64,
         cluster: String,
         node: String,
-        batch: v1::ResultBatch,
+        batch: Batch,
         at_ms: i64,
     },
     Journal {
@@ -61,6 +63,47 @@ pub enum Command {
         cluster: String,
         reply: tokio::sync::oneshot::Sender<usize>,
     },
+}
+
+/// A result batch converted at the ingest boundary (its facts parsed there, off this task).
+#[derive(Debug)]
+pub struct Batch {
+    pub results: Vec<(String, Arc<Observation>)>,
+    /// Batches the agent dropped since its previous one.
+    pub dropped: u64,
+    /// When the agent's cycle ended (agent clock), from its results.
+    pub agent_end_ms: Option<i64>,
+}
+
+impl Batch {
+    /// Converts a wire batch received at `at_ms`: unparsable facts become a fact saying so.
+    pub fn from_wire(batch: v1::ResultBatch, at_ms: i64) -> Batch {
+        let mut agent_end_ms: Option<i64> = None;
+        let results = batch
+            .results
+            .into_iter()
+            .map(|r| {
+                let end = r.started_unix_ms + i64::try_from(r.duration_us / 1000).unwrap_or(0);
+                agent_end_ms = Some(agent_end_ms.map_or(end, |e| e.max(end)));
+                let facts = serde_json::from_str(&r.facts_json)
+                    .unwrap_or_else(|e| serde_json::json!({"unparsable_facts": e.to_string()}));
+                let observation = Observation {
+                    status: Status::from_wire(r.status),
+                    message: r.message,
+                    facts,
+                    started_ms: r.started_unix_ms,
+                    duration_us: r.duration_us,
+                    received_ms: at_ms,
+                };
+                (r.id, Arc::new(observation))
+            })
+            .collect();
+        Batch {
+            results,
+            dropped: batch.dropped,
+            agent_end_ms,
+        }
+    }
 }
 
 /// Facts whose change between two batches is an event: (probe, fact, event kind, what).
@@ -120,11 +163,11 @@ pub struct Notify {
 
 struct Store {
     notify: Option<Notify>,
-    nodes: HashMap<(String, String), NodeState>,
+    /// Nodes by cluster, then by name (sorted, as snapshots list them).
+    nodes: HashMap<String, BTreeMap<String, NodeState>>,
     /// The live stream of each node, and its way back to the agent.
     streams: HashMap<(String, String), (u64, StreamBack)>,
     histories: HashMap<String, FindingHistory>,
-    dirty: std::collections::HashSet<String>,
     published: BTreeMap<String, Arc<ClusterEntry>>,
     batches_received: u64,
     policy: Policy,
@@ -203,9 +246,7 @@ async fn run(
             },
             _ = tick.tick() => {
                 // Every cluster, not only changed ones: silence is news too.
-                let all: Vec<String> = store.nodes.keys().map(|(c, _)| c.clone()).collect();
-                store.dirty.extend(all);
-                store.evaluate_dirty(now_ms(), &events);
+                store.evaluate_all(now_ms(), &events);
                 publish.send_replace(Arc::new(store.published(now_ms())));
             }
         }
@@ -225,7 +266,6 @@ impl Store {
             nodes: HashMap::new(),
             streams: HashMap::new(),
             histories: HashMap::new(),
-            dirty: Default::default(),
             published: BTreeMap::new(),
             batches_received: 0,
             policy,
@@ -241,26 +281,30 @@ impl Store {
                 to_agent,
             } => {
                 let key = (hello.cluster.clone(), hello.node.clone());
-                self.streams.insert(key.clone(), (stream, to_agent));
-                let node = self.nodes.entry(key).or_insert_with(|| NodeState {
-                    name: hello.node.clone(),
-                    cluster: hello.cluster.clone(),
-                    components: Vec::new(),
-                    agent_version: String::new(),
-                    interval_ms: 5_000,
-                    connected: true,
-                    last_seen_ms: at_ms,
-                    clock_offset_ms: None,
-                    dropped_batches: 0,
-                    results: BTreeMap::new(),
-                    last_known: BTreeMap::new(),
-                });
+                self.streams.insert(key, (stream, to_agent));
+                let node = self
+                    .nodes
+                    .entry(hello.cluster.clone())
+                    .or_default()
+                    .entry(hello.node.clone())
+                    .or_insert_with(|| NodeState {
+                        name: hello.node.clone(),
+                        cluster: hello.cluster.clone(),
+                        components: Vec::new(),
+                        agent_version: String::new(),
+                        interval_ms: 5_000,
+                        connected: true,
+                        last_seen_ms: at_ms,
+                        clock_offset_ms: None,
+                        dropped_batches: 0,
+                        results: BTreeMap::new(),
+                        last_known: BTreeMap::new(),
+                    });
                 node.components = hello.components;
                 node.agent_version = hello.agent_version;
                 node.interval_ms = u64::from(hello.interval_ms.max(1_000));
                 node.connected = true;
                 node.last_seen_ms = at_ms;
-                self.dirty.insert(hello.cluster);
             }
             Command::Batch {
                 stream,
@@ -269,37 +313,20 @@ impl Store {
                 batch,
                 at_ms,
             } => {
-                let key = (cluster.clone(), node);
-                if !self.is_live(&key, stream) {
+                if !self.is_live(&(cluster.clone(), node.clone()), stream) {
                     return; // a superseded stream of the same node
                 }
-                let Some(state) = self.nodes.get_mut(&key) else {
+                let Some(state) = self.nodes.get_mut(&cluster).and_then(|c| c.get_mut(&node))
+                else {
                     return;
                 };
                 self.batches_received += 1;
                 state.last_seen_ms = at_ms;
                 state.connected = true;
                 state.dropped_batches += batch.dropped;
-                let mut agent_end: Option<i64> = None;
-                for r in batch.results {
-                    let end = r.started_unix_ms + i64::try_from(r.duration_us / 1000).unwrap_or(0);
-                    agent_end = Some(agent_end.map_or(end, |e: i64| e.max(end)));
-                    let facts = serde_json::from_str(&r.facts_json)
-                        .unwrap_or_else(|e| serde_json::json!({"unparsable_facts": e.to_string()}));
-                    state.results.insert(
-                        r.id,
-                        Observation {
-                            status: Status::from_wire(r.status),
-                            message: r.message,
-                            facts,
-                            started_ms: r.started_unix_ms,
-                            duration_us: r.duration_us,
-                            received_ms: at_ms,
-                        },
-                    );
-                }
-                state.clock_offset_ms = agent_end.map(|e| at_ms - e);
-                let mut log = lock_events(events);
+                state.results.extend(batch.results);
+                state.clock_offset_ms = batch.agent_end_ms.map(|e| at_ms - e);
+                let mut found = Vec::new();
                 for (probe, fact, kind, what) in WATCHED_FACTS {
                     let to = state
                         .results
@@ -315,24 +342,22 @@ impl Store {
                     if from != to {
                         let node = state.name.clone();
                         tracing::info!(%cluster, %node, event = kind, %from, %to, "Node event");
-                        log.push(
-                            at_ms,
-                            at_ms,
-                            &cluster,
-                            EventBody::Node(NodeEvent {
-                                kind,
-                                message: format!("{node}: {what} ({from} → {to})"),
-                                node,
-                                from,
-                                to,
-                            }),
-                        );
+                        found.push(EventBody::Node(NodeEvent {
+                            kind,
+                            message: format!("{node}: {what} ({from} → {to})"),
+                            node,
+                            from,
+                            to,
+                        }));
                     }
                 }
-                drop(log);
-                self.dirty.insert(cluster.clone());
-                // Evaluate at once: detection should not wait for the next tick.
-                self.evaluate_dirty(at_ms, events);
+                // The log is shared with the API: taken only when there is something to write.
+                if !found.is_empty() {
+                    let mut log = lock_events(events);
+                    for event in found {
+                        log.push(at_ms, at_ms, &cluster, event);
+                    }
+                }
             }
             Command::Journal {
                 stream,
@@ -384,14 +409,14 @@ impl Store {
                 node,
                 at_ms,
             } => {
-                let key = (cluster.clone(), node);
+                let key = (cluster.clone(), node.clone());
                 if self.is_live(&key, stream) {
                     self.streams.remove(&key);
-                    if let Some(state) = self.nodes.get_mut(&key) {
+                    if let Some(state) = self.nodes.get_mut(&cluster).and_then(|c| c.get_mut(&node))
+                    {
                         state.connected = false;
                         state.last_seen_ms = state.last_seen_ms.min(at_ms);
                     }
-                    self.dirty.insert(cluster);
                 }
             }
         }
@@ -401,16 +426,9 @@ impl Store {
         self.streams.get(key).is_some_and(|(s, _)| *s == stream)
     }
 
-    fn evaluate_dirty(&mut self, now: i64, events: &Mutex<EventLog>) {
-        let dirty: Vec<String> = self.dirty.drain().collect();
-        for cluster in dirty {
-            let mut nodes: Vec<NodeState> = self
-                .nodes
-                .iter()
-                .filter(|((c, _), _)| *c == cluster)
-                .map(|(_, n)| n.clone())
-                .collect();
-            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    fn evaluate_all(&mut self, now: i64, events: &Mutex<EventLog>) {
+        for (cluster, nodes) in &self.nodes {
+            let nodes: Vec<NodeState> = nodes.values().cloned().collect();
             let snapshot = ClusterSnapshot {
                 scope: cluster.clone(),
                 nodes,
@@ -426,20 +444,20 @@ impl Store {
                 for c in changes {
                     match &c {
                         Change::FindingOpened { finding } => log.save_open(
-                            &cluster,
+                            cluster,
                             finding.code.as_str(),
                             &finding.nodes,
                             finding.since_ms.unwrap_or(now),
                         ),
                         Change::FindingResolved { code, nodes, .. } => {
-                            log.remove_open(&cluster, code.as_str(), nodes)
+                            log.remove_open(cluster, code.as_str(), nodes)
                         }
                         _ => {}
                     }
                     if let Change::Verdict { from, to, .. } = &c {
                         tracing::info!(%cluster, from = from.map_or("none", |h| h.as_str()), to = to.as_str(), "Verdict changed");
                     }
-                    log.push(now, now, &cluster, EventBody::Change(c));
+                    log.push(now, now, cluster, EventBody::Change(c));
                 }
             }
             if let Some(n) = self.notify.as_mut() {
@@ -454,17 +472,23 @@ impl Store {
                     }
                 }
             }
-            self.published
-                .insert(cluster, Arc::new(ClusterEntry { snapshot, verdict }));
+            self.published.insert(
+                cluster.clone(),
+                Arc::new(ClusterEntry { snapshot, verdict }),
+            );
         }
+    }
+
+    fn all_nodes(&self) -> impl Iterator<Item = &NodeState> {
+        self.nodes.values().flat_map(BTreeMap::values)
     }
 
     fn published(&self, now: i64) -> Published {
         Published {
             clusters: self.published.clone(),
-            agents_connected: self.nodes.values().filter(|n| n.connected).count(),
+            agents_connected: self.all_nodes().filter(|n| n.connected).count(),
             batches_received: self.batches_received,
-            batches_dropped_by_agents: self.nodes.values().map(|n| n.dropped_batches).sum(),
+            batches_dropped_by_agents: self.all_nodes().map(|n| n.dropped_batches).sum(),
             published_ms: now,
         }
     }
@@ -474,7 +498,11 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn batch(start_time: &str, timeline: u64) -> v1::ResultBatch {
+    fn batch(start_time: &str, timeline: u64) -> Batch {
+        Batch::from_wire(wire(start_time, timeline), 20)
+    }
+
+    fn wire(start_time: &str, timeline: u64) -> v1::ResultBatch {
         v1::ResultBatch {
             seq: 1,
             results: vec![v1::ProbeResult {
@@ -535,18 +563,18 @@ mod tests {
             stream: 1,
             cluster: "demo".into(),
             node: "node1".into(),
-            batch: v1::ResultBatch {
-                seq: 2,
-                results: vec![],
-                dropped: 0,
-            },
+            batch: Batch::from_wire(
+                v1::ResultBatch {
+                    seq: 2,
+                    results: vec![],
+                    dropped: 0,
+                },
+                25,
+            ),
             at_ms: 25,
         };
         store.apply(gap, &events);
-        if let Some(n) = store
-            .nodes
-            .get_mut(&("demo".to_string(), "node1".to_string()))
-        {
+        if let Some(n) = store.nodes.get_mut("demo").and_then(|c| c.get_mut("node1")) {
             n.results.clear();
         }
         store.apply(b("2026-01-01 10:05:00", 3), &events);

@@ -1,6 +1,8 @@
 //! Snapshot builder for the rules' table tests: a healthy lab-shaped cluster (node1 leader,
 //! node2 and node3 replicas, a HAProxy host) that each test bends into the case it needs.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use crate::model::{ClusterSnapshot, NodeState, Observation, Status};
@@ -13,15 +15,15 @@ pub struct Lab {
     pub snap: ClusterSnapshot,
 }
 
-fn obs(status: Status, facts: Value) -> Observation {
-    Observation {
+fn obs(status: Status, facts: Value) -> Arc<Observation> {
+    Arc::new(Observation {
         status,
         message: format!("{} (test)", status.as_str()),
         facts,
         started_ms: NOW - 1_100,
         duration_us: 1_000,
         received_ms: NOW - 1_000,
-    }
+    })
 }
 
 fn node(name: &str, components: &[&str]) -> NodeState {
@@ -170,6 +172,7 @@ impl Lab {
             .node_mut(node)
             .results
             .get_mut(probe)
+            .map(Arc::make_mut)
             .unwrap_or_else(|| panic!("no {probe} on {node}"));
         o.status = status;
         if let (Some(map), Some(extra)) = (o.facts.as_object_mut(), facts.as_object()) {
@@ -198,7 +201,7 @@ impl Lab {
             "postgres.locks",
         ] {
             self = self.set(node, id, Status::Critical, json!({}));
-            if let Some(o) = self.node_mut(node).results.get_mut(id) {
+            if let Some(o) = self.node_mut(node).results.get_mut(id).map(Arc::make_mut) {
                 o.message = format!("PostgreSQL query failed: {why}");
             }
         }

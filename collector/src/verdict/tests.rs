@@ -1,5 +1,7 @@
 //! Properties of the whole engine over generated snapshots.
 
+use std::sync::Arc;
+
 use proptest::prelude::*;
 
 use super::testkit::{Lab, NOW};
@@ -25,7 +27,7 @@ fn mutated() -> impl Strategy<Value = Lab> {
             let node = lab.node_mut(NODES[n]);
             let ids: Vec<String> = node.results.keys().cloned().collect();
             let id = &ids[p % ids.len()];
-            if let Some(o) = node.results.get_mut(id) {
+            if let Some(o) = node.results.get_mut(id).map(Arc::make_mut) {
                 o.status = s;
             }
         }
@@ -52,7 +54,7 @@ proptest! {
         let node = lab.node_mut(NODES[n]);
         let ids: Vec<String> = node.results.keys().cloned().collect();
         let id = ids[p % ids.len()].clone();
-        if let Some(o) = node.results.get_mut(&id) {
+        if let Some(o) = node.results.get_mut(&id).map(Arc::make_mut) {
             o.status = Status::Critical;
         }
         let after = evaluate(&lab.snap, NOW, &policy);

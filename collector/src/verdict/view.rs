@@ -32,7 +32,7 @@ impl<'a> NodeView<'a> {
     /// A probe's latest observation, only while the agent is fresh.
     pub fn result(&self, probe: &str) -> Option<&'a Observation> {
         if self.fresh {
-            self.state.results.get(probe)
+            self.state.results.get(probe).map(|o| &**o)
         } else {
             None
         }

@@ -169,6 +169,7 @@ mod tests {
                 .node_mut(n)
                 .results
                 .get_mut("patroni.cluster")
+                .map(std::sync::Arc::make_mut)
                 .expect("cluster");
             if let Some(members) = o.facts["members"].as_array_mut() {
                 members.retain(|m| m["name"] != "node3");
