@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use vigie_tests::{Lab, NODES, Role, Target, lab_dir, repo_root};
 
-use crate::procfs;
 use crate::report::{Table, publish};
 use crate::sink;
+use crate::{child, procfs};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -205,20 +205,15 @@ impl AgentProc {
                 fmt(interval.mul_f64(0.5)),
             );
         }
-        let child = cmd
-            .arg("--config")
+        cmd.arg("--config")
             .arg(config)
             .env("VIGIE_AGENT__INTERVAL", fmt(interval))
             .env("VIGIE_AGENT__TIMEOUT", fmt(interval.mul_f64(0.8)))
             .env(
                 "VIGIE_AGENT__COLLECTOR__URL",
                 format!("http://{}", opts.sink_addr),
-            )
-            .env("VIGIE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", opts.agent_bin.display()));
+            );
+        let child = child::spawn(&mut cmd, &opts.agent_bin.display().to_string());
         AgentProc {
             child,
             node: node.to_string(),
@@ -237,12 +232,8 @@ impl AgentProc {
         )
     }
 
-    fn stop(mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
+    fn stop(self) {
+        child::stop(self.child);
     }
 }
 

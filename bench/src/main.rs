@@ -3,6 +3,7 @@
 //! them.
 
 mod agent_cost;
+mod child;
 mod detection;
 mod procfs;
 mod report;

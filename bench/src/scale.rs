@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,8 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use vigie_proto::v1::ingest_client::IngestClient;
 use vigie_proto::v1::{self, AgentMessage, agent_message::Msg, collector_message};
 
-use crate::procfs;
 use crate::report::{Table, publish, quantile, repo_root};
+use crate::{child, procfs};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
@@ -308,14 +308,10 @@ impl Server {
             }
             None => Command::new(&opts.collector),
         };
-        let child = cmd
-            .arg("--config")
-            .arg(&config)
-            .env("VIGIE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", opts.collector.display()));
+        let child = child::spawn(
+            cmd.arg("--config").arg(&config),
+            &opts.collector.display().to_string(),
+        );
         Server {
             child,
             _dir: Some(tmp),
@@ -324,12 +320,10 @@ impl Server {
 
     fn bare(opts: &Options) -> Server {
         let me = std::env::current_exe().expect("our own path");
-        let child = Command::new(me)
-            .args(["sink", "--listen", &opts.grpc.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the bare server");
+        let child = child::spawn(
+            Command::new(me).args(["sink", "--listen", &opts.grpc.to_string()]),
+            "the bare server",
+        );
         Server { child, _dir: None }
     }
 
@@ -345,12 +339,8 @@ impl Server {
         }
     }
 
-    fn stop(mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
+    fn stop(self) {
+        child::stop(self.child);
     }
 }
 
