@@ -6,6 +6,7 @@
 //! opened and the processes forked per cycle.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -365,22 +366,28 @@ fn scale_extra(e: Extra, cycles: f64) -> Extra {
     }
 }
 
-/// Runs `cycle` `n` times, one per second (as a scheduler would), measuring our reaped children.
+/// Runs `cycle` `n` times, one per second (as a scheduler would); each cycle reports the CPU and
+/// peak RSS of what it ran.
 async fn repeated(
     probe: &Probe<'_>,
     idle: &IdleRate,
     method: String,
     n: u32,
-    mut cycle: impl FnMut() -> bool,
+    mut cycle: impl FnMut() -> Option<procfs::ChildUsage>,
 ) -> Row {
-    let u0 = procfs::children_usage();
     let s0 = probe.snapshot().await;
     let mut wall = Duration::ZERO;
+    let mut cpu = Duration::ZERO;
+    let mut peak = 0;
     let mut failed = 0;
     for _ in 0..n {
         let t = Instant::now();
-        if !cycle() {
-            failed += 1;
+        match cycle() {
+            Some(u) => {
+                cpu += u.cpu;
+                peak = peak.max(u.max_rss_kib);
+            }
+            None => failed += 1,
         }
         let took = t.elapsed();
         wall += took;
@@ -389,7 +396,6 @@ async fn repeated(
         }
     }
     let s1 = probe.snapshot().await;
-    let u1 = procfs::children_usage();
     if failed > 0 {
         eprintln!("agent-cost: {method}: {failed} of {n} cycles did not run");
     }
@@ -397,18 +403,43 @@ async fn repeated(
     Row {
         method,
         cycles,
-        cpu_per_cycle: (u1.cpu - u0.cpu).div_f64(cycles),
+        cpu_per_cycle: cpu.div_f64(cycles),
         wall_per_cycle: wall.div_f64(cycles),
-        peak_rss_kib: u1.max_rss_kib,
+        peak_rss_kib: peak,
         extra: scale_extra(extra(&s0, &s1, idle), cycles),
     }
 }
 
-fn run_quiet(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null())
+/// Runs `command` under `vigie-bench rusage`, which reports the CPU and peak RSS of that command
+/// alone (its own `RUSAGE_CHILDREN`).
+fn measured(command: &[&OsStr]) -> Option<procfs::ChildUsage> {
+    let out = Command::new(std::env::current_exe().ok()?)
+        .arg("rusage")
+        .arg("--")
+        .args(command)
         .stderr(Stdio::null())
-        .status()
-        .is_ok()
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some(procfs::ChildUsage {
+        cpu: Duration::from_micros(fields.next()??),
+        max_rss_kib: fields.next()??,
+    })
+}
+
+/// The CPU of several commands run one after the other, and the largest peak among them.
+fn measured_all(commands: &[&[&OsStr]]) -> Option<procfs::ChildUsage> {
+    let mut total = procfs::ChildUsage {
+        cpu: Duration::ZERO,
+        max_rss_kib: 0,
+    };
+    for c in commands {
+        let u = measured(c)?;
+        total.cpu += u.cpu;
+        total.max_rss_kib = total.max_rss_kib.max(u.max_rss_kib);
+    }
+    Some(total)
 }
 
 pub async fn run(opts: Options) {
@@ -455,62 +486,47 @@ pub async fn run(opts: Options) {
     let deploy = repo_root().join("deploy/lab");
     let node_cfg = deploy.join(format!("agent-node{node}.toml"));
     let haproxy_cfg = deploy.join("agent-haproxy.toml");
-    eprintln!("agent-cost: vigie-agent --once × {}", opts.cycles);
-    rows.push(
-        repeated(
-            &probe,
-            &idle,
-            "vigie-agent --once (cold start each cycle, node + HAProxy)".into(),
-            opts.cycles,
-            || {
-                [&node_cfg, &haproxy_cfg].iter().all(|c| {
-                    run_quiet(
-                        Command::new(&opts.agent_bin)
-                            .arg("--once")
-                            .arg("--config")
-                            .arg(c),
-                    )
-                })
-            },
-        )
-        .await,
-    );
+    let agent = opts.agent_bin.as_os_str();
+    let once = |cfg: &Path| -> Vec<OsString> {
+        vec![agent.into(), "--once".into(), "--config".into(), cfg.into()]
+    };
+    let (node_once, haproxy_once) = (once(&node_cfg), once(&haproxy_cfg));
+    let node_arg = OsString::from(node.to_string());
     let procedure = repo_root().join("bench/procedure");
-    eprintln!("agent-cost: Nagios plugins × {}", opts.cycles);
-    rows.push(
-        repeated(
-            &probe,
-            &idle,
-            "the procedure as Nagios plugins (17 processes)".into(),
-            opts.cycles,
-            || {
-                run_quiet(
-                    Command::new("bash")
-                        .arg(procedure.join("plugins.sh"))
-                        .arg(node.to_string()),
-                )
-            },
-        )
-        .await,
-    );
-    eprintln!("agent-cost: check_patroni × {}", opts.cycles);
-    rows.push(
-        repeated(
-            &probe,
-            &idle,
-            "check_patroni, Patroni part only (6 services)".into(),
-            opts.cycles,
-            || {
-                run_quiet(
-                    Command::new("bash")
-                        .arg(procedure.join("check_patroni.sh"))
-                        .arg(node.to_string())
-                        .arg(&opts.check_patroni),
-                )
-            },
-        )
-        .await,
-    );
+    let plugins = procedure.join("plugins.sh");
+    let check_patroni = procedure.join("check_patroni.sh");
+    let methods: [(&str, Vec<Vec<&OsStr>>); 3] = [
+        (
+            "vigie-agent --once (cold start each cycle, node + HAProxy)",
+            vec![
+                node_once.iter().map(OsString::as_os_str).collect(),
+                haproxy_once.iter().map(OsString::as_os_str).collect(),
+            ],
+        ),
+        (
+            "the procedure as Nagios plugins (17 processes)",
+            vec![vec!["bash".as_ref(), plugins.as_os_str(), &node_arg]],
+        ),
+        (
+            "check_patroni, Patroni part only (6 services)",
+            vec![vec![
+                "bash".as_ref(),
+                check_patroni.as_os_str(),
+                &node_arg,
+                opts.check_patroni.as_os_str(),
+            ]],
+        ),
+    ];
+    for (method, commands) in methods {
+        eprintln!("agent-cost: {method} × {}", opts.cycles);
+        let commands: Vec<&[&OsStr]> = commands.iter().map(Vec::as_slice).collect();
+        rows.push(
+            repeated(&probe, &idle, method.into(), opts.cycles, || {
+                measured_all(&commands)
+            })
+            .await,
+        );
+    }
     drop(lab);
 
     let base = rows[0].cpu_per_cycle.as_secs_f64().max(1e-9);
@@ -582,8 +598,9 @@ pub async fn run(opts: Options) {
          rate over a {:.0} s baseline ({:.1} % of a core for all ten daemons), per cycle; PG \
          sessions are `pg_stat_database.sessions` on the three nodes; forks are the machine's \
          `processes` counter minus its idle rate. vigie's CPU per cycle sums both agents' threads \
-         (`/proc/<pid>/task/*/schedstat`); the plugin rows are `getrusage(RUSAGE_CHILDREN)` around \
-         each cycle's script, and their peak RSS is the largest single process.",
+         (`/proc/<pid>/task/*/schedstat`); the other rows run each cycle under `vigie-bench rusage` \
+         (its `getrusage(RUSAGE_CHILDREN)`: CPU of the cycle's processes, and the largest peak RSS \
+         among them).",
         t.render(),
         s.render(),
         idle.secs,

@@ -50,6 +50,11 @@ enum Cmd {
     },
     /// Collector scale: N simulated agents over gRPC, verdict freshness and API latency.
     CollectorScale(scale::Options),
+    /// Runs a command and prints the CPU (µs) and peak RSS (KiB) it and its children used.
+    Rusage {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// The bare tonic ingest server (transport ceiling), until killed.
     Sink {
         #[arg(long, default_value = "127.0.0.1:9797")]
@@ -59,6 +64,16 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    if let Cmd::Rusage { command } = &cli.command {
+        let ran = std::process::Command::new(&command[0])
+            .args(&command[1..])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let u = procfs::children_usage();
+        println!("{} {}", u.cpu.as_micros(), u.max_rss_kib);
+        std::process::exit(if ran.is_ok() { 0 } else { 1 });
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -83,6 +98,7 @@ fn main() {
             }
             Cmd::Detection { times, command } => detection::run(&times, &command),
             Cmd::CollectorScale(opts) => scale::run(opts).await,
+            Cmd::Rusage { .. } => {}
             Cmd::Sink { listen } => {
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
