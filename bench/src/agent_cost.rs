@@ -100,6 +100,26 @@ impl Sessions {
         Ok(Sessions { clients })
     }
 
+    /// CPU (ns) of the monitoring role's backends on node `n`: the agent's one session.
+    async fn monitor_backends_ns(&self, n: u8) -> u64 {
+        let Some(c) = self.clients.get(usize::from(n) - 1) else {
+            return 0;
+        };
+        let Ok(rows) = c
+            .query(
+                "select pid from pg_stat_activity where usename = $1",
+                &[&vigie_tests::MONITOR_USER],
+            )
+            .await
+        else {
+            return 0;
+        };
+        rows.iter()
+            .filter_map(|r| u32::try_from(r.get::<_, i32>(0)).ok())
+            .filter_map(|pid| procfs::threads_cpu_ns(pid).map(|(ns, _)| ns))
+            .sum()
+    }
+
     async fn total(&self) -> i64 {
         let mut total = 0;
         for c in &self.clients {
@@ -268,6 +288,8 @@ struct Steady {
     window: Duration,
     cpu_pct: Vec<(String, f64)>,
     rss_kib: Vec<(String, u64, u64)>,
+    /// CPU of the agent's PostgreSQL session (its backend) per cycle.
+    backend_per_cycle: Duration,
 }
 
 async fn steady(
@@ -309,10 +331,12 @@ async fn steady(
         .iter()
         .map(|a| (a.cpu(), sink.stats(&a.node)))
         .collect();
+    let b0 = probe.sessions.monitor_backends_ns(node).await;
     let s0 = probe.snapshot().await;
     let started = Instant::now();
     tokio::time::sleep(opts.window).await;
     let s1 = probe.snapshot().await;
+    let b1 = probe.sessions.monitor_backends_ns(node).await;
     let secs = started.elapsed().as_secs_f64();
     let after: Vec<_> = agents
         .iter()
@@ -341,6 +365,7 @@ async fn steady(
         a.stop();
     }
     let peak = rss_kib.iter().map(|r| r.2).max().unwrap_or(0);
+    let backend_per_cycle = Duration::from_nanos(b1.saturating_sub(b0)).div_f64(cycles.max(1.0));
     Steady {
         row: Row {
             method: format!("vigie-agent, steady state at {interval} (node + HAProxy agents)"),
@@ -354,6 +379,7 @@ async fn steady(
         window: Duration::from_secs_f64(secs),
         cpu_pct,
         rss_kib,
+        backend_per_cycle,
     }
 }
 
@@ -569,6 +595,7 @@ pub async fn run(opts: Options) {
         "CPU % of one core (node agent, HAProxy agent)",
         "RSS now / peak (node agent)",
         "RSS now / peak (HAProxy agent)",
+        "its PostgreSQL session's CPU / cycle",
     ]);
     for st in &steadies {
         let rss = |i: usize| {
@@ -588,6 +615,7 @@ pub async fn run(opts: Options) {
                 .join(", "),
             rss(0),
             rss(1),
+            format!("{:.0} µs", st.backend_per_cycle.as_secs_f64() * 1e6),
         ]);
     }
     let idle_cpu: f64 = idle.daemons.values().sum();
@@ -597,7 +625,8 @@ pub async fn run(opts: Options) {
          backends, reaped children), Patroni, etcd and HAProxy used during the run minus their idle \
          rate over a {:.0} s baseline ({:.1} % of a core for all ten daemons), per cycle; PG \
          sessions are `pg_stat_database.sessions` on the three nodes; forks are the machine's \
-         `processes` counter minus its idle rate. vigie's CPU per cycle sums both agents' threads \
+         `processes` counter minus its idle rate (threads included). The agent's PostgreSQL \
+         session is measured directly: its backend's CPU (`schedstat`) over the window. vigie's CPU per cycle sums both agents' threads \
          (`/proc/<pid>/task/*/schedstat`); the other rows run each cycle under `vigie-bench rusage` \
          (its `getrusage(RUSAGE_CHILDREN)`: CPU of the cycle's processes, and the largest peak RSS \
          among them).",
