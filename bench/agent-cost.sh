@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cost of one supervision cycle of a DB node + the HAProxy host on the lab: vigie-agent (steady
 # state at 1 s and 5 s, cold --once runs) beside the procedure as Nagios plugins and check_patroni.
-# Takes about 13 minutes with the defaults; flags go to `vigie-bench agent-cost` (e.g. --window 1m).
+# Takes about 15 minutes with the defaults; flags go to `vigie-bench agent-cost` (e.g. --window 1m).
 source "$(dirname "$0")/common.sh"
 missing=()
 [ -x /usr/lib/nagios/plugins/check_tcp ] || missing+=(monitoring-plugins-basic)

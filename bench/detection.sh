@@ -2,7 +2,8 @@
 # Detection time per scenario: runs the scenario suite (tests/tests/scenarios.rs, on the real lab)
 # RUNS times (default 3) at agent intervals of 1 s and 5 s, then tabulates the times each run
 # appended (median, max) beside HAProxy's and Patroni's own reaction in the same runs.
-# The two-minute quiet scenario is skipped: it measures no detection. Takes about 45 minutes.
+# The two-minute quiet scenario is skipped: it measures no detection. Takes about 20 minutes.
+# Run it on an otherwise idle machine: sustained load is a real RESOURCE_PRESSURE finding.
 source "$(dirname "$0")/common.sh"
 runs=${1:-3}
 out="$root/target/bench-detection.jsonl"
