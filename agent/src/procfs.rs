@@ -36,6 +36,8 @@ pub struct ProcStat {
     pub ppid: u32,
     /// User + system CPU time, in clock ticks.
     pub cpu_ticks: u64,
+    /// User + system CPU time of the children it has reaped, in clock ticks.
+    pub reaped_children_ticks: u64,
     /// Resident set size, in pages.
     pub rss_pages: u64,
     /// Start time after boot, in clock ticks (tells a recycled pid apart).
@@ -65,6 +67,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
         state: field(3)?.chars().next()?,
         ppid: field(4)?.parse().ok()?,
         cpu_ticks: field(14)?.parse::<u64>().ok()? + field(15)?.parse::<u64>().ok()?,
+        reaped_children_ticks: field(16)?.parse::<u64>().ok()? + field(17)?.parse::<u64>().ok()?,
         start_ticks: field(22)?.parse().ok()?,
         rss_pages: field(24)?.parse().ok()?,
     })

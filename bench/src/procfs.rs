@@ -1,39 +1,30 @@
-//! What the kernel says about processes: CPU time, memory, children, fork counts (Linux /proc),
-//! and the CPU of our own reaped children (getrusage).
+//! What the kernel says about processes, for measuring them: CPU time (on top of the agent's
+//! `/proc` readers), memory, fork counts, and the CPU of our own reaped children (getrusage).
 
 use std::path::Path;
 use std::time::Duration;
 
+use vigie_agent::procfs::{all_pids, read_proc_text, read_stat};
+
 /// Clock ticks per second of /proc/<pid>/stat times (USER_HZ, 100 on Linux).
 const TICKS_PER_S: f64 = 100.0;
 
-/// Fields of /proc/<pid>/stat after the command name: (ppid, utime+stime, cutime+cstime) in
-/// seconds.
-fn stat(pid: u32) -> Option<(u32, f64, f64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    // rest starts at field 3 (state): ppid is field 4, utime 14, stime 15, cutime 16, cstime 17.
-    let num = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok());
-    let ppid = f.get(1)?.parse().ok()?;
-    Some((
-        ppid,
-        (num(14)? + num(15)?) / TICKS_PER_S,
-        (num(16)? + num(17)?) / TICKS_PER_S,
-    ))
-}
-
 /// CPU seconds a process has used, its own threads only (10 ms resolution).
 pub fn cpu_s(pid: u32) -> Option<f64> {
-    stat(pid).map(|(_, own, _)| own)
+    read_stat(pid).map(|s| s.cpu_ticks as f64 / TICKS_PER_S)
 }
 
 /// CPU seconds of a process, of its live children, and of the children it already reaped: the
 /// whole cost of a daemon that forks workers (PostgreSQL's postmaster and its backends).
 pub fn tree_cpu_s(pid: u32) -> Option<f64> {
-    let (_, own, reaped) = stat(pid)?;
-    let children: f64 = children(pid).iter().filter_map(|c| cpu_s(*c)).sum();
-    Some(own + reaped + children)
+    let s = read_stat(pid)?;
+    let children: f64 = all_pids()
+        .into_iter()
+        .filter_map(read_stat)
+        .filter(|c| c.ppid == pid)
+        .map(|c| c.cpu_ticks as f64 / TICKS_PER_S)
+        .sum();
+    Some((s.cpu_ticks + s.reaped_children_ticks) as f64 / TICKS_PER_S + children)
 }
 
 /// CPU time of every thread of a live process, in nanoseconds (/proc/<pid>/task/*/schedstat),
@@ -50,26 +41,9 @@ pub fn threads_cpu_ns(pid: u32) -> Option<(u64, usize)> {
     Some((total, n))
 }
 
-/// Direct children of `pid`.
-pub fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if stat(p).is_some_and(|(ppid, _, _)| ppid == pid) {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// A field of /proc/<pid>/status in KiB (`VmRSS`, `VmHWM`).
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let text = read_proc_text(format!("/proc/{pid}/status")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
@@ -77,7 +51,7 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
 
 /// Processes created on the whole machine since boot (/proc/stat `processes`).
 pub fn forks_since_boot() -> u64 {
-    std::fs::read_to_string("/proc/stat")
+    read_proc_text("/proc/stat")
         .ok()
         .and_then(|t| {
             t.lines()

@@ -16,6 +16,7 @@ use rand::Rng;
 use serde_json::Value;
 use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use vigie_collector::state::now_ms;
 use vigie_proto::v1::ingest_client::IngestClient;
 use vigie_proto::v1::{self, AgentMessage, agent_message::Msg, collector_message};
 
@@ -104,13 +105,6 @@ impl Fixture {
             components,
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn cluster_of(i: usize) -> String {
