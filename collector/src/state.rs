@@ -166,7 +166,7 @@ struct Store {
     /// Nodes by cluster, then by name (sorted, as snapshots list them).
     nodes: HashMap<String, BTreeMap<String, NodeState>>,
     /// The live stream of each node, and its way back to the agent.
-    streams: HashMap<(String, String), (u64, StreamBack)>,
+    streams: HashMap<String, HashMap<String, (u64, StreamBack)>>,
     histories: HashMap<String, FindingHistory>,
     published: BTreeMap<String, Arc<ClusterEntry>>,
     batches_received: u64,
@@ -280,8 +280,10 @@ impl Store {
                 at_ms,
                 to_agent,
             } => {
-                let key = (hello.cluster.clone(), hello.node.clone());
-                self.streams.insert(key, (stream, to_agent));
+                self.streams
+                    .entry(hello.cluster.clone())
+                    .or_default()
+                    .insert(hello.node.clone(), (stream, to_agent));
                 let node = self
                     .nodes
                     .entry(hello.cluster.clone())
@@ -313,7 +315,7 @@ impl Store {
                 batch,
                 at_ms,
             } => {
-                if !self.is_live(&(cluster.clone(), node.clone()), stream) {
+                if !self.is_live(&cluster, &node, stream) {
                     return; // a superseded stream of the same node
                 }
                 let Some(state) = self.nodes.get_mut(&cluster).and_then(|c| c.get_mut(&node))
@@ -366,8 +368,7 @@ impl Store {
                 journal,
                 at_ms,
             } => {
-                let key = (cluster.clone(), node.clone());
-                if !self.is_live(&key, stream) {
+                if !self.is_live(&cluster, &node, stream) {
                     return;
                 }
                 let mut log = lock_events(events);
@@ -397,9 +398,10 @@ impl Store {
                 };
                 let asked = self
                     .streams
-                    .iter()
-                    .filter(|((c, _), _)| *c == cluster)
-                    .filter(|(_, (_, back))| back.try_send(Ok(probe)).is_ok())
+                    .get(&cluster)
+                    .into_iter()
+                    .flat_map(HashMap::values)
+                    .filter(|(_, back)| back.try_send(Ok(probe)).is_ok())
                     .count();
                 let _ = reply.send(asked);
             }
@@ -409,9 +411,10 @@ impl Store {
                 node,
                 at_ms,
             } => {
-                let key = (cluster.clone(), node.clone());
-                if self.is_live(&key, stream) {
-                    self.streams.remove(&key);
+                if self.is_live(&cluster, &node, stream) {
+                    if let Some(c) = self.streams.get_mut(&cluster) {
+                        c.remove(&node);
+                    }
                     if let Some(state) = self.nodes.get_mut(&cluster).and_then(|c| c.get_mut(&node))
                     {
                         state.connected = false;
@@ -422,8 +425,11 @@ impl Store {
         }
     }
 
-    fn is_live(&self, key: &(String, String), stream: u64) -> bool {
-        self.streams.get(key).is_some_and(|(s, _)| *s == stream)
+    fn is_live(&self, cluster: &str, node: &str, stream: u64) -> bool {
+        self.streams
+            .get(cluster)
+            .and_then(|c| c.get(node))
+            .is_some_and(|(s, _)| *s == stream)
     }
 
     fn evaluate_all(&mut self, now: i64, events: &Mutex<EventLog>) {
