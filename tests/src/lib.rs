@@ -149,15 +149,7 @@ impl Lab {
 
     /// Patroni's `/cluster`, from the first node that answers.
     pub async fn cluster(&self) -> Option<Value> {
-        for n in NODES {
-            if let Some(v) = self
-                .get_json(&format!("http://{}:8008/cluster", node_ip(n)))
-                .await
-            {
-                return Some(v);
-            }
-        }
-        None
+        patroni_cluster(&self.http).await
     }
 
     /// The leader's node number according to Patroni.
@@ -182,6 +174,19 @@ impl Lab {
             .await
             .is_some_and(|v| v["health"] == "true")
     }
+}
+
+/// Patroni's `/cluster`, from the first lab node that answers with JSON.
+pub async fn patroni_cluster(http: &reqwest::Client) -> Option<Value> {
+    for n in NODES {
+        let url = format!("http://{}:8008/cluster", node_ip(n));
+        if let Ok(resp) = http.get(&url).send().await
+            && let Ok(v) = resp.json::<Value>().await
+        {
+            return Some(v);
+        }
+    }
+    None
 }
 
 fn member_nodes(cluster: &Value, pred: impl Fn(&Value) -> bool) -> Vec<u8> {

@@ -58,27 +58,18 @@ async fn haproxy_states() -> Option<Vec<String>> {
 
 /// Patroni's leader and member states, from the first node that answers.
 async fn patroni_view(http: &reqwest::Client) -> Option<(Option<String>, Vec<String>)> {
-    for n in crate::NODES {
-        let url = format!("http://{}:8008/cluster", crate::node_ip(n));
-        let Ok(resp) = http.get(&url).send().await else {
-            continue;
-        };
-        let Ok(doc) = resp.json::<serde_json::Value>().await else {
-            continue;
-        };
-        let members = doc["members"].as_array().cloned().unwrap_or_default();
-        let leader = members
-            .iter()
-            .find(|m| m["role"] == "leader" || m["role"] == "standby_leader")
-            .and_then(|m| m["name"].as_str().map(String::from));
-        let mut states: Vec<String> = members
-            .iter()
-            .map(|m| format!("{}={}/{}", m["name"], m["role"], m["state"]))
-            .collect();
-        states.sort();
-        return Some((leader, states));
-    }
-    None
+    let doc = crate::patroni_cluster(http).await?;
+    let members = doc["members"].as_array().cloned().unwrap_or_default();
+    let leader = members
+        .iter()
+        .find(|m| m["role"] == "leader" || m["role"] == "standby_leader")
+        .and_then(|m| m["name"].as_str().map(String::from));
+    let mut states: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}={}/{}", m["name"], m["role"], m["state"]))
+        .collect();
+    states.sort();
+    Some((leader, states))
 }
 
 /// Polls HAProxy and Patroni from the fault on, noting the first change of each.
