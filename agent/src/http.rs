@@ -56,6 +56,12 @@ async fn read(sent: reqwest::Result<reqwest::Response>, url: &str) -> Result<Ans
     })
 }
 
+/// Whether a failure sentence of this module is a timeout (no answer in time, as opposed to a
+/// refusal or a bad answer).
+pub fn is_timeout(failure: &str) -> bool {
+    failure.contains(": timed out: ")
+}
+
 /// One sentence for a failed request, with the innermost cause (e.g. "Connection refused").
 fn describe(e: &reqwest::Error, url: &str) -> String {
     let mut cause: &dyn std::error::Error = e;

@@ -191,10 +191,22 @@ pub struct VerdictConfig {
     /// An agent silent for this many of its intervals is stale (default 3).
     #[serde(default = "default_stale_intervals")]
     pub stale_intervals: u32,
+    /// How long a finding a failover or switchover produces briefly (no leader, RW endpoint
+    /// down or misrouted, leader not writable) waits — only while a transition is visible
+    /// (default 6s).
     #[serde(default = "default_transition_grace", deserialize_with = "duration")]
     pub transition_grace: Duration,
+    /// The same for two writable primaries (default 3s).
     #[serde(default = "default_split_brain_grace", deserialize_with = "duration")]
     pub split_brain_grace: Duration,
+    /// How long after a leader change the cluster counts as in transition (default 30s,
+    /// Patroni's default `ttl`).
+    #[serde(default = "default_transition_window", deserialize_with = "duration")]
+    pub transition_window: Duration,
+    /// A WAL stream is stalled when the leader passed what the replica received this long ago
+    /// with no message since — or half the replica's interval, if longer (default 500ms).
+    #[serde(default = "default_stream_stall", deserialize_with = "duration")]
+    pub stream_stall: Duration,
     #[serde(default = "default_lag_warning_bytes")]
     pub lag_warning_bytes: u64,
     #[serde(default = "default_lag_critical_bytes")]
@@ -213,6 +225,8 @@ impl Default for VerdictConfig {
             stale_intervals: default_stale_intervals(),
             transition_grace: default_transition_grace(),
             split_brain_grace: default_split_brain_grace(),
+            transition_window: default_transition_window(),
+            stream_stall: default_stream_stall(),
             lag_warning_bytes: default_lag_warning_bytes(),
             lag_critical_bytes: default_lag_critical_bytes(),
             lag_warning: default_lag_warning(),
@@ -234,6 +248,8 @@ impl VerdictConfig {
             clock_skew_ms: ms(self.clock_skew),
             transition_grace_ms: ms(self.transition_grace),
             split_brain_grace_ms: ms(self.split_brain_grace),
+            transition_window_ms: ms(self.transition_window),
+            stall_min_ms: ms(self.stream_stall),
             ..Policy::default()
         }
     }
@@ -277,6 +293,12 @@ fn default_transition_grace() -> Duration {
 }
 fn default_split_brain_grace() -> Duration {
     Duration::from_secs(3)
+}
+fn default_transition_window() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_stream_stall() -> Duration {
+    Duration::from_millis(500)
 }
 fn default_lag_warning_bytes() -> u64 {
     16 * 1024 * 1024

@@ -14,7 +14,8 @@ use vigie_proto::v1::agent_message::Msg;
 use vigie_proto::v1::ingest_server::Ingest;
 use vigie_proto::v1::{Ack, AgentMessage, CollectorMessage, collector_message};
 
-use crate::state::{Command, now_ms};
+use crate::clock::Now;
+use crate::state::Command;
 
 /// How long an agent may take to say `Hello` after opening its stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,7 +121,7 @@ impl Ingest for IngestService {
             .send(Command::Hello {
                 stream,
                 hello,
-                at_ms: now_ms(),
+                at: Now::read(),
                 to_agent: tx.clone(),
             })
             .await
@@ -137,7 +138,7 @@ impl Ingest for IngestService {
                         break;
                     }
                 };
-                let at_ms = now_ms();
+                let at = Now::read();
                 let cmd = match msg.msg {
                     Some(Msg::Batch(batch)) => {
                         let seq = batch.seq;
@@ -149,8 +150,8 @@ impl Ingest for IngestService {
                             stream,
                             cluster: cluster.clone(),
                             node: node.clone(),
-                            batch: crate::state::Batch::from_wire(batch, at_ms),
-                            at_ms,
+                            batch: crate::state::Batch::from_wire(batch, at),
+                            at,
                         }
                     }
                     Some(Msg::Journal(journal)) => Command::Journal {
@@ -158,7 +159,7 @@ impl Ingest for IngestService {
                         cluster: cluster.clone(),
                         node: node.clone(),
                         journal,
-                        at_ms,
+                        at,
                     },
                     Some(Msg::Hello(_)) | None => {
                         let _ = tx
@@ -177,7 +178,7 @@ impl Ingest for IngestService {
                     stream,
                     cluster,
                     node,
-                    at_ms: now_ms(),
+                    at: Now::read(),
                 })
                 .await;
         });

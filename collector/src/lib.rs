@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod events;
 pub mod ingest;

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use crate::model::Status;
 use crate::state::Published;
+use crate::verdict::rules::replication::ReplicaLag;
 use crate::verdict::{Code, Health};
 
 const HEALTHS: [Health; 4] = [
@@ -124,42 +125,50 @@ pub fn render(p: &Published, now_ms: i64, refused: u64) -> String {
             }
         }
     }
-    family(
-        "vigie_replication_lag_bytes",
-        "gauge",
-        "Standby replay lag behind received WAL, in bytes.",
-        &mut out,
-    );
-    let mut seconds = String::new();
-    for entry in p.clusters.values() {
-        let c = label(&entry.verdict.cluster);
-        for n in &entry.snapshot.nodes {
-            let Some(o) = n.results.get("postgres.replication_lag") else {
-                continue;
-            };
-            if let Some(b) = o.fact("lag_bytes").as_u64() {
-                let _ = writeln!(
-                    out,
-                    "vigie_replication_lag_bytes{{cluster=\"{c}\",node=\"{}\"}} {b}",
-                    label(&n.name)
-                );
-            }
-            if let Some(s) = o.fact("lag_seconds").as_f64() {
-                let _ = writeln!(
-                    seconds,
-                    "vigie_replication_lag_seconds{{cluster=\"{c}\",node=\"{}\"}} {s}",
-                    label(&n.name)
-                );
+    // Lag measured across nodes by the verdict: the leader's position against what each
+    // replica received and replayed, in bytes and in true seconds.
+    let lag_families: [(&str, &str, fn(&ReplicaLag) -> Option<f64>); 5] = [
+        (
+            "vigie_replication_lag_bytes",
+            "Leader's current WAL position minus the replica's replay position, in bytes.",
+            |l| l.lag_bytes.map(|b| b as f64),
+        ),
+        (
+            "vigie_replication_lag_seconds",
+            "How long ago the leader was where the replica's replay is (true time lag).",
+            |l| l.replay_lag_s,
+        ),
+        (
+            "vigie_replication_receive_lag_bytes",
+            "Leader's current WAL position minus what the replica has received, in bytes.",
+            |l| l.receive_lag_bytes.map(|b| b as f64),
+        ),
+        (
+            "vigie_replication_receive_lag_seconds",
+            "How long ago the leader was where the replica's received WAL ends.",
+            |l| l.receive_lag_s,
+        ),
+        (
+            "vigie_replication_last_message_age_seconds",
+            "Age of the last message the replica's WAL receiver got from its sender.",
+            |l| l.last_msg_age_s,
+        ),
+    ];
+    for (name, help, value) in lag_families {
+        family(name, "gauge", help, &mut out);
+        for entry in p.clusters.values() {
+            let c = label(&entry.verdict.cluster);
+            for l in &entry.verdict.replication {
+                if let Some(v) = value(l) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{cluster=\"{c}\",node=\"{}\"}} {v}",
+                        label(&l.node)
+                    );
+                }
             }
         }
     }
-    family(
-        "vigie_replication_lag_seconds",
-        "gauge",
-        "Standby replay lag in seconds (absent when the stream is down).",
-        &mut out,
-    );
-    out.push_str(&seconds);
 
     family(
         "vigie_probe_ok",
@@ -277,12 +286,15 @@ mod tests {
 
     #[test]
     fn verdict_roles_lag_and_freshness_are_exported() {
-        let lab = Lab::healthy().patch(
-            "node2",
-            "postgres.replication_lag",
-            Status::Warning,
-            serde_json::json!({"lag_bytes": 123, "lag_seconds": 4.5}),
-        );
+        // node2 has replayed to a position the leader passed 4.5 s before node2 was observed.
+        let lab = Lab::healthy()
+            .leader_positions("node1", &[(6_000, 49_999_000), (5_500, 50_000_000)])
+            .patch(
+                "node2",
+                "postgres.replication_lag",
+                Status::Ok,
+                serde_json::json!({"replay_lsn_bytes": 49_999_877u64, "lag_bytes": 0}),
+            );
         let verdict = lab.verdict();
         let mut p = Published {
             published_ms: NOW,

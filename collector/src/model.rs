@@ -1,7 +1,7 @@
 //! The collector's domain model: what it knows of every node, as received from the agents.
 //! Converted from the wire types at the ingest boundary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -46,8 +46,16 @@ pub struct Observation {
     /// When the agent ran it (agent clock, ms since the epoch).
     pub started_ms: i64,
     pub duration_us: u64,
-    /// When the collector received it (collector clock): staleness is judged on this.
+    /// When the collector received it (collector wall clock, for display).
     pub received_ms: i64,
+    /// The same instant on the collector's monotonic clock: freshness is judged on this.
+    #[serde(skip)]
+    pub received_mono_ms: i64,
+    /// When the probe ran, on the collector's monotonic clock (the receive time less how long
+    /// before the end of its batch the agent started it): cross-node timing is judged on this,
+    /// free of delivery delays.
+    #[serde(skip)]
+    pub observed_mono_ms: i64,
 }
 
 impl Observation {
@@ -67,8 +75,14 @@ pub struct NodeState {
     pub interval_ms: u64,
     /// Whether the agent's stream is open now.
     pub connected: bool,
-    /// Last message from the agent (collector clock).
+    /// Last message from the agent (collector wall clock, for display).
     pub last_seen_ms: i64,
+    /// Last message from the agent (`Hello` or batch), monotonic clock.
+    #[serde(skip)]
+    pub last_seen_mono_ms: i64,
+    /// Last result batch, monotonic clock: a `Hello` alone vouches for nothing.
+    #[serde(skip)]
+    pub last_batch_mono_ms: Option<i64>,
     /// Collector receive time minus the agent's clock at the end of its last cycle.
     pub clock_offset_ms: Option<i64>,
     /// Batches the agent reported dropped, in total.
@@ -79,6 +93,9 @@ pub struct NodeState {
     /// (a PostgreSQL down for a cycle reports no start time).
     #[serde(skip)]
     pub last_known: BTreeMap<String, Value>,
+    /// This node's WAL position over time while it is a primary (for cross-node lag).
+    #[serde(skip)]
+    pub lsn_series: Arc<LsnSeries>,
 }
 
 impl NodeState {
@@ -92,4 +109,91 @@ impl NodeState {
 pub struct ClusterSnapshot {
     pub scope: String,
     pub nodes: Vec<NodeState>,
+}
+
+/// A primary's WAL position over time, on the collector's monotonic clock: one sample each time
+/// the position moved, the last [`LsnSeries::MAX`] of them. From it the verdict tells how long
+/// ago the primary was where a replica is now — the true time lag, which neither alarms on an
+/// idle primary (no movement, no lag) nor reads 0 on a stalled stream.
+#[derive(Debug, Clone, Default)]
+pub struct LsnSeries {
+    samples: VecDeque<(i64, u64)>,
+}
+
+/// When a primary's position went past a given LSN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passed {
+    /// It never did: the position is at most that LSN (caught up).
+    Never,
+    /// At this instant (the first sample above it).
+    At(i64),
+    /// Before the oldest sample kept, which is this one: the lag is at least its age.
+    Before(i64),
+}
+
+impl LsnSeries {
+    /// Samples kept: six minutes of continuous writes at a 1 s agent interval.
+    pub const MAX: usize = 360;
+
+    /// Records the position `lsn` observed at `mono_ms`.
+    pub fn record(&mut self, mono_ms: i64, lsn: u64) {
+        match self.samples.back() {
+            Some(&(_, last)) if lsn == last => return,
+            // Backwards: a new history (a rewound or re-initialised primary). Start again.
+            Some(&(_, last)) if lsn < last => self.samples.clear(),
+            _ => {}
+        }
+        if self.samples.len() == Self::MAX {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((mono_ms, lsn));
+    }
+
+    /// The latest position and when it was observed.
+    pub fn latest(&self) -> Option<(i64, u64)> {
+        self.samples.back().copied()
+    }
+
+    /// When the position first went past `lsn`.
+    pub fn passed(&self, lsn: u64) -> Passed {
+        let i = self.samples.partition_point(|&(_, l)| l <= lsn);
+        match self.samples.get(i) {
+            None => Passed::Never,
+            Some(&(at, _)) if i == 0 => Passed::Before(at),
+            Some(&(at, _)) => Passed::At(at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_series_says_when_a_position_was_passed() {
+        let mut s = LsnSeries::default();
+        assert_eq!(s.passed(10), Passed::Never);
+        s.record(1_000, 100);
+        s.record(2_000, 100); // idle: not a new sample
+        s.record(3_000, 200);
+        s.record(4_000, 300);
+        assert_eq!(s.passed(300), Passed::Never);
+        assert_eq!(s.passed(250), Passed::At(4_000));
+        assert_eq!(s.passed(100), Passed::At(3_000));
+        assert_eq!(s.passed(50), Passed::Before(1_000));
+        assert_eq!(s.latest(), Some((4_000, 300)));
+        s.record(5_000, 10);
+        assert_eq!(s.latest(), Some((5_000, 10)));
+        assert_eq!(s.passed(10), Passed::Never);
+    }
+
+    #[test]
+    fn the_series_is_bounded() {
+        let mut s = LsnSeries::default();
+        for i in 0..(LsnSeries::MAX as u64 * 2) {
+            s.record(i as i64, i);
+        }
+        assert_eq!(s.samples.len(), LsnSeries::MAX);
+        assert_eq!(s.passed(0), Passed::Before(LsnSeries::MAX as i64));
+    }
 }

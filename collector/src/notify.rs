@@ -269,7 +269,10 @@ mod tests {
             leader: None,
             findings,
             blind_spots: vec![],
+            transition: None,
+            replication: vec![],
             evaluated_ms: now,
+            evaluated_mono_ms: now,
         }
     }
 

@@ -20,13 +20,8 @@ use crate::model::{ClusterSnapshot, NodeState, Observation, Status};
 use crate::verdict::history::{Change, FindingHistory};
 use crate::verdict::{Policy, Verdict, evaluate};
 
-/// Milliseconds since the epoch, collector clock.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+use crate::clock::Now;
+pub use crate::clock::now_ms;
 
 /// What ingest tells the state task.
 #[derive(Debug)]
@@ -34,7 +29,7 @@ pub enum Command {
     Hello {
         stream: u64,
         hello: v1::Hello,
-        at_ms: i64,
+        at: Now,
         /// The stream's way back to the agent (acks, "probe now").
         to_agent: StreamBack,
     },
@@ -43,20 +38,20 @@ pub enum Command {
         cluster: String,
         node: String,
         batch: Batch,
-        at_ms: i64,
+        at: Now,
     },
     Journal {
         stream: u64,
         cluster: String,
         node: String,
         journal: v1::Journal,
-        at_ms: i64,
+        at: Now,
     },
     Closed {
         stream: u64,
         cluster: String,
         node: String,
-        at_ms: i64,
+        at: Now,
     },
     /// Ask every connected agent of `cluster` for a cycle now; replies with how many were asked.
     ProbeNow {
@@ -76,24 +71,33 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Converts a wire batch received at `at_ms`: unparsable facts become a fact saying so.
-    pub fn from_wire(batch: v1::ResultBatch, at_ms: i64) -> Batch {
-        let mut agent_end_ms: Option<i64> = None;
+    /// Converts a wire batch received `at`: unparsable facts become a fact saying so.
+    pub fn from_wire(batch: v1::ResultBatch, at: Now) -> Batch {
+        let end_of = |r: &v1::ProbeResult| {
+            r.started_unix_ms
+                .saturating_add(i64::try_from(r.duration_us / 1000).unwrap_or(0))
+        };
+        let agent_end_ms = batch.results.iter().map(end_of).max();
         let results = batch
             .results
             .into_iter()
             .map(|r| {
-                let end = r.started_unix_ms + i64::try_from(r.duration_us / 1000).unwrap_or(0);
-                agent_end_ms = Some(agent_end_ms.map_or(end, |e| e.max(end)));
                 let facts = serde_json::from_str(&r.facts_json)
                     .unwrap_or_else(|e| serde_json::json!({"unparsable_facts": e.to_string()}));
+                // How long before the end of its batch the probe started, by the agent's clock
+                // (which only has to be consistent with itself), within one minute.
+                let before_end = agent_end_ms
+                    .map_or(0, |end| end.saturating_sub(r.started_unix_ms))
+                    .clamp(0, 60_000);
                 let observation = Observation {
                     status: Status::from_wire(r.status),
                     message: r.message,
                     facts,
                     started_ms: r.started_unix_ms,
                     duration_us: r.duration_us,
-                    received_ms: at_ms,
+                    received_ms: at.wall_ms,
+                    received_mono_ms: at.mono_ms,
+                    observed_mono_ms: at.mono_ms - before_end,
                 };
                 (r.id, Arc::new(observation))
             })
@@ -204,7 +208,7 @@ pub fn spawn(
     for (cluster, open) in restored {
         store
             .histories
-            .insert(cluster, FindingHistory::restore(open));
+            .insert(cluster, FindingHistory::restore(open, Now::read()));
     }
     let handle = tokio::spawn(run(
         store,
@@ -246,8 +250,9 @@ async fn run(
             },
             _ = tick.tick() => {
                 // Every cluster, not only changed ones: silence is news too.
-                store.evaluate_all(now_ms(), &events);
-                publish.send_replace(Arc::new(store.published(now_ms())));
+                let now = Now::read();
+                store.evaluate_all(now, &events);
+                publish.send_replace(Arc::new(store.published(now.wall_ms)));
             }
         }
     }
@@ -277,7 +282,7 @@ impl Store {
             Command::Hello {
                 stream,
                 hello,
-                at_ms,
+                at,
                 to_agent,
             } => {
                 self.streams
@@ -296,25 +301,31 @@ impl Store {
                         agent_version: String::new(),
                         interval_ms: 5_000,
                         connected: true,
-                        last_seen_ms: at_ms,
+                        last_seen_ms: at.wall_ms,
+                        last_seen_mono_ms: at.mono_ms,
+                        last_batch_mono_ms: None,
                         clock_offset_ms: None,
                         dropped_batches: 0,
                         results: BTreeMap::new(),
                         last_known: BTreeMap::new(),
+                        lsn_series: Default::default(),
                     });
                 node.components = hello.components;
                 node.agent_version = hello.agent_version;
                 node.interval_ms = u64::from(hello.interval_ms.max(1_000));
                 node.connected = true;
-                node.last_seen_ms = at_ms;
+                // Seen, but not vouched for: its results stay as old as they are until a batch.
+                node.last_seen_ms = at.wall_ms;
+                node.last_seen_mono_ms = at.mono_ms;
             }
             Command::Batch {
                 stream,
                 cluster,
                 node,
                 batch,
-                at_ms,
+                at,
             } => {
+                let at_ms = at.wall_ms;
                 if !self.is_live(&cluster, &node, stream) {
                     return; // a superseded stream of the same node
                 }
@@ -324,9 +335,23 @@ impl Store {
                 };
                 self.batches_received += 1;
                 state.last_seen_ms = at_ms;
+                state.last_seen_mono_ms = at.mono_ms;
+                state.last_batch_mono_ms = Some(at.mono_ms);
                 state.connected = true;
                 state.dropped_batches += batch.dropped;
                 state.results.extend(batch.results);
+                if let Some(lsn) = state
+                    .results
+                    .get("postgres.replication_lag")
+                    .filter(|o| o.received_mono_ms == at.mono_ms)
+                    .and_then(|o| o.fact("current_lsn_bytes").as_u64())
+                {
+                    let observed = state
+                        .results
+                        .get("postgres.replication_lag")
+                        .map_or(at.mono_ms, |o| o.observed_mono_ms);
+                    Arc::make_mut(&mut state.lsn_series).record(observed, lsn);
+                }
                 state.clock_offset_ms = batch.agent_end_ms.map(|e| at_ms - e);
                 let mut found = Vec::new();
                 for (probe, fact, kind, what) in WATCHED_FACTS {
@@ -366,8 +391,9 @@ impl Store {
                 cluster,
                 node,
                 journal,
-                at_ms,
+                at,
             } => {
+                let at_ms = at.wall_ms;
                 if !self.is_live(&cluster, &node, stream) {
                     return;
                 }
@@ -409,8 +435,9 @@ impl Store {
                 stream,
                 cluster,
                 node,
-                at_ms,
+                at,
             } => {
+                let at_ms = at.wall_ms;
                 if self.is_live(&cluster, &node, stream) {
                     if let Some(c) = self.streams.get_mut(&cluster) {
                         c.remove(&node);
@@ -432,14 +459,15 @@ impl Store {
             .is_some_and(|(s, _)| *s == stream)
     }
 
-    fn evaluate_all(&mut self, now: i64, events: &Mutex<EventLog>) {
+    fn evaluate_all(&mut self, at: Now, events: &Mutex<EventLog>) {
+        let now = at.wall_ms;
         for (cluster, nodes) in &self.nodes {
             let nodes: Vec<NodeState> = nodes.values().cloned().collect();
             let snapshot = ClusterSnapshot {
                 scope: cluster.clone(),
                 nodes,
             };
-            let mut verdict = evaluate(&snapshot, now, &self.policy);
+            let mut verdict = evaluate(&snapshot, at, &self.policy);
             let changes = self
                 .histories
                 .entry(cluster.clone())
@@ -505,7 +533,7 @@ mod tests {
     use super::*;
 
     fn batch(start_time: &str, timeline: u64) -> Batch {
-        Batch::from_wire(wire(start_time, timeline), 20)
+        Batch::from_wire(wire(start_time, timeline), Now::same(20))
     }
 
     fn wire(start_time: &str, timeline: u64) -> v1::ResultBatch {
@@ -542,7 +570,7 @@ mod tests {
             Command::Hello {
                 stream: 1,
                 hello,
-                at_ms: 10,
+                at: Now::same(10),
                 to_agent,
             },
             &events,
@@ -552,7 +580,7 @@ mod tests {
             cluster: "demo".into(),
             node: "node1".into(),
             batch: batch(start, tl),
-            at_ms: 20,
+            at: Now::same(20),
         };
         store.apply(b("2026-01-01 10:00:00", 3), &events);
         store.apply(b("2026-01-01 10:00:00", 3), &events);
@@ -575,9 +603,9 @@ mod tests {
                     results: vec![],
                     dropped: 0,
                 },
-                25,
+                Now::same(25),
             ),
-            at_ms: 25,
+            at: Now::same(25),
         };
         store.apply(gap, &events);
         if let Some(n) = store.nodes.get_mut("demo").and_then(|c| c.get_mut("node1")) {
@@ -596,7 +624,7 @@ mod tests {
                 cluster: "demo".into(),
                 node: "node1".into(),
                 batch: batch("x", 9),
-                at_ms: 30,
+                at: Now::same(30),
             },
             &events,
         );

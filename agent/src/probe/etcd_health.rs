@@ -11,6 +11,8 @@ pub async fn probe(client: &reqwest::Client, base: &reqwest::Url) -> ProbeResult
     let id = ProbeId::EtcdHealth;
     let health = match http::get(client, &http::endpoint(base, "health")).await {
         Ok(a) => a,
+        // A health read that times out (as during an election) says nothing of the member.
+        Err(e) if http::is_timeout(&e) => return id.critical(e).fact("unanswered", true),
         Err(e) => return id.critical(e),
     };
     let health_doc = match health.json() {

@@ -26,11 +26,15 @@ pub struct ServerRow {
     pub check_status: String,
     pub check_code: String,
     pub address: String,
+    /// Seconds since the server's last state change (`lastchg`), when HAProxy says.
+    pub last_change_s: Option<u64>,
 }
 
 impl ServerRow {
+    /// Whether HAProxy routes new connections to it: UP (`UP`, `UP 1/2` while going down), or
+    /// `no check` — a server whose health checks are disabled gets traffic whatever it is.
     fn up(&self) -> bool {
-        self.status.starts_with("UP")
+        self.status.starts_with("UP") || self.status == "no check"
     }
 }
 
@@ -97,6 +101,7 @@ pub fn parse_stat_csv(text: &str) -> Result<Vec<ServerRow>, String> {
     };
     let (px, sv, st) = (col("pxname")?, col("svname")?, col("status")?);
     let (cs, cc, addr) = (col("check_status")?, col("check_code")?, col("addr").ok());
+    let lastchg = col("lastchg").ok();
     Ok(lines
         .filter(|l| !l.starts_with('#'))
         .filter_map(|line| {
@@ -113,6 +118,7 @@ pub fn parse_stat_csv(text: &str) -> Result<Vec<ServerRow>, String> {
                 check_status: get(cs),
                 check_code: get(cc),
                 address: addr.map(get).unwrap_or_default(),
+                last_change_s: lastchg.and_then(|i| get(i).parse().ok()),
             })
         })
         .collect())
@@ -138,7 +144,7 @@ pub fn judge(rows: &[ServerRow], apps: &[(String, String, Option<String>)]) -> P
                 "up": up,
                 "servers": servers.iter().map(|s| json!({
                     "name": s.server, "status": s.status, "check_status": s.check_status,
-                    "check_code": s.check_code, "address": s.address,
+                    "check_code": s.check_code, "address": s.address, "lastchg_s": s.last_change_s,
                 })).collect::<Vec<Value>>(),
             }));
             if servers.is_empty() {
@@ -280,12 +286,35 @@ mod tests {
                 Status::Critical,
                 "not in HAProxy's stats",
             ),
+            (
+                // Health checks disabled on a replica: HAProxy routes to it.
+                vec![
+                    row("demo_rw", "node1", "UP", "L7OK", "200"),
+                    row("demo_rw", "node2", "no check", "", ""),
+                    row("demo_ro", "node2", "UP", "L7OK", "200"),
+                ],
+                Status::Critical,
+                "2 servers UP (node1, node2)",
+            ),
         ];
         for (rows, status, text) in table {
             let r = judge(&stats(&rows), &apps());
             assert_eq!(r.status, status, "{}", r.message);
             assert!(r.message.contains(text), "{}", r.message);
         }
+    }
+
+    #[test]
+    fn the_last_state_change_is_read() {
+        let mut text = HEADER.to_string();
+        let mut f = vec![""; 41];
+        f[0] = "demo_rw";
+        f[1] = "node1";
+        f[17] = "UP";
+        f[23] = "42";
+        text.push_str(&(f.join(",") + "\n"));
+        let rows = parse_stat_csv(&text).expect("parses");
+        assert_eq!(rows[0].last_change_s, Some(42));
     }
 
     #[test]

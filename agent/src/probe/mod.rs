@@ -105,7 +105,9 @@ where
     let t0 = Instant::now();
     let result = match tokio::time::timeout(timeout, probe).await {
         Ok(r) => r,
-        Err(_) => id.critical(format!("timed out after {}", fmt_duration(timeout))),
+        Err(_) => id
+            .critical(format!("timed out after {}", fmt_duration(timeout)))
+            .fact("unanswered", true),
     };
     result.timed(started, t0.elapsed())
 }

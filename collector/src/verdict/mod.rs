@@ -9,6 +9,7 @@ pub mod view;
 
 use serde::Serialize;
 
+use crate::clock::Now;
 use crate::model::ClusterSnapshot;
 use view::View;
 
@@ -118,10 +119,14 @@ pub struct Finding {
     pub since_ms: Option<i64>,
     /// Still inside its grace window: shown, but it cannot make the verdict worse than degraded.
     pub pending: bool,
-    /// A rule's own minimum grace (e.g. one probe interval, so that two observations a cycle
-    /// apart during a switchover do not read as two primaries).
+    /// A rule's own minimum grace, which applies whether or not a transition is visible (e.g.
+    /// one probe interval, so that two observations a cycle apart do not read as two primaries).
     #[serde(skip)]
     pub min_grace_ms: i64,
+    /// A condition that one failed read can fake: pending until a later observation confirms
+    /// it.
+    #[serde(skip)]
+    pub confirm: bool,
 }
 
 impl Finding {
@@ -135,7 +140,19 @@ impl Finding {
             since_ms: None,
             pending: false,
             min_grace_ms: 0,
+            confirm: false,
         }
+    }
+
+    /// Marks the finding as needing a second observation before it counts.
+    pub fn confirmed_later(mut self) -> Finding {
+        self.confirm = true;
+        self
+    }
+
+    /// The newest observation the finding rests on.
+    pub fn newest_evidence_ms(&self) -> Option<i64> {
+        self.evidence.iter().map(|e| e.at_ms).max()
     }
 
     /// Sets the finding's minimum grace window.
@@ -164,10 +181,18 @@ pub struct Policy {
     pub lag_critical_s: f64,
     pub clock_skew_ms: i64,
     /// Grace for findings that a planned switchover or Patroni's own failover produce briefly
-    /// (no leader, RW endpoint down, leader not writable).
+    /// (no leader, RW endpoint down, leader not writable), applied only while a transition is
+    /// visible.
     pub transition_grace_ms: i64,
-    /// Grace for two writable primaries: short, so a real split brain is not hidden for long.
+    /// Grace for two writable primaries during a transition: short, so a real split brain is
+    /// not hidden for long.
     pub split_brain_grace_ms: i64,
+    /// A leader change is a visible transition for this long (Patroni's default `ttl`).
+    pub transition_window_ms: i64,
+    /// A replica's WAL stream counts as stalled when the leader passed its received position
+    /// this long ago (and no message came since): half the replica's interval, never less than
+    /// this.
+    pub stall_min_ms: i64,
 }
 
 impl Default for Policy {
@@ -182,6 +207,8 @@ impl Default for Policy {
             clock_skew_ms: 2_000,
             transition_grace_ms: 6_000,
             split_brain_grace_ms: 3_000,
+            transition_window_ms: 30_000,
+            stall_min_ms: 500,
         }
     }
 }
@@ -209,16 +236,26 @@ pub struct Verdict {
     pub findings: Vec<Finding>,
     /// Why the verdict cannot be `healthy` for lack of data, when it is `unknown`.
     pub blind_spots: Vec<String>,
+    /// A transition in progress that the nodes show (a member starting or stopping, a
+    /// scheduled switchover, HAProxy servers changing state, a recent leader change): only
+    /// then do transitional findings get their grace window.
+    pub transition: Option<String>,
+    /// Each replica's lag measured across nodes.
+    pub replication: Vec<rules::replication::ReplicaLag>,
     pub evaluated_ms: i64,
+    #[serde(skip)]
+    pub evaluated_mono_ms: i64,
 }
 
 /// Evaluates one cluster (pure). `since` and grace are applied afterwards by
 /// [`history::FindingHistory`]; without history every finding counts at once.
-pub fn evaluate(cluster: &ClusterSnapshot, now_ms: i64, policy: &Policy) -> Verdict {
-    let view = View::new(cluster, now_ms, policy);
+pub fn evaluate(cluster: &ClusterSnapshot, now: impl Into<Now>, policy: &Policy) -> Verdict {
+    let now = now.into();
+    let view = View::new(cluster, now, policy);
     let mut findings = Vec::new();
     let mut blind = Vec::new();
     rules::run_all(&view, &mut findings, &mut blind);
+    let replication = rules::replication::lags(&view);
     findings.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
@@ -231,7 +268,10 @@ pub fn evaluate(cluster: &ClusterSnapshot, now_ms: i64, policy: &Policy) -> Verd
         leader: view.patroni_leader(),
         findings,
         blind_spots: blind,
-        evaluated_ms: now_ms,
+        transition: view.transition(),
+        replication,
+        evaluated_ms: now.wall_ms,
+        evaluated_mono_ms: now.mono_ms,
     };
     verdict.health = health_of(&verdict);
     verdict

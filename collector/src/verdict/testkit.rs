@@ -23,6 +23,8 @@ fn obs(status: Status, facts: Value) -> Arc<Observation> {
         started_ms: NOW - 1_100,
         duration_us: 1_000,
         received_ms: NOW - 1_000,
+        received_mono_ms: NOW - 1_000,
+        observed_mono_ms: NOW - 1_000,
     })
 }
 
@@ -35,10 +37,13 @@ fn node(name: &str, components: &[&str]) -> NodeState {
         interval_ms: INTERVAL,
         connected: true,
         last_seen_ms: NOW - 1_000,
+        last_seen_mono_ms: NOW - 1_000,
+        last_batch_mono_ms: Some(NOW - 1_000),
         clock_offset_ms: Some(5),
         dropped_batches: 0,
         results: Default::default(),
         last_known: Default::default(),
+        lsn_series: Default::default(),
     }
 }
 
@@ -83,7 +88,7 @@ impl Lab {
                 if primary {
                     ok(json!({"present": false}))
                 } else {
-                    ok(json!({"present": true, "status": "streaming", "sender_host": host(leader), "sender_port": 5432, "received_tli": 1}))
+                    ok(json!({"present": true, "status": "streaming", "sender_host": host(leader), "sender_port": 5432, "received_tli": 1, "last_msg_age_s": 0.5}))
                 },
             );
             r.insert(
@@ -102,6 +107,10 @@ impl Lab {
                     ok(json!({"lag_bytes": 0, "lag_seconds": 0.0, "replay_lsn_bytes": 50_000_000u64, "receive_lsn_bytes": 50_000_000u64, "streaming": true}))
                 },
             );
+            if primary {
+                // The leader has been at its position for a minute (idle).
+                std::sync::Arc::make_mut(&mut s.lsn_series).record(NOW - 60_000, 50_000_000);
+            }
             r.insert("postgres.locks".into(), ok(json!({"waiting_sessions": 0})));
             r.insert("postgres.accept".into(), ok(json!({})));
             for id in ["etcd.client_port", "etcd.peer_port", "etcd.process"] {
@@ -183,11 +192,39 @@ impl Lab {
         self
     }
 
-    /// The agent of `node` went silent `silent_ms` ago.
+    /// The agent of `node` went silent `silent_ms` ago (its results are as old).
     pub fn silent(mut self, node: &str, silent_ms: i64) -> Lab {
         let n = self.node_mut(node);
         n.last_seen_ms = NOW - silent_ms;
+        n.last_seen_mono_ms = NOW - silent_ms;
+        n.last_batch_mono_ms = Some(NOW - silent_ms);
         n.connected = false;
+        for o in n.results.values_mut() {
+            let o = Arc::make_mut(o);
+            o.received_ms = NOW - silent_ms;
+            o.received_mono_ms = NOW - silent_ms;
+            o.observed_mono_ms = NOW - silent_ms;
+        }
+        self
+    }
+
+    /// The leader's WAL positions over time: `(ms before NOW, lsn)`, oldest first; the last one
+    /// is also its current position.
+    pub fn leader_positions(mut self, leader: &str, positions: &[(i64, u64)]) -> Lab {
+        let n = self.node_mut(leader);
+        let mut series = crate::model::LsnSeries::default();
+        for &(ago, lsn) in positions {
+            series.record(NOW - ago, lsn);
+        }
+        n.lsn_series = Arc::new(series);
+        if let Some(&(_, lsn)) = positions.last() {
+            self = self.patch(
+                leader,
+                "postgres.replication_lag",
+                Status::Ok,
+                json!({"current_lsn_bytes": lsn}),
+            );
+        }
         self
     }
 

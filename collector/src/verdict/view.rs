@@ -1,17 +1,22 @@
 //! A read-only view of one cluster's snapshot for the rules: which nodes are fresh, and the
-//! facts the rules correlate (who is writable, who Patroni names leader, …). Data from a stale
-//! agent is never used as if it were current.
+//! facts the rules correlate (who is writable, who Patroni names leader, …). Freshness is judged
+//! per observation on the collector's monotonic clock: data from a stale agent, or a probe an
+//! agent no longer sends, is never used as if it were current; a `Hello` vouches for nothing.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use super::{Evidence, Policy};
+use crate::clock::Now;
 use crate::model::{ClusterSnapshot, NodeState, Observation, Status};
 
 #[derive(Debug)]
 pub struct View<'a> {
+    /// Wall clock, for what is shown.
     pub now_ms: i64,
+    /// Monotonic clock, for every age.
+    pub now_mono_ms: i64,
     pub policy: &'a Policy,
     pub nodes: Vec<NodeView<'a>>,
 }
@@ -19,9 +24,15 @@ pub struct View<'a> {
 #[derive(Debug)]
 pub struct NodeView<'a> {
     pub state: &'a NodeState,
+    /// The agent delivered a result batch recently.
     pub fresh: bool,
-    /// Milliseconds since the agent was last heard from.
+    /// Connected (said `Hello`) recently but has not delivered a batch since.
+    pub awaiting_batch: bool,
+    /// Milliseconds since the agent's last result batch (or since it was first heard of).
     pub silent_ms: i64,
+    /// How old an observation may be and still count.
+    pub limit_ms: i64,
+    now_mono_ms: i64,
 }
 
 impl<'a> NodeView<'a> {
@@ -29,13 +40,29 @@ impl<'a> NodeView<'a> {
         &self.state.name
     }
 
-    /// A probe's latest observation, only while the agent is fresh.
+    /// A probe's latest observation, only while it is fresh itself and its agent too.
     pub fn result(&self, probe: &str) -> Option<&'a Observation> {
-        if self.fresh {
-            self.state.results.get(probe).map(|o| &**o)
-        } else {
-            None
+        if !self.fresh {
+            return None;
         }
+        self.state
+            .results
+            .get(probe)
+            .map(|o| &**o)
+            .filter(|o| self.now_mono_ms - o.received_mono_ms <= self.limit_ms)
+    }
+
+    /// Probes this node used to report that are no longer fresh while its agent is.
+    pub fn dropped_probes(&self) -> Vec<(&'a str, i64)> {
+        if !self.fresh {
+            return Vec::new();
+        }
+        self.state
+            .results
+            .iter()
+            .filter(|(_, o)| self.now_mono_ms - o.received_mono_ms > self.limit_ms)
+            .map(|(id, o)| (id.as_str(), self.now_mono_ms - o.received_mono_ms))
+            .collect()
     }
 
     pub fn status(&self, probe: &str) -> Option<Status> {
@@ -75,25 +102,35 @@ impl<'a> NodeView<'a> {
 }
 
 impl<'a> View<'a> {
-    pub fn new(cluster: &'a ClusterSnapshot, now_ms: i64, policy: &'a Policy) -> View<'a> {
+    pub fn new(cluster: &'a ClusterSnapshot, now: Now, policy: &'a Policy) -> View<'a> {
+        let now_mono_ms = now.mono_ms;
         let nodes = cluster
             .nodes
             .iter()
             .map(|state| {
-                let silent_ms = now_ms - state.last_seen_ms;
                 let limit = (state.interval_ms as i64 * i64::from(policy.stale_intervals))
                     .max(policy.min_stale_ms);
                 // Judged on time alone: a closed stream does not age the last results (an agent
                 // restarting is back within an interval), silence does.
+                let since_batch = state.last_batch_mono_ms.map(|t| now_mono_ms - t);
+                let fresh = since_batch.is_some_and(|s| s <= limit);
+                let since_hello = now_mono_ms - state.last_seen_mono_ms;
                 NodeView {
                     state,
-                    fresh: silent_ms <= limit,
-                    silent_ms,
+                    fresh,
+                    awaiting_batch: !fresh
+                        && state.connected
+                        && since_hello <= limit
+                        && since_batch.is_none_or(|s| s > since_hello),
+                    silent_ms: since_batch.unwrap_or(since_hello),
+                    limit_ms: limit,
+                    now_mono_ms,
                 }
             })
             .collect();
         View {
-            now_ms,
+            now_ms: now.wall_ms,
+            now_mono_ms,
             policy,
             nodes,
         }
@@ -152,6 +189,55 @@ impl<'a> View<'a> {
         out
     }
 
+    /// A transition in progress that the fresh nodes show, said in words: a member starting,
+    /// stopping, promoting or demoting, a scheduled switchover, HAProxy servers that changed
+    /// state within the last interval. (A recent leader change is added by the history.)
+    pub fn transition(&self) -> Option<String> {
+        for n in self.fresh().filter(|n| n.is_db()) {
+            if let Some(state) = n.fact("patroni.node", "state").and_then(Value::as_str)
+                && TRANSITIONAL_STATES.contains(&state)
+            {
+                return Some(format!("Patroni on {} is {state}", n.name()));
+            }
+            if let Some(role) = n.patroni_role()
+                && TRANSITIONAL_ROLES.contains(&role)
+            {
+                return Some(format!("{} is {role}", n.name()));
+            }
+            if let Some(at) = n.fact("patroni.cluster", "scheduled_switchover") {
+                return Some(format!("a switchover is scheduled ({at})"));
+            }
+        }
+        for (name, m) in self.patroni_members() {
+            if let Some(state) = m["state"].as_str()
+                && TRANSITIONAL_STATES.contains(&state)
+            {
+                return Some(format!("Patroni lists {name} as {state}"));
+            }
+        }
+        for h in self.fresh().filter(|n| n.state.has("haproxy")) {
+            let window_s = (h.state.interval_ms as i64 + 1_000) / 1_000;
+            let proxies = h
+                .fact("haproxy.backends", "proxies")
+                .and_then(Value::as_array);
+            for p in proxies.into_iter().flatten() {
+                for s in p["servers"].as_array().into_iter().flatten() {
+                    if let Some(age) = s["lastchg_s"].as_i64()
+                        && age <= window_s
+                    {
+                        return Some(format!(
+                            "HAProxy on {}: {}/{} changed state {age}s ago",
+                            h.name(),
+                            p["proxy"].as_str().unwrap_or("?"),
+                            s["name"].as_str().unwrap_or("?")
+                        ));
+                    }
+                }
+            }
+        }
+        None
+    }
+
     /// One observation cycle of the slowest fresh agent, plus a second: how far apart two nodes'
     /// latest observations can be.
     pub fn observation_skew_ms(&self) -> i64 {
@@ -162,3 +248,15 @@ impl<'a> View<'a> {
             + 1_000
     }
 }
+
+/// Patroni states of a member on its way between two steady states.
+pub const TRANSITIONAL_STATES: [&str; 5] = [
+    "starting",
+    "stopping",
+    "restarting",
+    "promoting",
+    "demoting",
+];
+
+/// Patroni roles of a node changing sides (Patroni 4's `/patroni`).
+pub const TRANSITIONAL_ROLES: [&str; 2] = ["demoted", "promoted"];

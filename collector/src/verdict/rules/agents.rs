@@ -1,15 +1,33 @@
-//! AGENT_STALE: an agent gone silent. What the other nodes still see tells a silent agent from a
-//! dead host. A silent leader, a silent HAProxy host, or no fresh database node at all leaves the
-//! verdict blind: `unknown`, never `healthy`.
+//! AGENT_STALE: an agent gone silent, or no longer sending some of its probes. What the other
+//! nodes still see tells a silent agent from a dead host, and vouches for it: a silent leader
+//! that Patroni's DCS view, its replicas' WAL streams and HAProxy's checks still show running
+//! leaves the verdict `degraded`, naming what is now unobserved. Only when fewer than two
+//! independent observers vouch is the verdict blind: `unknown`, never `healthy`.
 
-use crate::verdict::view::View;
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::verdict::view::{NodeView, View};
 use crate::verdict::{Code, Evidence, Finding, Severity};
+
+/// How recent a replica's last message from its sender must be to vouch for the sender: an
+/// idle walsender answers within `wal_sender_timeout / 2` (30 s by default).
+const WAL_VOUCH_S: f64 = 35.0;
+
+/// Independent observers needed to vouch for a node whose agent is silent.
+const VOUCHERS_NEEDED: usize = 2;
 
 pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<String>) {
     let members = view.patroni_members();
     let leader = view.patroni_leader();
     for n in view.nodes.iter().filter(|n| !n.fresh) {
         let name = n.name();
+        if n.awaiting_batch {
+            blind.push(format!("{name} has connected but not reported results yet"));
+            continue;
+        }
+        let is_leader = leader.as_deref() == Some(name);
         let seen_by_others = match members.get(name) {
             Some(m) => format!(
                 "Patroni still lists it as {} {}",
@@ -21,14 +39,24 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
             }
             None => "no other node reports on it".to_string(),
         };
+        let vouched = vouchers(view, name, &members);
+        let mut message = format!(
+            "agent on {name} silent for {}s; {seen_by_others}",
+            n.silent_ms / 1000
+        );
+        if vouched.len() >= VOUCHERS_NEEDED {
+            let who: Vec<&str> = vouched.iter().map(|e| e.observed.as_str()).collect();
+            message.push_str(&format!(
+                "; vouched for by {}; unobserved: {}",
+                who.join(", "),
+                unobserved(n.state.components.as_slice())
+            ));
+        }
         let mut f = Finding::new(
             Code::AgentStale,
             Severity::Warning,
             vec![name.to_string()],
-            format!(
-                "agent on {name} silent for {}s; {seen_by_others}",
-                n.silent_ms / 1000
-            ),
+            message,
         );
         if let Some(m) = members.get(name) {
             f.evidence.push(Evidence {
@@ -38,22 +66,26 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
                 at_ms: view.now_ms,
             });
         }
+        f.evidence.extend(vouched.iter().cloned());
         findings.push(f);
         if n.state.has("haproxy") {
             blind.push(format!(
                 "the HAProxy host's agent ({name}) is silent: cannot tell whether writes are routed"
             ));
         }
-        if leader.as_deref() == Some(name) || (leader.is_none() && n.is_db()) {
+        let vouched_leader = is_leader && vouched.len() >= VOUCHERS_NEEDED;
+        if (is_leader && !vouched_leader) || (leader.is_none() && n.is_db()) {
             blind.push(format!(
-                "the agent of {name} is silent: cannot tell whether the leader is writable"
+                "the agent of {name} is silent and {} other observer(s) vouch for it: cannot tell whether the leader is writable",
+                vouched.len()
             ));
         }
     }
     // Patroni members whose agent the collector has never heard from.
     for (name, m) in &members {
         if view.node(name).is_none() {
-            findings.push(Finding::new(
+            let vouched = vouchers(view, name, &members);
+            let mut f = Finding::new(
                 Code::AgentStale,
                 Severity::Warning,
                 vec![name.clone()],
@@ -62,19 +94,39 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
                     m["state"].as_str().unwrap_or("?"),
                     m["role"].as_str().unwrap_or("?")
                 ),
-            ));
-            if leader.as_deref() == Some(name.as_str()) {
+            );
+            f.evidence.extend(vouched.iter().cloned());
+            findings.push(f);
+            if leader.as_deref() == Some(name.as_str()) && vouched.len() < VOUCHERS_NEEDED {
                 blind.push(format!(
                     "the leader {name} has no agent: cannot tell whether it is writable"
                 ));
             }
         }
     }
-    for n in view.fresh().filter(|n| n.state.results.is_empty()) {
-        blind.push(format!(
-            "{} has connected but not reported results yet",
-            n.name()
+    // Fresh agents that stopped sending some probes (restarted with another config, …).
+    for n in view.fresh() {
+        let dropped = n.dropped_probes();
+        if dropped.is_empty() {
+            continue;
+        }
+        let name = n.name();
+        let list: Vec<String> = dropped
+            .iter()
+            .map(|(id, age)| format!("{id} ({}s ago)", age / 1000))
+            .collect();
+        findings.push(Finding::new(
+            Code::AgentStale,
+            Severity::Warning,
+            vec![name.to_string()],
+            format!("agent on {name} no longer reports {}", list.join(", ")),
         ));
+        let sql_gone = dropped.iter().any(|(id, _)| *id == "postgres.recovery");
+        if sql_gone && leader.as_deref() == Some(name) {
+            blind.push(format!(
+                "the agent of the leader {name} no longer reports its SQL: cannot tell whether it is writable"
+            ));
+        }
     }
     if !view.fresh().any(|n| n.is_db()) {
         blind.push(if view.nodes.iter().any(|n| n.is_db()) {
@@ -88,8 +140,121 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
     }
 }
 
+/// What the other nodes still observe of `name`, one piece of evidence per independent
+/// observer: Patroni's DCS view (from another node), the WAL streams replicas receive from it,
+/// HAProxy's health checks of it.
+fn vouchers(view: &View<'_>, name: &str, members: &BTreeMap<String, Value>) -> Vec<Evidence> {
+    let mut out = Vec::new();
+    let member = members.get(name);
+    let host = member.and_then(|m| m["host"].as_str());
+    if let Some(m) = member
+        && matches!(m["state"].as_str(), Some("running" | "streaming"))
+    {
+        let by = view
+            .fresh()
+            .filter(|o| o.name() != name)
+            .filter_map(|o| o.result("patroni.cluster").map(|r| (o, r)))
+            .max_by_key(|(_, r)| r.received_ms);
+        if let Some((o, r)) = by {
+            out.push(Evidence {
+                node: o.name().to_string(),
+                probe: "patroni.cluster".to_string(),
+                observed: format!(
+                    "Patroni's DCS (running {})",
+                    m["role"].as_str().unwrap_or("member")
+                ),
+                at_ms: r.received_ms,
+            });
+        }
+    }
+    if let Some(host) = host {
+        let streaming: Vec<(&NodeView<'_>, i64)> = view
+            .fresh()
+            .filter(|o| o.name() != name)
+            .filter_map(|o| {
+                let r = o.result("postgres.wal_receiver")?;
+                let recent = r
+                    .fact("last_msg_age_s")
+                    .as_f64()
+                    .is_some_and(|a| a <= WAL_VOUCH_S);
+                (r.fact("status") == "streaming" && r.fact("sender_host") == host && recent)
+                    .then_some((o, r.received_ms))
+            })
+            .collect();
+        if let Some(&(_, at)) = streaming.iter().max_by_key(|(_, at)| *at) {
+            let names: Vec<&str> = streaming.iter().map(|(o, _)| o.name()).collect();
+            out.push(Evidence {
+                node: names.join(","),
+                probe: "postgres.wal_receiver".to_string(),
+                observed: format!("the WAL stream to {}", names.join(", ")),
+                at_ms: at,
+            });
+        }
+    }
+    for h in view.fresh().filter(|h| h.state.has("haproxy")) {
+        let Some(r) = h.result("haproxy.backends") else {
+            continue;
+        };
+        let up = r
+            .fact("proxies")
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                p["up"].as_array().into_iter().flatten().any(|s| {
+                    s == name || server_address(p, s.as_str()).is_some_and(|a| Some(a) == host)
+                })
+            })
+            .filter_map(|p| p["proxy"].as_str())
+            .collect::<Vec<_>>();
+        if !up.is_empty() {
+            out.push(Evidence {
+                node: h.name().to_string(),
+                probe: "haproxy.backends".to_string(),
+                observed: format!("HAProxy's checks ({} UP)", up.join(", ")),
+                at_ms: r.received_ms,
+            });
+            break;
+        }
+    }
+    out
+}
+
+/// The IP of HAProxy server `server` of proxy `p`.
+fn server_address<'v>(p: &'v Value, server: Option<&str>) -> Option<&'v str> {
+    let a = p["servers"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"].as_str() == server)?["address"]
+        .as_str()?;
+    Some(a.rsplit_once(':').map_or(a, |(ip, _)| ip))
+}
+
+/// What nobody observes while a node's agent is silent, by the components it runs.
+fn unobserved(components: &[String]) -> String {
+    let mut out = Vec::new();
+    for c in components {
+        out.push(match c.as_str() {
+            "postgres" => "its SQL (writability, connection slots, locks, replication)",
+            "patroni" => "its Patroni process",
+            "etcd" => "its etcd member",
+            "haproxy" => "its HAProxy",
+            "system" => "its disk, CPU and memory",
+            _ => continue,
+        });
+    }
+    if out.is_empty() {
+        "everything its agent checked".to_string()
+    } else {
+        out.join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    use crate::model::Status;
     use crate::verdict::testkit::{Lab, has};
     use crate::verdict::{Code, Health};
 
@@ -102,8 +267,16 @@ mod tests {
                 Health::Degraded,
                 Some("node3"),
             ),
+            // The leader's agent silent, the leader vouched for by the DCS, the replicas' WAL
+            // streams and HAProxy's checks: degraded, not blind.
             (
                 Lab::healthy().silent("node1", 60_000),
+                Health::Degraded,
+                Some("node1"),
+            ),
+            // …and nobody vouching: blind.
+            (
+                unvouched(Lab::healthy().silent("node1", 60_000)),
                 Health::Unknown,
                 Some("node1"),
             ),
@@ -124,6 +297,103 @@ mod tests {
         }
     }
 
+    /// The other nodes no longer see node1 as a running leader: Patroni lists it stopped, the
+    /// replicas' receivers have no stream, and no HAProxy host is watched.
+    fn unvouched(lab: Lab) -> Lab {
+        let mut lab = lab;
+        for n in ["node2", "node3"] {
+            let o = lab
+                .node_mut(n)
+                .results
+                .get_mut("patroni.cluster")
+                .map(std::sync::Arc::make_mut)
+                .expect("cluster");
+            for m in o.facts["members"].as_array_mut().into_iter().flatten() {
+                if m["name"] == "node1" {
+                    m["state"] = json!("stopped");
+                }
+            }
+            lab = lab.set(
+                n,
+                "postgres.wal_receiver",
+                Status::Critical,
+                json!({"present": false}),
+            );
+        }
+        lab.snap.nodes.retain(|n| n.name != "haproxy");
+        lab
+    }
+
+    #[test]
+    fn vouching_needs_two_independent_observers() {
+        use crate::verdict::testkit::NOW;
+        // The DCS view alone: one observer.
+        let lab = Lab::healthy().silent("node1", 60_000);
+        let mut dcs_only = unvouched(lab.clone());
+        for n in ["node2", "node3"] {
+            let o = dcs_only
+                .node_mut(n)
+                .results
+                .get_mut("patroni.cluster")
+                .map(std::sync::Arc::make_mut)
+                .expect("cluster");
+            for m in o.facts["members"].as_array_mut().into_iter().flatten() {
+                m["state"] = json!("running");
+            }
+        }
+        assert_eq!(dcs_only.verdict().health, Health::Unknown);
+        // The replicas' WAL streams alone: one observer; with HAProxy's checks: two.
+        let mut streams = unvouched(lab.clone());
+        for n in ["node2", "node3"] {
+            streams = streams.set(
+                n,
+                "postgres.wal_receiver",
+                Status::Ok,
+                json!({"status": "streaming", "sender_host": "127.0.0.11", "last_msg_age_s": 0.4}),
+            );
+        }
+        assert_eq!(streams.verdict().health, Health::Unknown);
+        let haproxy = Lab::healthy()
+            .snap
+            .nodes
+            .into_iter()
+            .find(|n| n.name == "haproxy")
+            .expect("haproxy");
+        streams.snap.nodes.push(haproxy);
+        let v = streams.verdict();
+        assert_eq!(
+            v.health,
+            Health::Degraded,
+            "{:?} {:?}",
+            v.findings,
+            v.blind_spots
+        );
+        let f = v
+            .findings
+            .iter()
+            .find(|f| f.code == Code::AgentStale)
+            .expect("stale");
+        assert!(
+            f.message.contains("the WAL stream to node2, node3"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains("HAProxy's checks (demo_rw UP)"),
+            "{}",
+            f.message
+        );
+        assert!(f.message.contains("connection slots"), "{}", f.message);
+        // Streams whose last message is old vouch for nothing.
+        let mut old = unvouched(lab);
+        for n in ["node2", "node3"] {
+            old = old.set(n, "postgres.wal_receiver", Status::Ok, json!({"status": "streaming", "sender_host": "127.0.0.11", "last_msg_age_s": 120.0}));
+        }
+        let v = old.verdict();
+        assert_eq!(v.health, Health::Unknown, "{:?}", v.findings);
+        assert!(NOW > 0);
+    }
+
     #[test]
     fn a_patroni_member_without_an_agent_is_named() {
         let mut lab = Lab::healthy();
@@ -131,7 +401,11 @@ mod tests {
         let v = lab.verdict();
         assert!(has(&v, Code::AgentStale, &["node3"]), "{:?}", v.findings);
         assert_eq!(v.health, Health::Degraded);
+        // The leader without an agent, vouched for by the others: degraded; else blind.
         let mut lab = Lab::healthy();
+        lab.snap.nodes.retain(|n| n.name != "node1");
+        assert_eq!(lab.verdict().health, Health::Degraded);
+        let mut lab = unvouched(Lab::healthy());
         lab.snap.nodes.retain(|n| n.name != "node1");
         assert_eq!(lab.verdict().health, Health::Unknown);
     }
@@ -139,8 +413,57 @@ mod tests {
     #[test]
     fn a_node_that_has_not_reported_yet_is_a_blind_spot() {
         let mut lab = Lab::healthy();
-        lab.node_mut("node2").results.clear();
-        assert_eq!(lab.verdict().health, Health::Unknown);
+        let n = lab.node_mut("node2");
+        n.results.clear();
+        n.last_batch_mono_ms = None;
+        let v = lab.verdict();
+        assert_eq!(v.health, Health::Unknown);
+        assert!(
+            v.blind_spots
+                .iter()
+                .any(|b| b.contains("not reported results yet"))
+        );
+    }
+
+    #[test]
+    fn a_hello_does_not_make_old_results_current() {
+        use crate::verdict::testkit::NOW;
+        // node1's agent reconnects after an hour away: Hello now, its results an hour old.
+        let mut lab = Lab::healthy().silent("node1", 3_600_000);
+        let n = lab.node_mut("node1");
+        n.connected = true;
+        n.last_seen_mono_ms = NOW - 100;
+        n.last_seen_ms = NOW - 100;
+        let v = unvouched(lab).verdict();
+        assert_eq!(v.health, Health::Unknown, "{:?}", v.findings);
+        assert!(
+            v.leader.as_deref() != Some("node1")
+                || v.findings.iter().all(|f| f.code != Code::LeaderNotWritable)
+        );
+    }
+
+    #[test]
+    fn a_probe_no_longer_sent_ages_out_and_is_named() {
+        use crate::verdict::testkit::NOW;
+        // The leader's agent still reports, but its SQL results stopped coming a minute ago.
+        let mut lab = Lab::healthy();
+        let n = lab.node_mut("node1");
+        for (id, o) in n.results.iter_mut() {
+            if id.starts_with("postgres.") {
+                let o = std::sync::Arc::make_mut(o);
+                o.received_mono_ms = NOW - 60_000;
+                o.received_ms = NOW - 60_000;
+            }
+        }
+        let v = lab.verdict();
+        assert_eq!(v.health, Health::Unknown, "{:?}", v.findings);
+        assert!(
+            v.findings.iter().any(|f| f.code == Code::AgentStale
+                && f.message.contains("no longer reports")
+                && f.message.contains("postgres.recovery (60s ago)")),
+            "{:?}",
+            v.findings
+        );
     }
 
     #[test]

@@ -23,7 +23,17 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
         } else {
             Severity::Warning
         };
-        let role = if serving { "leader" } else { "replica" };
+        // Say what the node is: Patroni's leader, a replica, or a primary Patroni no longer
+        // names leader (the old primary after a failover, writable with nobody managing it).
+        let role = if leader.as_deref() == Some(name.as_str()) {
+            "leader"
+        } else if writable.contains(&name) && leader.is_some() {
+            "old primary, still writable, unmanaged"
+        } else if writable.contains(&name) {
+            "primary"
+        } else {
+            "replica"
+        };
         let critical = |probe: &str| n.status(probe) == Some(Status::Critical);
 
         if critical("patroni.process") || critical("patroni.api_port") {
@@ -64,7 +74,9 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                 .with_all(n.evidence("postgres.accept"))
                 .with_all(n.evidence("patroni.health"))
                 .with_all(n.evidence("patroni.node"))
-                .grace(grace),
+                .grace(grace)
+                // One statement timeout (a disk-sync stall) is not an outage yet.
+                .confirmed_later(),
             );
         }
     }
@@ -172,13 +184,32 @@ mod tests {
                     json!({"state": state}),
                 )
         };
+        // Observed twice, one agent interval apart (the second batch confirms the first).
+        let later = |lab: Lab| {
+            let mut lab = lab;
+            for o in lab.node_mut("node1").results.values_mut() {
+                let o = std::sync::Arc::make_mut(o);
+                o.received_ms += 1_000;
+                o.received_mono_ms += 1_000;
+            }
+            lab
+        };
         for (state, health) in [
             ("stopping", Health::Degraded),
             ("starting", Health::Degraded),
             ("running", Health::Critical),
         ] {
-            let mut v = evaluate(&down(state).snap, NOW, &policy);
-            FindingHistory::default().apply(&mut v, &policy);
+            let mut h = FindingHistory::default();
+            let mut first = evaluate(&down(state).snap, NOW, &policy);
+            h.apply(&mut first, &policy);
+            assert_eq!(
+                first.health,
+                Health::Degraded,
+                "one failed read is not an outage yet: {:?}",
+                first.findings
+            );
+            let mut v = evaluate(&later(down(state)).snap, NOW + 1_000, &policy);
+            h.apply(&mut v, &policy);
             assert_eq!(v.health, health, "Patroni state {state}: {:?}", v.findings);
         }
     }

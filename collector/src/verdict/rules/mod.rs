@@ -8,7 +8,7 @@ mod haproxy;
 mod host;
 mod leader;
 mod maintenance;
-mod replication;
+pub mod replication;
 
 use super::Finding;
 use super::view::View;

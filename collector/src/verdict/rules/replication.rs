@@ -1,11 +1,95 @@
 //! REPLICA_NOT_STREAMING, REPLICA_COUNT_MISMATCH, REPLICATION_LAG, TIMELINE_MISMATCH,
 //! WRONG_UPSTREAM: every replica streams from the current leader on its timeline, the leader's
-//! walsenders match the replicas' receivers, and byte lag is the leader's current LSN minus the
-//! replica's replay LSN.
+//! walsenders match the replicas' receivers, and lag is judged across nodes: bytes are the
+//! leader's current LSN minus the replica's replay LSN, seconds are how long ago the leader was
+//! where the replica has received or replayed to (from the leader's LSN series). A stream whose
+//! receiver gets nothing while the leader moves on has stalled, whatever the write rate.
 
-use crate::model::Status;
-use crate::verdict::view::View;
+use serde::Serialize;
+
+use crate::model::{Passed, Status};
+use crate::verdict::view::{NodeView, View};
 use crate::verdict::{Code, Finding, Severity};
+
+/// One replica's lag, measured across nodes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplicaLag {
+    pub node: String,
+    /// The leader's current LSN minus the replica's replay LSN.
+    pub lag_bytes: Option<u64>,
+    /// The leader's current LSN minus what the replica has received.
+    pub receive_lag_bytes: Option<u64>,
+    /// How long ago the leader was where the replica's received WAL ends.
+    pub receive_lag_s: Option<f64>,
+    /// How long ago the leader was where the replica's replay is.
+    pub replay_lag_s: Option<f64>,
+    /// The seconds are lower bounds: the leader's history kept is shorter than the lag.
+    pub at_least: bool,
+    /// Age of the last message the replica's WAL receiver got from its sender.
+    pub last_msg_age_s: Option<f64>,
+}
+
+/// Every fresh replica's lag behind Patroni's leader.
+pub fn lags(view: &View<'_>) -> Vec<ReplicaLag> {
+    let Some(leader_name) = view.patroni_leader() else {
+        return Vec::new();
+    };
+    let leader = view.node(&leader_name).filter(|n| n.fresh);
+    view.fresh()
+        .filter(|n| n.is_db() && n.name() != leader_name && n.in_recovery() == Some(true))
+        .filter_map(|r| measure(leader, r))
+        .collect()
+}
+
+/// `r`'s lag behind `leader` (whose SQL may be unobserved: then only the replica's own view).
+fn measure(leader: Option<&NodeView<'_>>, r: &NodeView<'_>) -> Option<ReplicaLag> {
+    let obs = r.result("postgres.replication_lag")?;
+    let receive = obs.fact("receive_lsn_bytes").as_u64();
+    let replay = obs.fact("replay_lsn_bytes").as_u64();
+    let last_msg_age_s = r
+        .fact("postgres.wal_receiver", "last_msg_age_s")
+        .and_then(|v| v.as_f64());
+    let series = leader
+        .filter(|l| l.result("postgres.replication_lag").is_some())
+        .map(|l| &*l.state.lsn_series);
+    let latest = series.and_then(|s| s.latest());
+    let Some((_, leader_lsn)) = latest else {
+        // No cross-node figure: the replica's own (receive − replay), no seconds.
+        return Some(ReplicaLag {
+            node: r.name().to_string(),
+            lag_bytes: obs.fact("lag_bytes").as_u64(),
+            receive_lag_bytes: None,
+            receive_lag_s: None,
+            replay_lag_s: None,
+            at_least: false,
+            last_msg_age_s,
+        });
+    };
+    let series = series?;
+    let mut at_least = false;
+    let mut seconds = |lsn: Option<u64>| -> Option<f64> {
+        let ms = match series.passed(lsn?) {
+            Passed::Never => 0,
+            Passed::At(t) => obs.observed_mono_ms - t,
+            Passed::Before(t) => {
+                at_least = true;
+                obs.observed_mono_ms - t
+            }
+        };
+        Some((ms.max(0) as f64 / 100.0).round() / 10.0)
+    };
+    let receive_lag_s = seconds(receive);
+    let replay_lag_s = seconds(replay);
+    Some(ReplicaLag {
+        node: r.name().to_string(),
+        lag_bytes: replay.map(|rp| leader_lsn.saturating_sub(rp)),
+        receive_lag_bytes: receive.map(|rc| leader_lsn.saturating_sub(rc)),
+        receive_lag_s,
+        replay_lag_s,
+        at_least,
+        last_msg_age_s,
+    })
+}
 
 pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
     let Some(leader_name) = view.patroni_leader() else {
@@ -17,9 +101,6 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
         .get(&leader_name)
         .and_then(|m| m["host"].as_str())
         .map(str::to_string);
-    let leader_lsn = leader
-        .and_then(|l| l.fact("postgres.replication_lag", "current_lsn_bytes"))
-        .and_then(|v| v.as_u64());
     let leader_tli = leader
         .and_then(|l| l.fact("postgres.recovery", "timeline"))
         .and_then(|v| v.as_u64());
@@ -131,23 +212,40 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                 .with_all(leader.and_then(|l| l.evidence("postgres.recovery"))),
             );
         }
-        // Byte lag against the leader's position; seconds from the replica's own measure.
-        let replay = r
-            .fact("postgres.replication_lag", "replay_lsn_bytes")
-            .and_then(|v| v.as_u64());
-        let own_bytes = r
-            .fact("postgres.replication_lag", "lag_bytes")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0);
-        let bytes = match (leader_lsn, replay) {
-            (Some(l), Some(rp)) => l.saturating_sub(rp).max(own_bytes),
-            _ => own_bytes,
+        let Some(lag) = measure(leader, r) else {
+            continue;
         };
-        let seconds = r
-            .fact("postgres.replication_lag", "lag_seconds")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.0);
         let p = view.policy;
+        // A stalled stream: the leader passed what the replica received a while ago, and the
+        // receiver has heard nothing since — the TCP session may look fine for a minute.
+        let stall_s = (p.stall_min_ms.max(r.state.interval_ms as i64 / 2)) as f64 / 1000.0;
+        if let (Some(behind_s), Some(silent_s)) = (lag.receive_lag_s, lag.last_msg_age_s)
+            && behind_s >= stall_s
+            && silent_s >= stall_s
+        {
+            findings.push(
+                Finding::new(
+                    Code::ReplicaNotStreaming,
+                    Severity::Warning,
+                    vec![name.clone()],
+                    format!(
+                        "replica {name}'s WAL stream has stalled: nothing received from its sender for {silent_s:.1}s while the leader {leader_name} went {} ({}{behind_s:.1}s) past what it received",
+                        human_bytes(lag.receive_lag_bytes.unwrap_or(0)),
+                        if lag.at_least { "at least " } else { "" },
+                    ),
+                )
+                .with_all(r.evidence("postgres.wal_receiver"))
+                .with_all(r.evidence("postgres.replication_lag"))
+                .with_all(leader.and_then(|l| l.evidence("postgres.replication_lag"))),
+            );
+            continue;
+        }
+        let bytes = lag.lag_bytes.unwrap_or(0);
+        // Seconds across nodes when the leader is observed; else the replica's own measure.
+        let own_seconds = r
+            .fact("postgres.replication_lag", "lag_seconds")
+            .and_then(|v| v.as_f64());
+        let seconds = lag.replay_lag_s.or(own_seconds).unwrap_or(0.0);
         let severity = if bytes >= p.lag_critical_bytes || seconds >= p.lag_critical_s {
             Some(Severity::Critical)
         } else if bytes >= p.lag_warning_bytes || seconds >= p.lag_warning_s {
@@ -161,12 +259,32 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                     Code::ReplicationLag,
                     severity,
                     vec![name.clone()],
-                    format!("replica {name} lags {} bytes ({seconds:.0}s) behind the leader {leader_name}", bytes),
+                    format!(
+                        "replica {name} lags {bytes} bytes ({}, replay {}{seconds:.1}s) behind the leader {leader_name}",
+                        human_bytes(bytes),
+                        if lag.at_least { "at least " } else { "" },
+                    ),
                 )
                 .with_all(r.evidence("postgres.replication_lag"))
                 .with_all(leader.and_then(|l| l.evidence("postgres.replication_lag"))),
             );
         }
+    }
+}
+
+/// `1.5 MiB`, `512 B`.
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
     }
 }
 
@@ -264,18 +382,122 @@ mod tests {
                 &["node2"][..],
             ),
             (
-                "lag in seconds",
-                Lab::healthy().patch(
-                    "node2",
-                    "postgres.replication_lag",
-                    Status::Warning,
-                    json!({"lag_seconds": 400.0, "lag_bytes": 1000}),
-                ),
+                // Replay sits where the leader was 400 s ago: critical, though few bytes.
+                "true lag in seconds",
+                Lab::healthy()
+                    .leader_positions("node1", &[(401_000, 49_999_000), (400_000, 50_000_000)])
+                    .patch(
+                        "node2",
+                        "postgres.replication_lag",
+                        Status::Ok,
+                        json!({"replay_lsn_bytes": 49_999_000u64, "lag_seconds": 0.0}),
+                    ),
                 Health::Critical,
                 Some(Code::ReplicationLag),
                 &["node2"][..],
             ),
+            (
+                // The replica's own replay timestamp is an hour old on an idle cluster: no lag.
+                "idle primary, old replay timestamp",
+                Lab::healthy().patch(
+                    "node2",
+                    "postgres.replication_lag",
+                    Status::Ok,
+                    json!({"lag_seconds": 3600.0}),
+                ),
+                Health::Healthy,
+                None,
+                &[][..],
+            ),
+            (
+                // The walsender hangs under light writes: receive = replay, a few kB behind,
+                // nothing received for 4 s while the leader moved on.
+                "stalled stream, light writes",
+                stalled(Lab::healthy(), 4_000, 4.0),
+                Health::Degraded,
+                Some(Code::ReplicaNotStreaming),
+                &["node2"][..],
+            ),
+            (
+                // An idle walsender sends nothing for up to 30 s: with the leader not moving,
+                // an old last message is no stall.
+                "idle stream",
+                Lab::healthy().patch(
+                    "node2",
+                    "postgres.wal_receiver",
+                    Status::Ok,
+                    json!({"last_msg_age_s": 25.0}),
+                ),
+                Health::Healthy,
+                None,
+                &[][..],
+            ),
+            (
+                // Busy but receiving (messages arrive): lag, not a stall.
+                "slow stream, messages arriving",
+                stalled(Lab::healthy(), 4_000, 0.1),
+                Health::Healthy,
+                None,
+                &[][..],
+            ),
         ];
         check_cases(cases);
+    }
+
+    /// node2 received and replayed up to where the leader was `behind_ms` before node2's
+    /// observation, and its receiver got its last message `silent_s` ago.
+    fn stalled(lab: Lab, behind_ms: i64, silent_s: f64) -> Lab {
+        // node2 is observed 1 s before NOW; the leader passed 50_000_000 behind_ms before that.
+        let passed_ago = 1_000 + behind_ms;
+        lab.leader_positions(
+            "node1",
+            &[
+                (passed_ago + 500, 50_000_000),
+                (passed_ago, 50_004_000),
+                (1_000, 50_008_000),
+            ],
+        )
+        .patch(
+            "node2",
+            "postgres.wal_receiver",
+            Status::Ok,
+            json!({"last_msg_age_s": silent_s}),
+        )
+    }
+
+    #[test]
+    fn lag_is_measured_across_nodes() {
+        let v = stalled(Lab::healthy(), 4_000, 4.0)
+            .patch(
+                "node3",
+                "postgres.replication_lag",
+                Status::Ok,
+                json!({"replay_lsn_bytes": 50_008_000u64, "receive_lsn_bytes": 50_008_000u64}),
+            )
+            .verdict();
+        let lag = v
+            .replication
+            .iter()
+            .find(|l| l.node == "node2")
+            .expect("node2 measured");
+        assert_eq!(lag.receive_lag_bytes, Some(8_000));
+        assert_eq!(lag.lag_bytes, Some(8_000));
+        assert_eq!(lag.receive_lag_s, Some(4.0));
+        assert_eq!(lag.replay_lag_s, Some(4.0));
+        assert!(!lag.at_least);
+        let f = v
+            .findings
+            .iter()
+            .find(|f| f.code == Code::ReplicaNotStreaming)
+            .expect("stall");
+        assert!(f.message.contains("stalled"), "{}", f.message);
+        assert!(f.message.contains("4.0s"), "{}", f.message);
+        // node3 is caught up with the leader's latest position.
+        let node3 = v
+            .replication
+            .iter()
+            .find(|l| l.node == "node3")
+            .expect("node3");
+        assert_eq!(node3.replay_lag_s, Some(0.0));
     }
 }
