@@ -17,6 +17,9 @@ const HEALTHS: [Health; 4] = [
 ];
 
 /// Escapes a label value.
+/// A replica lag family: name, help, and the figure it exports.
+type LagFamily = (&'static str, &'static str, fn(&ReplicaLag) -> Option<f64>);
+
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -127,7 +130,7 @@ pub fn render(p: &Published, now_ms: i64, refused: u64) -> String {
     }
     // Lag measured across nodes by the verdict: the leader's position against what each
     // replica received and replayed, in bytes and in true seconds.
-    let lag_families: [(&str, &str, fn(&ReplicaLag) -> Option<f64>); 5] = [
+    let lag_families: [LagFamily; 5] = [
         (
             "vigie_replication_lag_bytes",
             "Leader's current WAL position minus the replica's replay position, in bytes.",

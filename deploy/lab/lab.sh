@@ -458,7 +458,7 @@ cmd_down() {
   done
   for n in "${NODES[@]}"; do
     pid=$(recorded_pid "etcd$n")
-    if alive "$pid" "$(etcd_pattern "$n")"; then kill -TERM "$pid"; fi
+    if alive "$pid" "$(etcd_pattern "$n")"; then kill -CONT "$pid"; kill -TERM "$pid"; fi
   done
   for n in "${NODES[@]}"; do stop_etcd "$n"; done
   rm -rf "$BASE"
@@ -472,7 +472,11 @@ cmd_repair() {
   require_lab
   for n in "${NODES[@]}"; do
     for pid in $(instance_pids "$n" 2>/dev/null); do kill -CONT "$pid" 2>/dev/null || true; done
-    rm -f "$(node_dir "$n")/pg-blocked" "$(node_dir "$n")/pg-refused" "$RUN/replay-paused$n"
+    rm -f "$(node_dir "$n")/pg-blocked" "$(node_dir "$n")/pg-refused" "$RUN/replay-paused$n" \
+      "$RUN/walsender-frozen$n"
+    pid=$(recorded_pid "etcd$n")
+    if alive "$pid" "$(etcd_pattern "$n")"; then kill -CONT "$pid"; fi
+    if [ -e "$RUN/misrouted$n" ] && running haproxy "$(haproxy_pattern)"; then fault_unmisroute_rw "$n"; fi
   done
   cmd_up
   if [ "$(cluster_json | jq -r '.pause // false')" = true ]; then fault_pause resume; fi
@@ -596,6 +600,93 @@ fault_resume_replay() {
   log "node$n: WAL replay resumed"
 }
 
+# haproxy_cmd CMD: one command on HAProxy's admin socket (python3 is there for Patroni).
+haproxy_cmd() {
+  python3 - "$BASE/haproxy.sock" "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+out = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    out += chunk
+sys.stdout.write(out.decode())
+PY
+}
+
+# A copy-paste error in a server's `check addr`: HAProxy checks node N's RW server against the
+# leader's Patroni, so the check passes and writes are sent to node N (a replica) as well.
+fault_misroute_rw() {
+  local n=$1 leader out
+  leader=$(leader_node) || die "no leader right now"
+  [ "$n" != "$leader" ] || die "node$n is the leader: misroute a replica"
+  out=$(haproxy_cmd "set server ${SCOPE}_rw/node$n check-addr $(node_ip "$leader")")
+  [ -z "${out//[[:space:]]/}" ] || die "HAProxy refused: $out"
+  echo "$n" >"$RUN/misrouted$n"
+  wait_for "HAProxy RW sending writes to node$n" 30 rw_status_is "$n" UP
+  log "node$n: HAProxy's RW check of it now asks the leader node$leader's Patroni: writes reach node$n too"
+}
+
+# rw_status_is N STATUS: HAProxy's RW server for node N has that status.
+rw_status_is() {
+  haproxy_cmd "show stat" | awk -F, -v p="${SCOPE}_rw" -v s="node$1" '$1 == p && $2 == s { print $18 }' |
+    grep -q "^$2"
+}
+
+fault_unmisroute_rw() {
+  local n=$1 leader
+  haproxy_cmd "set server ${SCOPE}_rw/node$n check-addr $(node_ip "$n")" >/dev/null
+  rm -f "$RUN/misrouted$n"
+  leader=$(leader_node) || true
+  if [ "$n" != "$leader" ]; then wait_for "HAProxy RW no longer sending writes to node$n" 30 rw_status_is "$n" DOWN; fi
+  log "node$n: HAProxy's RW check of it asks its own Patroni again"
+}
+
+# The walsender serving node N's stream on the leader hangs (SIGSTOP): the TCP session stays up,
+# the replica receives nothing, the primary keeps committing.
+fault_freeze_walsender() {
+  local n=$1 leader pm pid
+  leader=$(leader_node) || die "no leader right now"
+  [ "$n" != "$leader" ] || die "node$n is the leader: freeze the walsender of a replica"
+  pm=$(postmaster_pid "$leader") || die "node$leader: PostgreSQL is not running"
+  pid=$(psql_node "$leader" "select pid from pg_stat_replication where application_name = 'node$n'") ||
+    die "cannot read pg_stat_replication on node$leader"
+  [ -n "$pid" ] || die "node$leader has no walsender for node$n"
+  [ "$(ps -o ppid= -p "$pid" | tr -d ' ')" = "$pm" ] || die "pid $pid is not a child of node$leader's postmaster"
+  kill -STOP "$pid"
+  echo "$pid" >"$RUN/walsender-frozen$n"
+  log "node$n: its walsender on node$leader (pid $pid) stopped; the stream stalls, the session stays up"
+}
+
+fault_thaw_walsender() {
+  local n=$1 pid
+  pid=$(cat "$RUN/walsender-frozen$n" 2>/dev/null) || { log "node$n: no frozen walsender"; return 0; }
+  if alive "$pid" walsender; then kill -CONT "$pid"; fi
+  rm -f "$RUN/walsender-frozen$n"
+  log "node$n: walsender resumed"
+}
+
+# freeze-etcd N / thaw-etcd N: etcd member N stops answering (SIGSTOP), as in a long disk stall.
+fault_freeze_etcd() {
+  local n=$1 pid
+  pid=$(recorded_pid "etcd$n")
+  alive "$pid" "$(etcd_pattern "$n")" || die "etcd$n is not running"
+  kill -STOP "$pid"
+  log "etcd$n: frozen (SIGSTOP)"
+}
+
+fault_thaw_etcd() {
+  local n=$1 pid
+  pid=$(recorded_pid "etcd$n")
+  if alive "$pid" "$(etcd_pattern "$n")"; then kill -CONT "$pid"; fi
+  wait_for "etcd$n health" 30 etcd_healthy "$n"
+  log "etcd$n: thawed"
+}
+
 fault_switchover() {
   local leader new
   leader=$(leader_node) || die "no leader to switch over from"
@@ -643,6 +734,12 @@ cmd_fault() {
     freeze-postmaster) fault_freeze "$(resolve_node "$arg")" postmaster ;;
     stop-haproxy) stop_haproxy ;;
     start-haproxy) start_haproxy ;;
+    misroute-rw) fault_misroute_rw "$(resolve_node "$arg")" ;;
+    unmisroute-rw) fault_unmisroute_rw "$(resolve_node "$arg")" ;;
+    freeze-walsender) fault_freeze_walsender "$(resolve_node "$arg")" ;;
+    thaw-walsender) fault_thaw_walsender "$(resolve_node "$arg")" ;;
+    freeze-etcd) fault_freeze_etcd "$(resolve_node "$arg")" ;;
+    thaw-etcd) fault_thaw_etcd "$(resolve_node "$arg")" ;;
     switchover) fault_switchover ;;
     pause) fault_pause pause ;;
     resume) fault_pause resume ;;

@@ -128,10 +128,23 @@ impl Stack {
         Stack::start_with(interval, None).await
     }
 
+    /// [`Stack::start`] with only the agents `names` (the others' hosts go unwatched).
+    pub async fn start_only(interval: Duration, names: &[&str]) -> Stack {
+        Stack::start_agents(interval, None, names).await
+    }
+
     /// [`Stack::start`], the collector pushing to an Alertmanager.
     pub async fn start_with(
         interval: Duration,
         alertmanager: Option<vigie_collector::config::AlertmanagerConfig>,
+    ) -> Stack {
+        Stack::start_agents(interval, alertmanager, &AGENTS).await
+    }
+
+    async fn start_agents(
+        interval: Duration,
+        alertmanager: Option<vigie_collector::config::AlertmanagerConfig>,
+        names: &[&str],
     ) -> Stack {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let collector = Collector::start_with(any, any, None, alertmanager).await;
@@ -147,7 +160,7 @@ impl Stack {
             cycles,
             cycles_tx,
         };
-        for name in AGENTS {
+        for name in names {
             stack.start_agent(name);
         }
         stack

@@ -193,6 +193,12 @@ async fn s03a_kill_primary_patroni_is_critical_calls_out_the_orphan_and_follows_
         .await;
     assert_eq!(verdict(&doc), "critical");
     let new = doc["leader"].as_str().expect("leader").to_string();
+    // The orphan is named for what it is, not as the leader it no longer is.
+    let patroni_down = finding_message(&doc, "PATRONI_DOWN", &old_name).unwrap_or_default();
+    assert!(
+        patroni_down.contains("old primary, still writable, unmanaged"),
+        "{patroni_down}"
+    );
     // HAProxy RW follows the new leader: no misrouting, the RW endpoint up.
     s.wait_demo("HAProxy RW on the new leader", CLUSTER_CHANGE, |d| {
         let backends = &d["nodes"]
@@ -555,6 +561,275 @@ async fn s11_collector_restarted_mid_fault_has_the_same_verdict_back_within_two_
     timer.repair();
     lab.fault("start-haproxy", None).await;
     s.wait_demo("healthy", CLUSTER_CHANGE, healthy).await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+/// Writes through HAProxy RW as fast as one session can: a few MB of WAL a second.
+struct HeavyWriter {
+    stop: Arc<AtomicBool>,
+}
+
+impl HeavyWriter {
+    async fn start() -> HeavyWriter {
+        let c = connect(Target::Rw, Role::Superuser, Duration::from_secs(10))
+            .await
+            .expect("connect RW");
+        query_one_text(
+            &c,
+            "create table if not exists lab_heavy (filler text); select 'ok'",
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("create table");
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        tokio::spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                let _ = query_one_text(
+                    &c,
+                    "insert into lab_heavy select repeat(md5(g::text), 10) from generate_series(1, 2000) g; select 'ok'",
+                    Duration::from_secs(10),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = query_one_text(
+                &c,
+                "truncate lab_heavy; select 'ok'",
+                Duration::from_secs(10),
+            )
+            .await;
+        });
+        HeavyWriter { stop }
+    }
+}
+
+impl Drop for HeavyWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The message of the first finding `code` naming `node`.
+fn finding_message(doc: &Value, code: &str, node: &str) -> Option<String> {
+    doc["findings"]
+        .as_array()?
+        .iter()
+        .find(|f| {
+            f["code"] == code
+                && f["nodes"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|x| x == node))
+        })
+        .and_then(|f| f["message"].as_str().map(str::to_string))
+}
+
+/// A metric sample's value in the collector's `/metrics`.
+async fn metric(s: &Stack, sample: &str) -> Option<f64> {
+    let text = reqwest::get(s.collector.api("/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn s12_stalled_wal_stream_is_reported_within_three_intervals_at_light_and_heavy_writes() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    for heavy in [false, true] {
+        let label = if heavy {
+            "heavy writes"
+        } else {
+            "light writes"
+        };
+        let r = *lab.replicas().await.first().expect("a replica");
+        let node = format!("node{r}");
+        let _light = Writer::start();
+        let _heavy = if heavy {
+            Some(HeavyWriter::start().await)
+        } else {
+            None
+        };
+        s.wait_demo("healthy under writes", CLUSTER_CHANGE, healthy)
+            .await;
+        let mut timer = Timer::fault(&format!("freeze-walsender ({label})"), interval());
+        lab.fault("freeze-walsender", Some(&r.to_string())).await;
+        // The WAL receiver times out only after a minute; vigie must not wait for it.
+        let doc = s
+            .wait_demo(
+                "REPLICA_NOT_STREAMING: stream stalled",
+                interval() * 3 + Duration::from_secs(3),
+                |d| {
+                    finding_message(d, "REPLICA_NOT_STREAMING", &node)
+                        .is_some_and(|m| m.contains("stalled"))
+                },
+            )
+            .await;
+        let took = timer.detected();
+        let msg = finding_message(&doc, "REPLICA_NOT_STREAMING", &node).unwrap_or_default();
+        assert_eq!(verdict(&doc), "degraded", "{:?}", finding_codes(&doc));
+        timer.note(format!("after {:.1}s: {msg}", took.as_secs_f64()));
+        // /metrics carries the cross-node figures, not the replica's own receive − replay (0).
+        let behind = metric(
+            &s,
+            &format!("vigie_replication_receive_lag_bytes{{cluster=\"demo\",node=\"{node}\"}}"),
+        )
+        .await;
+        assert!(behind.is_some_and(|b| b > 0.0), "receive lag {behind:?}");
+        let seconds = metric(
+            &s,
+            &format!("vigie_replication_receive_lag_seconds{{cluster=\"demo\",node=\"{node}\"}}"),
+        )
+        .await;
+        assert!(
+            seconds.is_some_and(|b| b > 0.0),
+            "receive lag seconds {seconds:?}"
+        );
+        timer.repair();
+        lab.fault("thaw-walsender", Some(&r.to_string())).await;
+        s.wait_demo("healthy after the thaw", CLUSTER_CHANGE, healthy)
+            .await;
+        timer.recovered();
+        timer.record();
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s13_writes_misrouted_to_a_replica_in_a_steady_cluster_are_critical_within_two_intervals() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    let r = *lab.replicas().await.first().expect("a replica");
+    let node = format!("node{r}");
+    let mut timer = Timer::fault("misroute-rw (steady cluster)", interval());
+    lab.fault("misroute-rw", Some(&r.to_string())).await;
+    s.wait_demo("RW_MISROUTED seen", CLUSTER_CHANGE, |d| {
+        has_finding(d, "RW_MISROUTED", &node)
+    })
+    .await;
+    // Nothing is transitioning (Patroni's leader has not moved): no transition grace.
+    let doc = s
+        .wait_demo(
+            "critical RW_MISROUTED",
+            interval() * 2 + Duration::from_secs(2),
+            |d| verdict(d) == "critical" && has_finding(d, "RW_MISROUTED", &node),
+        )
+        .await;
+    let took = timer.detected();
+    timer.note(format!(
+        "critical after {:.1}s: {:?}",
+        took.as_secs_f64(),
+        finding_codes(&doc)
+    ));
+    timer.repair();
+    lab.fault("unmisroute-rw", Some(&r.to_string())).await;
+    s.wait_demo("healthy after the repair", CLUSTER_CHANGE, healthy)
+        .await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s14_a_silent_leader_agent_is_degraded_while_the_others_vouch_for_the_leader() {
+    let lab = Lab::acquire().await;
+    let mut s = stack().await;
+    let leader = format!("node{}", lab.leader().await.expect("a leader"));
+    let mut timer = Timer::fault("agent killed (leader)", interval());
+    s.kill_agent(&leader);
+    let doc = s
+        .wait_demo("AGENT_STALE on the leader", CLUSTER_CHANGE, |d| {
+            has_finding(d, "AGENT_STALE", &leader)
+        })
+        .await;
+    timer.detected();
+    let msg = finding_message(&doc, "AGENT_STALE", &leader).unwrap_or_default();
+    assert_eq!(
+        verdict(&doc),
+        "degraded",
+        "{msg}; blind: {}",
+        doc["blind_spots"]
+    );
+    assert!(msg.contains("vouched for by"), "{msg}");
+    assert!(msg.contains("unobserved: "), "{msg}");
+    timer.note(msg);
+    // And it stays so: the replicas' Patroni, their WAL streams and HAProxy still see it.
+    let until = Instant::now() + interval() * 5;
+    while Instant::now() < until {
+        let d = s.demo().await.expect("api");
+        assert_eq!(
+            verdict(&d),
+            "degraded",
+            "{:?} {}",
+            finding_codes(&d),
+            d["blind_spots"]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    timer.repair();
+    s.start_agent(&leader);
+    s.wait_demo("healthy with the agent back", CLUSTER_CHANGE, healthy)
+        .await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s15_etcd_with_an_unwatched_member_judges_only_what_it_sees_and_one_stall_is_not_quorum_lost()
+ {
+    let lab = Lab::acquire().await;
+    // node3's host runs etcd and Patroni but no agent: its etcd member is unobserved.
+    let s = Stack::start_only(interval(), &["node1", "node2", "haproxy"]).await;
+    let only_node3_unwatched = |d: &Value| {
+        verdict(d) == "degraded"
+            && finding_codes(d) == ["AGENT_STALE node3"]
+            && d["blind_spots"].as_array().is_some_and(Vec::is_empty)
+    };
+    s.wait_demo(
+        "degraded by the unwatched node3 only",
+        CLUSTER_CHANGE,
+        only_node3_unwatched,
+    )
+    .await;
+    // A member that stops answering for a few seconds (a disk stall): never critical.
+    let mut timer = Timer::fault("freeze-etcd 1 (one of two watched)", interval());
+    lab.fault("freeze-etcd", Some("1")).await;
+    let until = Instant::now() + interval() * 4;
+    while Instant::now() < until {
+        let d = s.demo().await.expect("api");
+        assert_ne!(verdict(&d), "critical", "{:?}", finding_codes(&d));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    lab.fault("thaw-etcd", Some("1")).await;
+    timer.detected();
+    // One watched member down, the other healthy: the quorum holds (a healthy member proves it).
+    lab.fault("stop-etcd", Some("1")).await;
+    s.wait_demo("DCS_MEMBER_DOWN node1", CLUSTER_CHANGE, |d| {
+        has_finding(d, "DCS_MEMBER_DOWN", "node1")
+    })
+    .await;
+    let until = Instant::now() + interval() * 4;
+    while Instant::now() < until {
+        let d = s.demo().await.expect("api");
+        assert_eq!(verdict(&d), "degraded", "{:?}", finding_codes(&d));
+        assert!(!has_finding(&d, "DCS_QUORUM_LOST", "node1"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    timer.repair();
+    lab.fault("start-etcd", Some("1")).await;
+    s.wait_demo(
+        "back to node3 unwatched only",
+        CLUSTER_CHANGE,
+        only_node3_unwatched,
+    )
+    .await;
     timer.recovered();
     timer.record();
     s.stop().await;

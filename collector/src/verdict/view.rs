@@ -216,14 +216,14 @@ impl<'a> View<'a> {
             }
         }
         for h in self.fresh().filter(|n| n.state.has("haproxy")) {
-            let window_s = (h.state.interval_ms as i64 + 1_000) / 1_000;
+            let window_ms = h.state.interval_ms as i64 + 1_000;
             let proxies = h
                 .fact("haproxy.backends", "proxies")
                 .and_then(Value::as_array);
             for p in proxies.into_iter().flatten() {
                 for s in p["servers"].as_array().into_iter().flatten() {
                     if let Some(age) = s["lastchg_s"].as_i64()
-                        && age <= window_s
+                        && age * 1_000 < window_ms
                     {
                         return Some(format!(
                             "HAProxy on {}: {}/{} changed state {age}s ago",
