@@ -8,10 +8,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 "$here/lab/lab.sh" install
 
-# The test suite also runs the real Prometheus (scraping /metrics) and Alertmanager.
+# The test suite also runs the real Prometheus (scraping /metrics) and Alertmanager, and steps a
+# test process's wall clock with libfaketime.
 missing=()
 [ -x /usr/bin/prometheus ] || missing+=(prometheus)
 [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]} (for the tests)" >&2
   apt-get update -q >/dev/null

@@ -123,6 +123,8 @@ pub fn detail(entry: &Arc<ClusterEntry>, recent: Vec<Value>, now: i64) -> Value 
         "leader": v.leader,
         "findings": v.findings,
         "blind_spots": v.blind_spots,
+        "transition": v.transition,
+        "replication": v.replication,
         "evaluated_ms": v.evaluated_ms,
         "nodes": nodes,
         "recent_events": recent,

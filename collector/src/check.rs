@@ -44,8 +44,18 @@ pub fn check_line(d: &Value) -> (String, u8) {
     {
         text.push_str(&format!("; blind: {b}"));
     }
-    // Perfdata: members, replicas streaming from the leader, each replica's lag, agent ages.
+    // Perfdata: members, replicas streaming from the leader, each replica's lag (measured
+    // across nodes by the collector), agent ages.
     let nodes = d["nodes"].as_array().cloned().unwrap_or_default();
+    let lag_of = |name: &str| {
+        d["replication"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["node"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
     let mut perf = Vec::new();
     let members = nodes.iter().find_map(|n| {
         n["results"]["patroni.cluster"]["facts"]["members"]
@@ -63,10 +73,11 @@ pub fn check_line(d: &Value) -> (String, u8) {
         {
             perf.push(format!("replicas_streaming={s};;{e}:"));
         }
-        if let Some(b) = facts("postgres.replication_lag")["lag_bytes"].as_u64() {
+        let lag = lag_of(name);
+        if let Some(b) = lag["lag_bytes"].as_u64() {
             perf.push(format!("lag_bytes_{name}={b}B"));
         }
-        if let Some(s) = facts("postgres.replication_lag")["lag_seconds"].as_f64() {
+        if let Some(s) = lag["replay_lag_s"].as_f64() {
             perf.push(format!("lag_seconds_{name}={s}s"));
         }
         if let Some(a) = n["age_s"].as_f64() {
@@ -94,8 +105,9 @@ mod tests {
                     "patroni.cluster": {"facts": {"members": [{}, {}, {}]}},
                     "postgres.replication": {"facts": {"streaming": 1, "expected": 2}}}},
                 {"name": "node3", "age_s": 1.2, "results": {
-                    "postgres.replication_lag": {"facts": {"lag_bytes": 2048, "lag_seconds": 1.5}}}},
-            ]
+                    "postgres.replication_lag": {"facts": {"lag_bytes": 0, "lag_seconds": 0.0}}}},
+            ],
+            "replication": [{"node": "node3", "lag_bytes": 2048, "replay_lag_s": 1.5}]
         });
         let (line, code) = check_line(&d);
         assert_eq!(code, 2);

@@ -570,6 +570,7 @@ async fn webhooks_are_signed_and_their_ids_survive_a_collector_restart() {
         }]
     };
     let db = dir.path().join("events.db");
+    // Deliveries of HAPROXY_DOWN (RW_ENDPOINT_DOWN fires beside it).
     let wait_for = |state: &'static str, count: usize| {
         let got = got.clone();
         async move {
@@ -579,7 +580,10 @@ async fn webhooks_are_signed_and_their_ids_survive_a_collector_restart() {
                     .lock()
                     .map(|g| {
                         g.iter()
-                            .filter(|(_, _, b)| b.contains(&format!("\"state\":\"{state}\"")))
+                            .filter(|(id, _, b)| {
+                                id.contains(":HAPROXY_DOWN:")
+                                    && b.contains(&format!("\"state\":\"{state}\""))
+                            })
                             .count()
                     })
                     .unwrap_or(0);
@@ -588,7 +592,7 @@ async fn webhooks_are_signed_and_their_ids_survive_a_collector_restart() {
                 }
                 assert!(
                     tokio::time::Instant::now() < deadline,
-                    "no {state} delivery #{count}"
+                    "no HAPROXY_DOWN {state} delivery #{count}"
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -602,7 +606,13 @@ async fn webhooks_are_signed_and_their_ids_survive_a_collector_restart() {
         .await
         .expect("send");
     wait_for("firing", 1).await;
-    let first = got.lock().expect("lock")[0].clone();
+    let first = got
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|(id, _, _)| id.contains(":HAPROXY_DOWN:"))
+        .cloned()
+        .expect("a HAPROXY_DOWN delivery");
     assert!(first.0.starts_with("demo:HAPROXY_DOWN:lb1:"), "{}", first.0);
     assert_eq!(
         first.1,

@@ -91,16 +91,20 @@ impl Lab {
         lab
     }
 
-    /// `lab.sh up` then `lab.sh repair`: a ready cluster, whatever state it was left in.
+    /// `lab.sh up` when there is no lab, then `lab.sh repair` (which brings up whatever is
+    /// down): a ready cluster, whatever state an interrupted test left it in.
     pub async fn ensure_ready(&self) {
-        self.script_ok(&["up"]).await;
+        if !lab_dir().join("profile").exists() {
+            self.script_ok(&["up"]).await;
+        }
         self.script_ok(&["repair"]).await;
     }
 
     /// Runs `deploy/lab/lab.sh ARGS…`.
     pub async fn script(&self, args: &[&str]) -> ScriptOutput {
         let mut cmd = tokio::process::Command::new(repo_root().join("deploy/lab/lab.sh"));
-        cmd.args(args).kill_on_drop(true);
+        // The lab's daemons keep the machine's real clock, whatever a test does to its own.
+        cmd.args(args).kill_on_drop(true).env_remove("LD_PRELOAD");
         if std::env::var_os("VIGIE_LAB_PROFILE").is_none() {
             cmd.env("VIGIE_LAB_PROFILE", "fast");
         }

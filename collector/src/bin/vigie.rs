@@ -314,10 +314,13 @@ fn render(d: &Value) -> String {
         let tl = fact("patroni.node", "timeline")
             .as_u64()
             .map_or("-".to_string(), |t| t.to_string());
-        let lag = match fact("postgres.replication_lag", "lag_bytes").as_u64() {
-            Some(b) => format!("{b} B"),
-            None => "-".to_string(),
-        };
+        let lag = d["replication"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["node"] == n["name"])
+            .and_then(|l| l["lag_bytes"].as_u64())
+            .map_or("-".to_string(), |b| format!("{b} B"));
         let age = n["age_s"].as_f64().unwrap_or(f64::NAN);
         let agent = if n["connected"] == true {
             format!("{age:.1}s ago")
