@@ -228,18 +228,37 @@ impl Stack {
         self.get("/api/v1/clusters/demo").await
     }
 
-    /// Polls the demo cluster until `accept` holds; returns that document.
+    /// Polls the demo cluster until `accept` holds; returns that document. On timeout, the
+    /// panic shows the last document's verdict, findings and blind spots.
     pub async fn wait_demo(
         &self,
         what: &str,
         timeout: Duration,
         accept: impl Fn(&Value) -> bool,
     ) -> Value {
-        wait_until(what, timeout, || async {
-            let d = self.demo().await?;
-            accept(&d).then_some(d)
-        })
-        .await
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(d) = self.demo().await {
+                if accept(&d) {
+                    return d;
+                }
+                last = Some(d);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let shown = last.as_ref().map_or("no answer".to_string(), |d| {
+                    format!(
+                        "{} {:?} blind {} transition {}",
+                        d["verdict"],
+                        finding_messages(d),
+                        d["blind_spots"],
+                        d["transition"]
+                    )
+                });
+                panic!("timed out after {timeout:?} waiting for {what}; last: {shown}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until agent `name` has run a cycle whose results satisfy `accept`.
@@ -282,6 +301,22 @@ pub fn has_finding(doc: &Value, code: &str, node: &str) -> bool {
                 .as_array()
                 .is_some_and(|n| n.iter().any(|x| x == node))
     })
+}
+
+/// Each finding of a cluster document as `CODE: message`.
+pub fn finding_messages(doc: &Value) -> Vec<String> {
+    doc["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            format!(
+                "{}: {}",
+                f["code"].as_str().unwrap_or("?"),
+                f["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
 }
 
 /// The codes of a cluster document's findings.

@@ -11,7 +11,7 @@ use vigie_agent::probe::ProbeId;
 use vigie_agent::result::Status;
 use vigie_collector::config::TlsConfig;
 use vigie_tests::stack::{AGENTS, Collector, Stack, finding_codes, has_finding};
-use vigie_tests::{CLUSTER_CHANGE, Lab, wait_until};
+use vigie_tests::{CLUSTER_CHANGE, Lab, NODES, wait_until};
 
 const INTERVAL: Duration = Duration::from_secs(1);
 
@@ -152,9 +152,29 @@ async fn a_killed_agent_is_agent_stale_within_a_few_intervals() {
         "{f}"
     );
 
-    // The leader's agent killed: nobody can vouch for the leader any more.
-    let leader = lab.leader().await.expect("a leader");
-    stack.kill_agent(&format!("node{leader}"));
+    // The leader's agent killed too: the last replica (its Patroni, its WAL stream) and HAProxy
+    // still vouch for the leader.
+    let leader = format!("node{}", lab.leader().await.expect("a leader"));
+    stack.kill_agent(&leader);
+    let doc = stack
+        .wait_demo("AGENT_STALE on the leader", Duration::from_secs(10), |d| {
+            has_finding(d, "AGENT_STALE", &leader)
+        })
+        .await;
+    assert_eq!(
+        verdict(&doc),
+        "degraded",
+        "{:?} {}",
+        finding_codes(&doc),
+        doc["blind_spots"]
+    );
+    // And the last replica's: only HAProxy sees the leader now, one observer: blind.
+    let last = NODES
+        .iter()
+        .map(|n| format!("node{n}"))
+        .find(|n| *n != node && *n != leader)
+        .expect("a third node");
+    stack.kill_agent(&last);
     let doc = stack
         .wait_demo("unknown", Duration::from_secs(10), |d| {
             verdict(d) == "unknown"

@@ -44,8 +44,10 @@ pub fn lags(view: &View<'_>) -> Vec<ReplicaLag> {
 /// `r`'s lag behind `leader` (whose SQL may be unobserved: then only the replica's own view).
 fn measure(leader: Option<&NodeView<'_>>, r: &NodeView<'_>) -> Option<ReplicaLag> {
     let obs = r.result("postgres.replication_lag")?;
-    let receive = obs.fact("receive_lsn_bytes").as_u64();
     let replay = obs.fact("replay_lsn_bytes").as_u64();
+    // What was replayed was received: a standby just restarted reports a receive position
+    // behind its replay until its receiver has streamed something.
+    let receive = obs.fact("receive_lsn_bytes").as_u64().max(replay);
     let last_msg_age_s = r
         .fact("postgres.wal_receiver", "last_msg_age_s")
         .and_then(|v| v.as_f64());
@@ -428,6 +430,27 @@ mod tests {
                     Status::Ok,
                     json!({"last_msg_age_s": 25.0}),
                 ),
+                Health::Healthy,
+                None,
+                &[][..],
+            ),
+            (
+                // Just restarted: the receiver reports the segment start, behind replay, and
+                // the idle stream sends nothing. Not a stall: what was replayed was received.
+                "restarted standby, receive behind replay",
+                Lab::healthy()
+                    .patch(
+                        "node2",
+                        "postgres.replication_lag",
+                        Status::Ok,
+                        json!({"receive_lsn_bytes": 48_000_000u64}),
+                    )
+                    .patch(
+                        "node2",
+                        "postgres.wal_receiver",
+                        Status::Ok,
+                        json!({"last_msg_age_s": 9.0}),
+                    ),
                 Health::Healthy,
                 None,
                 &[][..],
