@@ -670,6 +670,18 @@ fault_thaw_walsender() {
   log "node$n: walsender resumed"
 }
 
+# An operator's mistake: `pg_ctl promote` on replica N (e.g. during maintenance mode, when Patroni
+# does not step in): two writable primaries, Patroni's leader unchanged.
+fault_promote() {
+  local n=$1 leader dir
+  leader=$(leader_node) || die "no leader right now"
+  [ "$n" != "$leader" ] || die "node$n is the leader already"
+  dir=$(node_dir "$n")
+  setpriv --reuid=postgres --regid=postgres --init-groups "$dir/bin/pg_ctl" -D "$dir/data" promote -w -t 30 >/dev/null ||
+    die "pg_ctl promote failed on node$n"
+  log "node$n: promoted by hand (node$leader is still Patroni's leader)"
+}
+
 # freeze-etcd N / thaw-etcd N: etcd member N stops answering (SIGSTOP), as in a long disk stall.
 fault_freeze_etcd() {
   local n=$1 pid
@@ -739,6 +751,7 @@ cmd_fault() {
     freeze-walsender) fault_freeze_walsender "$(resolve_node "$arg")" ;;
     thaw-walsender) fault_thaw_walsender "$(resolve_node "$arg")" ;;
     freeze-etcd) fault_freeze_etcd "$(resolve_node "$arg")" ;;
+    promote) fault_promote "$(resolve_node "$arg")" ;;
     thaw-etcd) fault_thaw_etcd "$(resolve_node "$arg")" ;;
     switchover) fault_switchover ;;
     pause) fault_pause pause ;;

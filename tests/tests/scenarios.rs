@@ -566,7 +566,8 @@ async fn s11_collector_restarted_mid_fault_has_the_same_verdict_back_within_two_
     s.stop().await;
 }
 
-/// Writes through HAProxy RW as fast as one session can: a few MB of WAL a second.
+/// Writes through HAProxy RW at a sustained ~2 MB of WAL a second (100 MB a minute, six times
+/// `lag_warning_bytes`), for the heavy-write cases.
 struct HeavyWriter {
     stop: Arc<AtomicBool>,
 }
@@ -589,11 +590,11 @@ impl HeavyWriter {
             while !s.load(Ordering::Relaxed) {
                 let _ = query_one_text(
                     &c,
-                    "insert into lab_heavy select repeat(md5(g::text), 10) from generate_series(1, 2000) g; select 'ok'",
+                    "insert into lab_heavy select repeat(md5(g::text), 10) from generate_series(1, 500) g; select 'ok'",
                     Duration::from_secs(10),
                 )
                 .await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let _ = query_one_text(
                 &c,
@@ -673,7 +674,19 @@ async fn s12_stalled_wal_stream_is_reported_within_three_intervals_at_light_and_
             .await;
         let took = timer.detected();
         let msg = finding_message(&doc, "REPLICA_NOT_STREAMING", &node).unwrap_or_default();
-        assert_eq!(verdict(&doc), "degraded", "{:?}", finding_codes(&doc));
+        // A warning: writes still work. (A loaded machine may add its own RESOURCE_PRESSURE.)
+        let severity = doc["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["code"] == "REPLICA_NOT_STREAMING")
+            .map(|f| f["severity"].clone());
+        assert_eq!(
+            severity,
+            Some(Value::from("warning")),
+            "{:?}",
+            finding_codes(&doc)
+        );
         timer.note(format!("after {:.1}s: {msg}", took.as_secs_f64()));
         // /metrics carries the cross-node figures, not the replica's own receive − replay (0).
         let behind = metric(
@@ -830,6 +843,50 @@ async fn s15_etcd_with_an_unwatched_member_judges_only_what_it_sees_and_one_stal
         only_node3_unwatched,
     )
     .await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s16_a_replica_promoted_by_hand_in_a_steady_cluster_is_split_brain_within_two_intervals() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    // Maintenance mode, so that Patroni leaves the operator's mistake in place.
+    lab.fault("pause", None).await;
+    s.wait_demo("MAINTENANCE_MODE", CLUSTER_CHANGE, |d| {
+        finding_codes(d)
+            .iter()
+            .any(|c| c.starts_with("MAINTENANCE_MODE"))
+    })
+    .await;
+    let r = *lab.replicas().await.first().expect("a replica");
+    let node = format!("node{r}");
+    let mut timer = Timer::fault("promote a replica by hand (paused)", interval());
+    lab.fault("promote", Some(&r.to_string())).await;
+    s.wait_demo("SPLIT_BRAIN seen", CLUSTER_CHANGE, |d| {
+        has_finding(d, "SPLIT_BRAIN", &node)
+    })
+    .await;
+    // Patroni's leader has not moved, nothing is transitioning: no transition grace.
+    let doc = s
+        .wait_demo(
+            "critical SPLIT_BRAIN",
+            interval() * 2 + Duration::from_millis(1_500),
+            |d| verdict(d) == "critical" && has_finding(d, "SPLIT_BRAIN", &node),
+        )
+        .await;
+    let took = timer.detected();
+    timer.note(format!(
+        "critical after {:.1}s: {:?}",
+        took.as_secs_f64(),
+        finding_codes(&doc)
+    ));
+    timer.repair();
+    lab.fault("resume", None).await;
+    lab.script_ok(&["repair"]).await;
+    s.wait_demo("healthy after the rejoin", CLUSTER_CHANGE, healthy)
+        .await;
     timer.recovered();
     timer.record();
     s.stop().await;
