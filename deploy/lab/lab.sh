@@ -478,6 +478,7 @@ cmd_repair() {
     if alive "$pid" "$(etcd_pattern "$n")"; then kill -CONT "$pid"; fi
     if [ -e "$RUN/misrouted$n" ] && running haproxy "$(haproxy_pattern)"; then fault_unmisroute_rw "$n"; fi
   done
+  for n in "${NODES[@]}"; do reinit_promoted "$n"; done
   cmd_up
   if [ "$(cluster_json | jq -r '.pause // false')" = true ]; then fault_pause resume; fi
 }
@@ -679,7 +680,20 @@ fault_promote() {
   dir=$(node_dir "$n")
   setpriv --reuid=postgres --regid=postgres --init-groups "$dir/bin/pg_ctl" -D "$dir/data" promote -w -t 30 >/dev/null ||
     die "pg_ctl promote failed on node$n"
+  echo "$n" >"$RUN/promoted$n"
   log "node$n: promoted by hand (node$leader is still Patroni's leader)"
+}
+
+# After `promote N`: Patroni 3.0.2 demotes the node but leaves it on its own timeline, unable to
+# follow ("highest timeline N of the primary is behind recovery timeline N+1"); rebuild it.
+reinit_promoted() {
+  local n=$1
+  [ -e "$RUN/promoted$n" ] || return 0
+  if [ "$(cluster_json | jq -r '.pause // false')" = true ]; then fault_pause resume; fi
+  wait_for "Patroni on node$n to accept a reinitialize" 60 \
+    curl -fsS -m 10 -XPOST "http://$(node_ip "$n"):8008/reinitialize" -H 'Content-Type: application/json' -d '{"force": true}'
+  rm -f "$RUN/promoted$n"
+  log "node$n: reinitialized from the leader"
 }
 
 # freeze-etcd N / thaw-etcd N: etcd member N stops answering (SIGSTOP), as in a long disk stall.
