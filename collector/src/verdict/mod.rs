@@ -144,7 +144,8 @@ impl Finding {
         }
     }
 
-    /// Marks the finding as needing a second observation before it counts.
+    /// Marks the finding as needing a second observation before it counts: its evidence must
+    /// show a newer observation than when it opened.
     pub fn confirmed_later(mut self) -> Finding {
         self.confirm = true;
         self
