@@ -53,24 +53,26 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
         if let Some(offset) = n.state.clock_offset_ms
             && offset.abs() > view.policy.clock_skew_ms
         {
-            findings.push(Finding::new(
-                Code::ClockSkew,
-                Severity::Warning,
-                vec![name.clone()],
-                format!(
-                    "{name}'s clock is {:.1}s {} the collector's",
-                    offset.abs() as f64 / 1000.0,
-                    if offset > 0 { "behind" } else { "ahead of" }
-                ),
-            )
-            .with_all([crate::verdict::Evidence {
-                node: name.clone(),
-                probe: "clock".to_string(),
-                observed: format!("receive time − agent time = {offset} ms"),
-                at_ms: n.state.last_seen_ms,
-            }])
-            // One batch delayed on its way is not a skewed clock: the next one must agree.
-            .confirmed_later());
+            findings.push(
+                Finding::new(
+                    Code::ClockSkew,
+                    Severity::Warning,
+                    vec![name.clone()],
+                    format!(
+                        "{name}'s clock is {:.1}s {} the collector's",
+                        offset.abs() as f64 / 1000.0,
+                        if offset > 0 { "behind" } else { "ahead of" }
+                    ),
+                )
+                .with_all([crate::verdict::Evidence {
+                    node: name.clone(),
+                    probe: "clock".to_string(),
+                    observed: format!("receive time − agent time = {offset} ms"),
+                    at_ms: n.state.last_seen_ms,
+                }])
+                // One batch delayed on its way is not a skewed clock: the next one must agree.
+                .confirmed_later(),
+            );
         }
     }
 }
