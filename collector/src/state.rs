@@ -340,16 +340,13 @@ impl Store {
                 state.connected = true;
                 state.dropped_batches += batch.dropped;
                 state.results.extend(batch.results);
-                if let Some(lsn) = state
+                // A primary's position from this batch (not a previous one kept in `results`).
+                if let Some((observed, lsn)) = state
                     .results
                     .get("postgres.replication_lag")
                     .filter(|o| o.received_mono_ms == at.mono_ms)
-                    .and_then(|o| o.fact("current_lsn_bytes").as_u64())
+                    .and_then(|o| Some((o.observed_mono_ms, o.fact("current_lsn_bytes").as_u64()?)))
                 {
-                    let observed = state
-                        .results
-                        .get("postgres.replication_lag")
-                        .map_or(at.mono_ms, |o| o.observed_mono_ms);
                     Arc::make_mut(&mut state.lsn_series).record(observed, lsn);
                 }
                 state.clock_offset_ms = batch.agent_end_ms.map(|e| at_ms - e);

@@ -201,9 +201,12 @@ fn vouchers(view: &View<'_>, name: &str, members: &BTreeMap<String, Value>) -> V
             .into_iter()
             .flatten()
             .filter(|p| {
-                p["up"].as_array().into_iter().flatten().any(|s| {
-                    s == name || server_address(p, s.as_str()).is_some_and(|a| Some(a) == host)
-                })
+                p["up"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .any(|s| super::haproxy::same_node(p, s, name, members))
             })
             .filter_map(|p| p["proxy"].as_str())
             .collect::<Vec<_>>();
@@ -218,16 +221,6 @@ fn vouchers(view: &View<'_>, name: &str, members: &BTreeMap<String, Value>) -> V
         }
     }
     out
-}
-
-/// The IP of HAProxy server `server` of proxy `p`.
-fn server_address<'v>(p: &'v Value, server: Option<&str>) -> Option<&'v str> {
-    let a = p["servers"]
-        .as_array()?
-        .iter()
-        .find(|s| s["name"].as_str() == server)?["address"]
-        .as_str()?;
-    Some(a.rsplit_once(':').map_or(a, |(ip, _)| ip))
 }
 
 /// What nobody observes while a node's agent is silent, by the components it runs.

@@ -140,7 +140,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
 
 /// Whether HAProxy's server `server` (in proxy `p`) is the node `node`: by name, or by the
 /// address Patroni publishes for it.
-fn same_node(
+pub(super) fn same_node(
     p: &Value,
     server: &str,
     node: &str,
