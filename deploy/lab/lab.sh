@@ -684,8 +684,13 @@ fault_promote() {
   log "node$n: promoted by hand (node$leader is still Patroni's leader)"
 }
 
-# After `promote N`: Patroni 3.0.2 demotes the node but leaves it on its own timeline, unable to
-# follow ("highest timeline N of the primary is behind recovery timeline N+1"); rebuild it.
+# After `promote N` the node is on a timeline of its own. Patroni demotes it once the cluster is
+# resumed, and 3.0.2 may then leave it unable to follow ("highest timeline N of the primary is
+# behind recovery timeline N+1") while /cluster shows it running: rebuild it from the leader, and
+# wait until the rebuild has started and the cluster is ready again.
+member_state() { cluster_json | jq -r --arg m "node$1" '.members[] | select(.name == $m) | .state'; }
+member_state_is_not() { [ "$(member_state "$1")" != "$2" ]; }
+
 reinit_promoted() {
   local n=$1
   [ -e "$RUN/promoted$n" ] || return 0
@@ -693,6 +698,8 @@ reinit_promoted() {
   wait_for "Patroni on node$n to accept a reinitialize" 60 \
     curl -fsS -m 10 -XPOST "http://$(node_ip "$n"):8008/reinitialize" -H 'Content-Type: application/json' -d '{"force": true}'
   rm -f "$RUN/promoted$n"
+  wait_for "node$n's rebuild to start" 30 member_state_is_not "$n" running
+  wait_for "node$n rebuilt and streaming again" 180 cluster_ready
   log "node$n: reinitialized from the leader"
 }
 
