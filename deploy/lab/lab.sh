@@ -226,6 +226,10 @@ postgresql:
   data_dir: $dir/data
   bin_dir: $dir/bin
   pgpass: $dir/pgpass
+  # A new replica's base backup starts with an immediate checkpoint, not a spread one that can
+  # take minutes after heavy writes.
+  basebackup:
+    - checkpoint: fast
   authentication:
     superuser:
       username: postgres
@@ -690,15 +694,26 @@ fault_promote() {
 # wait until the rebuild has started and the cluster is ready again.
 member_state() { cluster_json | jq -r --arg m "node$1" '.members[] | select(.name == $m) | .state'; }
 member_state_is_not() { [ "$(member_state "$1")" != "$2" ]; }
+member_is_running_replica() {
+  [ "$(cluster_json | jq -r --arg m "node$1" '.members[] | select(.name == $m) | "\(.role) \(.state)"')" = "replica running" ]
+}
+
+request_reinit() {
+  member_state_is_not "$1" running && return 0
+  curl -fsS -m 30 -XPOST "http://$(node_ip "$1"):8008/reinitialize" -H 'Content-Type: application/json' \
+    -d '{"force": true}' >/dev/null 2>&1 || true
+  sleep 1
+  member_state_is_not "$1" running
+}
 
 reinit_promoted() {
   local n=$1
   [ -e "$RUN/promoted$n" ] || return 0
   if [ "$(cluster_json | jq -r '.pause // false')" = true ]; then fault_pause resume; fi
-  wait_for "Patroni on node$n to accept a reinitialize" 60 \
-    curl -fsS -m 10 -XPOST "http://$(node_ip "$n"):8008/reinitialize" -H 'Content-Type: application/json' -d '{"force": true}'
+  wait_for "Patroni to demote node$n" 60 member_is_running_replica "$n"
+  # One rebuild: ask again only while none has started (a second one would race the first).
+  wait_for "node$n's rebuild to start" 90 request_reinit "$n"
   rm -f "$RUN/promoted$n"
-  wait_for "node$n's rebuild to start" 30 member_state_is_not "$n" running
   wait_for "node$n rebuilt and streaming again" 180 cluster_ready
   log "node$n: reinitialized from the leader"
 }
