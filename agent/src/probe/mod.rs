@@ -8,6 +8,7 @@ pub mod haproxy_port;
 pub mod patroni_cluster;
 pub mod patroni_health;
 pub mod patroni_node;
+pub mod patroni_words;
 pub mod postgres_accept;
 pub mod postgres_locks;
 pub mod postgres_recovery;

@@ -83,6 +83,7 @@ codes! {
     RoEndpointDown => "RO_ENDPOINT_DOWN",
     HaproxyDown => "HAPROXY_DOWN",
     PatroniDown => "PATRONI_DOWN",
+    PatroniUnknownState => "PATRONI_UNKNOWN_STATE",
     PostgresDown => "POSTGRES_DOWN",
     AgentStale => "AGENT_STALE",
     MaintenanceMode => "MAINTENANCE_MODE",

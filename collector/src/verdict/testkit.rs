@@ -57,8 +57,8 @@ impl Lab {
         let members: Vec<Value> = (1..=3u8)
             .map(|n| {
                 json!({"name": format!("node{n}"), "host": host(n),
-                       "role": if n == leader { "leader" } else { "replica" },
-                       "state": "running", "timeline": 1, "lag_bytes": if n == leader { Value::Null } else { json!(0) }})
+                       "role": if n == leader { "leader" } else { "replica" }, "role_known": true,
+                       "state": "running", "state_kind": "running", "timeline": 1, "lag_bytes": if n == leader { Value::Null } else { json!(0) }})
             })
             .collect();
         let mut nodes = Vec::new();
@@ -71,7 +71,7 @@ impl Lab {
             let role = if primary { "primary" } else { "replica" };
             let ok = |facts: Value| obs(Status::Ok, facts);
             let r = &mut s.results;
-            r.insert("patroni.node".into(), ok(json!({"role": role, "state": "running", "timeline": 1, "pending_restart": false, "paused": false})));
+            r.insert("patroni.node".into(), ok(json!({"role": role, "role_known": true, "state": "running", "state_kind": "running", "timeline": 1, "pending_restart": false, "paused": false})));
             r.insert(
                 "patroni.cluster".into(),
                 ok(json!({"leader": format!("node{leader}"), "members": members, "paused": false})),

@@ -2,7 +2,7 @@
 //! accepts no new connections). Critical on the leader, a warning on a replica.
 
 use crate::model::Status;
-use crate::verdict::view::{NodeView, View};
+use crate::verdict::view::{NodeView, StateKind, View, state_kind};
 use crate::verdict::{Code, Finding, Severity};
 
 pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
@@ -52,10 +52,10 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
             // Patroni stopping or starting PostgreSQL itself (a switchover's demotion, a
             // restart it runs) gets the transition grace; a crash Patroni has not seen yet
             // does not.
-            let managed = n
-                .fact("patroni.node", "state")
-                .and_then(|s| s.as_str())
-                .is_some_and(|s| MANAGED_STATES.contains(&s));
+            let managed = matches!(
+                state_kind(n.fact("patroni.node", "state_kind")),
+                Some(StateKind::Transitional | StateKind::Stopped)
+            );
             let grace = if managed {
                 view.policy
                     .transition_grace_ms
@@ -81,9 +81,6 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
         }
     }
 }
-
-/// Patroni states in which PostgreSQL is down because Patroni itself is stopping or starting it.
-const MANAGED_STATES: [&str; 4] = ["stopping", "stopped", "starting", "restarting"];
 
 /// Why PostgreSQL counts as down on this node, if it does.
 fn postgres_down(n: &NodeView<'_>) -> Option<String> {
@@ -181,7 +178,10 @@ mod tests {
                     "node1",
                     "patroni.node",
                     Status::Critical,
-                    json!({"state": state}),
+                    json!({"state": state, "state_kind": match state {
+                        "running" => "running",
+                        _ => "transitional",
+                    }}),
                 )
         };
         // Observed twice, one agent interval apart (the second batch confirms the first).

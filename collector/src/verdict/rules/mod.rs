@@ -8,6 +8,7 @@ mod haproxy;
 mod host;
 mod leader;
 mod maintenance;
+mod patroni_words;
 pub mod replication;
 
 use super::Finding;
@@ -21,5 +22,6 @@ pub fn run_all(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Str
     replication::check(view, findings);
     dcs::check(view, findings, blind);
     maintenance::check(view, findings);
+    patroni_words::check(view, findings);
     host::check(view, findings);
 }
