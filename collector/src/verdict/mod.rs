@@ -90,6 +90,7 @@ codes! {
     PendingRestart => "PENDING_RESTART",
     ResourcePressure => "RESOURCE_PRESSURE",
     LockWaits => "LOCK_WAITS",
+    ConnectionsSaturated => "CONNECTIONS_SATURATED",
     ClockSkew => "CLOCK_SKEW",
 }
 
@@ -195,6 +196,8 @@ pub struct Policy {
     /// this long ago (and no message came since): half the replica's interval, never less than
     /// this.
     pub stall_min_ms: i64,
+    /// CONNECTIONS_SATURATED warns above this share of the usable connection slots in use.
+    pub connections_warning_percent: f64,
 }
 
 impl Default for Policy {
@@ -211,6 +214,7 @@ impl Default for Policy {
             split_brain_grace_ms: 3_000,
             transition_window_ms: 30_000,
             stall_min_ms: 500,
+            connections_warning_percent: 90.0,
         }
     }
 }

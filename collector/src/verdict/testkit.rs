@@ -113,6 +113,10 @@ impl Lab {
             }
             r.insert("postgres.locks".into(), ok(json!({"waiting_sessions": 0})));
             r.insert("postgres.accept".into(), ok(json!({})));
+            r.insert(
+                "postgres.connections".into(),
+                ok(json!({"client_backends": 6, "usable": 97, "free": 91, "used_percent": 6.2})),
+            );
             for id in ["etcd.client_port", "etcd.peer_port", "etcd.process"] {
                 r.insert(id.into(), ok(json!({})));
             }
@@ -236,6 +240,7 @@ impl Lab {
             "postgres.replication",
             "postgres.replication_lag",
             "postgres.locks",
+            "postgres.connections",
         ] {
             self = self.set(node, id, Status::Critical, json!({}));
             if let Some(o) = self.node_mut(node).results.get_mut(id).map(Arc::make_mut) {

@@ -170,6 +170,31 @@ impl<'a> View<'a> {
             .map(|(name, _)| name.to_string())
     }
 
+    /// Whether writes are (or should be) served by `name`: the writable node, or Patroni's
+    /// leader while no other node has taken over. Findings there are critical.
+    pub fn serves_writes(&self, name: &str) -> bool {
+        let writable = self.writable();
+        writable.iter().any(|w| w.name() == name)
+            || (self.patroni_leader().as_deref() == Some(name)
+                && writable.iter().all(|w| w.name() == name))
+    }
+
+    /// What a database node is, in words: Patroni's leader, a replica, or a primary Patroni no
+    /// longer names leader (the old primary after a failover, writable with nobody managing it).
+    pub fn role_words(&self, name: &str) -> &'static str {
+        let leader = self.patroni_leader();
+        let writable = self.writable().iter().any(|w| w.name() == name);
+        if leader.as_deref() == Some(name) {
+            "leader"
+        } else if writable && leader.is_some() {
+            "old primary, still writable, unmanaged"
+        } else if writable {
+            "primary"
+        } else {
+            "replica"
+        }
+    }
+
     /// The member list Patroni publishes (from the freshest view), by name.
     pub fn patroni_members(&self) -> BTreeMap<String, Value> {
         let newest = self

@@ -6,34 +6,14 @@ use crate::verdict::view::{NodeView, StateKind, View, state_kind};
 use crate::verdict::{Code, Finding, Severity};
 
 pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
-    let leader = view.patroni_leader();
-    let writable: Vec<String> = view
-        .writable()
-        .iter()
-        .map(|n| n.name().to_string())
-        .collect();
     for n in view.fresh().filter(|n| n.is_db()) {
         let name = n.name().to_string();
-        // Critical where the writes are (or should be): the writable node, or Patroni's leader
-        // while no other node has taken over.
-        let serving = writable.contains(&name)
-            || (leader.as_deref() == Some(name.as_str()) && writable.iter().all(|w| *w == name));
-        let severity = if serving {
+        let severity = if view.serves_writes(&name) {
             Severity::Critical
         } else {
             Severity::Warning
         };
-        // Say what the node is: Patroni's leader, a replica, or a primary Patroni no longer
-        // names leader (the old primary after a failover, writable with nobody managing it).
-        let role = if leader.as_deref() == Some(name.as_str()) {
-            "leader"
-        } else if writable.contains(&name) && leader.is_some() {
-            "old primary, still writable, unmanaged"
-        } else if writable.contains(&name) {
-            "primary"
-        } else {
-            "replica"
-        };
+        let role = view.role_words(&name);
         let critical = |probe: &str| n.status(probe) == Some(Status::Critical);
 
         if critical("patroni.process") || critical("patroni.api_port") {
@@ -86,7 +66,11 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
 fn postgres_down(n: &NodeView<'_>) -> Option<String> {
     let sql_failed =
         n.status("postgres.recovery") == Some(Status::Critical) && n.in_recovery().is_none();
-    let accept_failed = n.status("postgres.accept") == Some(Status::Critical);
+    // A login refused for want of a connection slot is CONNECTIONS_SATURATED's.
+    let accept_failed = n.status("postgres.accept") == Some(Status::Critical)
+        && n.fact("postgres.accept", "refused")
+            .and_then(|v| v.as_str())
+            != Some("too_many_connections");
     let patroni_says_down = n.status("patroni.health") == Some(Status::Critical)
         && n.status("patroni.api_port") != Some(Status::Critical);
     if sql_failed && (accept_failed || patroni_says_down) {

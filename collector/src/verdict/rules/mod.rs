@@ -3,6 +3,7 @@
 
 mod agents;
 mod components;
+mod connections;
 mod dcs;
 mod haproxy;
 mod host;
@@ -19,6 +20,7 @@ pub fn run_all(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Str
     leader::check(view, findings, blind);
     haproxy::check(view, findings, blind);
     components::check(view, findings);
+    connections::check(view, findings);
     replication::check(view, findings);
     dcs::check(view, findings, blind);
     maintenance::check(view, findings);
