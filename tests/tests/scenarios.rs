@@ -925,3 +925,78 @@ async fn s16_a_replica_promoted_by_hand_in_a_steady_cluster_is_split_brain_withi
     timer.record();
     s.stop().await;
 }
+
+#[tokio::test]
+async fn s20_a_leader_out_of_connection_slots_is_critical_within_two_intervals() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    let leader = lab.leader().await.expect("a leader");
+    let node = format!("node{leader}");
+    let mut timer = Timer::fault("saturate-connections (leader)", interval());
+    // An application's sessions take every slot: the agent's and Patroni's sessions still work.
+    lab.fault("saturate-connections", Some(&leader.to_string()))
+        .await;
+    critical_soon_after_seen(
+        &s,
+        &mut timer,
+        ("CONNECTIONS_SATURATED", &node),
+        interval() * 2 + Duration::from_secs(2),
+    )
+    .await;
+    // The monitoring role's own login is refused too, and said so (not "PostgreSQL down").
+    let doc = s
+        .wait_demo("the refused login in the finding", CLUSTER_CHANGE, |d| {
+            finding_message(d, "CONNECTIONS_SATURATED", &node)
+                .is_some_and(|m| m.contains("remaining connection slots are reserved"))
+        })
+        .await;
+    assert_eq!(verdict(&doc), "critical", "{:?}", finding_codes(&doc));
+    assert!(
+        !has_finding(&doc, "POSTGRES_DOWN", &node),
+        "{:?}",
+        finding_codes(&doc)
+    );
+    timer.note(finding_message(&doc, "CONNECTIONS_SATURATED", &node).unwrap_or_default());
+    timer.repair();
+    lab.fault("release-connections", Some(&leader.to_string()))
+        .await;
+    s.wait_demo("healthy after the release", CLUSTER_CHANGE, healthy)
+        .await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s21_a_replica_out_of_connection_slots_is_a_warning() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    let r = *lab.replicas().await.first().expect("a replica");
+    let node = format!("node{r}");
+    let mut timer = Timer::fault("saturate-connections (replica)", interval());
+    lab.fault("saturate-connections", Some(&r.to_string()))
+        .await;
+    let doc = s
+        .wait_demo(
+            "CONNECTIONS_SATURATED on the replica",
+            interval() * 2 + Duration::from_secs(2),
+            |d| has_finding(d, "CONNECTIONS_SATURATED", &node) && verdict(d) == "degraded",
+        )
+        .await;
+    timer.detected();
+    timer.note(finding_message(&doc, "CONNECTIONS_SATURATED", &node).unwrap_or_default());
+    // A replica refusing reads is not an outage of the writes: it stays a warning.
+    let until = Instant::now() + interval() * 3;
+    while Instant::now() < until {
+        let d = s.demo().await.expect("api");
+        assert_eq!(verdict(&d), "degraded", "{:?}", finding_codes(&d));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    timer.repair();
+    lab.fault("release-connections", Some(&r.to_string())).await;
+    s.wait_demo("healthy after the release", CLUSTER_CHANGE, healthy)
+        .await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}

@@ -186,7 +186,9 @@ impl AcceptProbe {
                     )),
                     Refusal::Other => id.critical(f.message.clone()),
                 };
-                let r = r.fact("refused", f.refusal.as_str());
+                let r = r
+                    .fact("refused", f.refusal.as_str())
+                    .fact("error", f.message.clone());
                 match &f.sqlstate {
                     Some(code) => r.fact("sqlstate", code.clone()),
                     None => r,

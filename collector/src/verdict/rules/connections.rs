@@ -29,12 +29,13 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
             } else {
                 Severity::Warning
             };
-            let why = if refused {
-                n.result("postgres.accept")
-                    .map_or(String::new(), |o| format!(": {}", o.message))
-            } else {
-                String::new()
-            };
+            let why = n
+                .fact("postgres.accept", "error")
+                .and_then(Value::as_str)
+                .filter(|_| refused)
+                .map_or(String::new(), |e| {
+                    format!("; the monitoring role's login: {e}")
+                });
             Finding::new(
                 Code::ConnectionsSaturated,
                 severity,
