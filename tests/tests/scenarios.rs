@@ -672,6 +672,17 @@ async fn critical_soon_after_seen(
     doc
 }
 
+/// Waits until the cluster is healthy with no transition visible (a leader change of an earlier
+/// test, a member restarting): the "steady cluster" a scenario's no-grace promise is about.
+async fn steady(s: &Stack) {
+    s.wait_demo(
+        "a steady healthy cluster (no transition visible)",
+        CLUSTER_CHANGE,
+        |d| healthy(d) && d["transition"].is_null(),
+    )
+    .await;
+}
+
 /// A metric sample's value in the collector's `/metrics`.
 async fn metric(s: &Stack, sample: &str) -> Option<f64> {
     let text = reqwest::get(s.collector.api("/metrics"))
@@ -765,6 +776,7 @@ async fn s13_writes_misrouted_to_a_replica_in_a_steady_cluster_are_critical_with
     let s = stack().await;
     let r = *lab.replicas().await.first().expect("a replica");
     let node = format!("node{r}");
+    steady(&s).await;
     let mut timer = Timer::fault("misroute-rw (steady cluster)", interval());
     lab.fault("misroute-rw", Some(&r.to_string())).await;
     // Nothing is transitioning (Patroni's leader has not moved): no transition grace.
@@ -897,6 +909,10 @@ async fn s16_a_replica_promoted_by_hand_in_a_steady_cluster_is_split_brain_withi
     .await;
     let r = *lab.replicas().await.first().expect("a replica");
     let node = format!("node{r}");
+    s.wait_demo("no transition visible", CLUSTER_CHANGE, |d| {
+        d["transition"].is_null()
+    })
+    .await;
     let mut timer = Timer::fault("promote a replica by hand (paused)", interval());
     lab.fault("promote", Some(&r.to_string())).await;
     // Patroni's leader has not moved: at most the split-brain grace, if the promotion's own
@@ -932,6 +948,7 @@ async fn s20_a_leader_out_of_connection_slots_is_critical_within_two_intervals()
     let s = stack().await;
     let leader = lab.leader().await.expect("a leader");
     let node = format!("node{leader}");
+    steady(&s).await;
     let mut timer = Timer::fault("saturate-connections (leader)", interval());
     // An application's sessions take every slot: the agent's and Patroni's sessions still work.
     lab.fault("saturate-connections", Some(&leader.to_string()))
