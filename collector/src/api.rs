@@ -39,17 +39,30 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn healthz(State(r): State<Readers>) -> Json<Value> {
+/// `ok`; `degraded` when the event store failed to write (the verdict goes on); `failed`, with
+/// 503, once the state task is gone (nothing is judged any more; the process is exiting).
+async fn healthz(State(r): State<Readers>) -> Response {
     let p = r.published.borrow().clone();
-    Json(json!({
-        "status": "ok",
+    let store = r.store.report();
+    let (status, code) = if !r.state_running() {
+        ("failed", StatusCode::SERVICE_UNAVAILABLE)
+    } else if !store.ok() {
+        ("degraded", StatusCode::OK)
+    } else {
+        ("ok", StatusCode::OK)
+    };
+    let body = Json(json!({
+        "status": status,
+        "state_task": if r.state_running() { "running" } else { "stopped" },
+        "event_store": store,
         "version": crate::VERSION,
         "clusters": p.clusters.len(),
         "agents_connected": p.agents_connected,
         "batches_received": p.batches_received,
         "agents_refused": r.refused.load(std::sync::atomic::Ordering::Relaxed),
         "published_ms": p.published_ms,
-    }))
+    }));
+    (code, body).into_response()
 }
 
 async fn metrics(State(r): State<Readers>) -> Response {
@@ -60,7 +73,8 @@ async fn metrics(State(r): State<Readers>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&p, now_ms(), refused),
+        crate::metrics::render(&p, now_ms(), refused)
+            + &crate::metrics::render_health(&r.store.report(), r.state_running()),
     )
         .into_response()
 }
@@ -87,11 +101,15 @@ async fn cluster(State(r): State<Readers>, Path(scope): Path<String>) -> Respons
     let Some(entry) = p.clusters.get(&scope).cloned() else {
         return error(StatusCode::NOT_FOUND, format!("unknown cluster `{scope}`"));
     };
+    // The verdict is served even when the event store cannot be read.
     let recent = r
         .events
-        .lock()
-        .map(|log| log.query(Some(&scope), 0, 50))
-        .unwrap_or_default();
+        .query(Some(scope.clone()), 0, 50)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "Cannot read recent events");
+            Vec::new()
+        });
     Json(detail(&entry, recent, now_ms())).into_response()
 }
 
@@ -169,11 +187,17 @@ fn default_limit() -> usize {
 }
 
 async fn events(State(r): State<Readers>, Query(q): Query<EventsQuery>) -> Response {
-    let Ok(log) = r.events.lock() else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "event log unavailable");
-    };
-    let events = log.query(q.cluster.as_deref(), q.since, q.limit.min(10_000));
-    Json(json!({"events": events})).into_response()
+    match r
+        .events
+        .query(q.cluster, q.since, q.limit.min(10_000))
+        .await
+    {
+        Ok(events) => Json(json!({"events": events})).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("event log unavailable: {e}"),
+        ),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,9 +210,7 @@ struct StreamQuery {
 async fn event_stream(State(r): State<Readers>, Query(q): Query<StreamQuery>) -> Response {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
     use tokio_stream::StreamExt;
-    let Ok(rx) = r.events.lock().map(|log| log.subscribe()) else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "event log unavailable");
-    };
+    let rx = r.live.subscribe();
     let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |item| {
         let doc = item.ok()?;
         if q.cluster.as_deref().is_some_and(|c| doc["cluster"] != c) {

@@ -1,16 +1,18 @@
 //! The event log: every verdict change, finding opened or resolved, leader change, node event and
-//! journaled probe transition, with a stable id, persisted in an embedded SQLite database (it
-//! survives a collector restart), pruned by age, and broadcast live to SSE subscribers.
+//! journaled probe transition, with a stable id. The state task records them here: each is
+//! broadcast live to SSE subscribers at once and queued for the store (`store`: SQLite, pruned by
+//! age, surviving a restart), one transaction per tick.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, params};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::model::Status;
+use crate::model::{Observation, Status};
+use crate::store::{Op, WriteQueue};
 use crate::verdict::history::Change;
 
 /// One entry of the event log, as written.
@@ -72,84 +74,39 @@ pub struct NodeEvent {
     pub message: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("event store {path}: {source}")]
-pub struct StoreError {
-    path: String,
-    source: rusqlite::Error,
-}
-
-/// The persisted log (written by the state task, read by the API).
+/// The state task's side of the log: ids, the live broadcast, and this tick's writes.
 #[derive(Debug)]
 pub struct EventLog {
-    db: Connection,
+    next_id: i64,
     live: broadcast::Sender<Value>,
+    pending: Vec<Op>,
     retention: Duration,
     last_prune_ms: i64,
 }
 
 impl EventLog {
-    /// Opens (or creates) the database at `path` (`:memory:` for a throw-away log).
-    pub fn open(path: &Path, retention: Duration) -> Result<EventLog, StoreError> {
-        let err = |source| StoreError {
-            path: path.display().to_string(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let db = Connection::open(path).map_err(err)?;
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             CREATE TABLE IF NOT EXISTS events (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 recorded_ms INTEGER NOT NULL,
-                 at_ms INTEGER NOT NULL,
-                 cluster TEXT NOT NULL,
-                 kind TEXT NOT NULL,
-                 doc TEXT NOT NULL);
-             CREATE INDEX IF NOT EXISTS events_cluster ON events (cluster, id);
-             CREATE INDEX IF NOT EXISTS events_recorded ON events (recorded_ms);
-             CREATE TABLE IF NOT EXISTS open_findings (
-                 cluster TEXT NOT NULL,
-                 code TEXT NOT NULL,
-                 nodes TEXT NOT NULL,
-                 since_ms INTEGER NOT NULL,
-                 PRIMARY KEY (cluster, code, nodes));",
-        )
-        .map_err(err)?;
+    /// A log whose next event gets `next_id` (the store's, so ids stay stable across restarts).
+    pub fn new(next_id: i64, retention: Duration) -> EventLog {
         let (live, _) = broadcast::channel(1024);
-        Ok(EventLog {
-            db,
+        EventLog {
+            next_id,
             live,
+            pending: Vec::new(),
             retention,
             last_prune_ms: 0,
-        })
+        }
     }
 
-    /// Live events, for SSE subscribers.
-    pub fn subscribe(&self) -> broadcast::Receiver<Value> {
-        self.live.subscribe()
+    /// The live stream's sender, for SSE subscribers.
+    pub fn live(&self) -> broadcast::Sender<Value> {
+        self.live.clone()
     }
 
-    /// Records one event; a write error is logged, never fatal (the verdict goes on).
+    /// Records one event: broadcast now, written with this tick's transaction.
     pub fn push(&mut self, recorded_ms: i64, at_ms: i64, cluster: &str, body: EventBody) {
+        let id = self.next_id;
+        self.next_id += 1;
         let kind = body.kind();
-        let inserted = self
-            .db
-            .execute(
-                "INSERT INTO events (recorded_ms, at_ms, cluster, kind, doc) VALUES (?1, ?2, ?3, ?4, '{}')",
-                params![recorded_ms, at_ms, cluster, kind],
-            )
-            .map(|_| self.db.last_insert_rowid());
-        let id = match inserted {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot record an event: the event store needs attention");
-                return;
-            }
-        };
         let event = Event {
             id,
             recorded_ms,
@@ -158,101 +115,99 @@ impl EventLog {
             body,
         };
         let doc = serde_json::to_value(&event).unwrap_or(Value::Null);
-        if let Err(e) = self.db.execute(
-            "UPDATE events SET doc = ?1 WHERE id = ?2",
-            params![doc.to_string(), id],
-        ) {
-            tracing::error!(error = %e, "Cannot record an event: the event store needs attention");
-        }
+        self.pending.push(Op::Event {
+            id,
+            recorded_ms,
+            at_ms,
+            cluster: cluster.to_string(),
+            kind,
+            doc: doc.to_string(),
+        });
         let _ = self.live.send(doc);
-        self.prune(recorded_ms);
-    }
-
-    /// Drops events older than the retention, at most once a minute.
-    fn prune(&mut self, now_ms: i64) {
-        if now_ms - self.last_prune_ms < 60_000 {
-            return;
-        }
-        self.last_prune_ms = now_ms;
-        let cutoff = now_ms - i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
-        if let Err(e) = self
-            .db
-            .execute("DELETE FROM events WHERE recorded_ms < ?1", params![cutoff])
-        {
-            tracing::warn!(error = %e, "Cannot prune old events");
+        // Drops events older than the retention, at most once a minute.
+        if recorded_ms - self.last_prune_ms >= 60_000 {
+            self.last_prune_ms = recorded_ms;
+            let keep = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
+            self.pending.push(Op::Prune {
+                before_ms: recorded_ms.saturating_sub(keep),
+            });
         }
     }
 
     /// Remembers that a finding is open since `since_ms` (so a restarted collector keeps its
     /// `since`, and does not announce it as new).
-    pub fn save_open(&self, cluster: &str, code: &str, nodes: &[String], since_ms: i64) {
-        let r = self.db.execute(
-            "INSERT OR REPLACE INTO open_findings (cluster, code, nodes, since_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![cluster, code, nodes.join(","), since_ms],
-        );
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "Cannot persist an open finding");
-        }
+    pub fn save_open(&mut self, cluster: &str, code: &str, nodes: &[String], since_ms: i64) {
+        self.pending.push(Op::SaveOpen {
+            cluster: cluster.to_string(),
+            code: code.to_string(),
+            nodes: nodes.to_vec(),
+            since_ms,
+        });
     }
 
-    pub fn remove_open(&self, cluster: &str, code: &str, nodes: &[String]) {
-        let r = self.db.execute(
-            "DELETE FROM open_findings WHERE cluster = ?1 AND code = ?2 AND nodes = ?3",
-            params![cluster, code, nodes.join(",")],
-        );
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "Cannot persist a resolved finding");
-        }
+    pub fn remove_open(&mut self, cluster: &str, code: &str, nodes: &[String]) {
+        self.pending.push(Op::RemoveOpen {
+            cluster: cluster.to_string(),
+            code: code.to_string(),
+            nodes: nodes.to_vec(),
+        });
     }
 
-    /// Every open finding saved: (cluster, code, nodes, since).
-    pub fn load_open(&self) -> Vec<(String, String, Vec<String>, i64)> {
-        let rows = self
-            .db
-            .prepare("SELECT cluster, code, nodes, since_ms FROM open_findings")
-            .and_then(|mut stmt| {
-                stmt.query_map([], |r| {
-                    let nodes: String = r.get(2)?;
-                    let nodes = if nodes.is_empty() {
-                        Vec::new()
-                    } else {
-                        nodes.split(',').map(str::to_string).collect()
-                    };
-                    Ok((r.get(0)?, r.get(1)?, nodes, r.get(3)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()
+    /// Hands this tick's writes to the store (without one, as in tests, they are dropped).
+    pub fn flush(&mut self, store: Option<&WriteQueue>) {
+        let ops = std::mem::take(&mut self.pending);
+        if let Some(q) = store {
+            q.send(ops);
+        }
+    }
+}
+
+/// Facts whose change between two batches is an event: (probe, fact, event kind, what).
+const WATCHED_FACTS: [(&str, &str, &str, &str); 3] = [
+    (
+        "patroni.node",
+        "postmaster_start_time",
+        "postgres_restarted",
+        "PostgreSQL restarted",
+    ),
+    (
+        "patroni.node",
+        "timeline",
+        "timeline_changed",
+        "timeline changed",
+    ),
+    ("patroni.node", "role", "role_changed", "role changed"),
+];
+
+/// The node events a node's latest results show against what was last known of it (pure):
+/// `last_known` is updated with the watched facts present now.
+pub fn node_events(
+    node: &str,
+    results: &BTreeMap<String, Arc<Observation>>,
+    last_known: &mut BTreeMap<String, Value>,
+) -> Vec<NodeEvent> {
+    let mut found = Vec::new();
+    for (probe, fact, kind, what) in WATCHED_FACTS {
+        let to = results
+            .get(probe)
+            .map_or(Value::Null, |o| o.fact(fact).clone());
+        if to.is_null() {
+            continue;
+        }
+        let Some(from) = last_known.insert(format!("{probe}/{fact}"), to.clone()) else {
+            continue;
+        };
+        if from != to {
+            found.push(NodeEvent {
+                kind,
+                message: format!("{node}: {what} ({from} → {to})"),
+                node: node.to_string(),
+                from,
+                to,
             });
-        rows.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "Cannot read the open findings");
-            Vec::new()
-        })
-    }
-
-    /// Events after id `since` (0: from the oldest kept), oldest first, at most `limit` (the
-    /// newest ones), optionally of one cluster.
-    pub fn query(&self, cluster: Option<&str>, since: i64, limit: usize) -> Vec<Value> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .db
-            .prepare_cached(
-                "SELECT doc FROM (SELECT id, doc FROM events WHERE id > ?1 AND (?2 IS NULL OR cluster = ?2)
-                 ORDER BY id DESC LIMIT ?3) ORDER BY id ASC",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_map(params![since, cluster, limit], |r| r.get::<_, String>(0))?
-                    .collect::<Result<Vec<String>, _>>()
-            });
-        match rows {
-            Ok(docs) => docs
-                .iter()
-                .filter_map(|d| serde_json::from_str(d).ok())
-                .collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot read events");
-                Vec::new()
-            }
         }
     }
+    found
 }
 
 #[cfg(test)]
@@ -269,57 +224,62 @@ mod tests {
     }
 
     #[test]
-    fn events_survive_a_reopen_with_stable_ids_and_queries_filter() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("events.db");
-        let mut log = EventLog::open(&path, Duration::from_secs(3600)).expect("open");
-        let mut live = log.subscribe();
-        log.push(1_000, 1_000, "demo", verdict(Health::Critical));
-        log.push(2_000, 2_000, "other", verdict(Health::Healthy));
-        assert_eq!(live.try_recv().expect("live")["to"], "critical");
-        drop(log);
-        let mut log = EventLog::open(&path, Duration::from_secs(3600)).expect("reopen");
-        log.push(3_000, 3_000, "demo", verdict(Health::Healthy));
-        let all = log.query(None, 0, 100);
-        let ids: Vec<i64> = all.iter().filter_map(|e| e["id"].as_i64()).collect();
-        assert_eq!(ids, [1, 2, 3]);
-        assert_eq!(log.query(Some("demo"), 0, 100).len(), 2);
-        assert_eq!(log.query(Some("demo"), 1, 100)[0]["id"], 3);
-        assert_eq!(
-            log.query(None, 0, 1)[0]["id"],
-            3,
-            "the limit keeps the newest"
-        );
-        assert_eq!(all[0]["kind"], "verdict");
-    }
-
-    #[test]
-    fn open_findings_round_trip() {
-        let log = EventLog::open(Path::new(":memory:"), Duration::from_secs(60)).expect("open");
-        log.save_open("demo", "SPLIT_BRAIN", &["node1".into(), "node2".into()], 42);
-        log.save_open("demo", "NO_LEADER", &[], 43);
-        log.remove_open("demo", "NO_LEADER", &[]);
-        assert_eq!(
-            log.load_open(),
-            vec![(
-                "demo".to_string(),
-                "SPLIT_BRAIN".to_string(),
-                vec!["node1".to_string(), "node2".to_string()],
-                42
-            )]
-        );
-    }
-
-    #[test]
-    fn old_events_are_pruned() {
-        let mut log = EventLog::open(Path::new(":memory:"), Duration::from_secs(60)).expect("open");
+    fn events_are_live_at_once_with_ids_and_written_with_the_tick() {
+        let mut log = EventLog::new(7, Duration::from_secs(60));
+        let mut live = log.live().subscribe();
         log.push(1_000, 1_000, "demo", verdict(Health::Critical));
         log.push(200_000, 200_000, "demo", verdict(Health::Healthy));
-        let left: Vec<i64> = log
-            .query(None, 0, 10)
+        let first = live.try_recv().expect("live");
+        assert_eq!(
+            (first["id"].as_i64(), first["to"].as_str()),
+            (Some(7), Some("critical"))
+        );
+        assert_eq!(live.try_recv().expect("live")["id"], 8);
+        assert_eq!(first["kind"], "verdict");
+        let prunes: Vec<i64> = log
+            .pending
             .iter()
-            .filter_map(|e| e["id"].as_i64())
+            .filter_map(|op| match op {
+                Op::Prune { before_ms } => Some(*before_ms),
+                _ => None,
+            })
             .collect();
-        assert_eq!(left, [2]);
+        assert_eq!(prunes, [140_000], "pruned by age, at most once a minute");
+        log.flush(None);
+        assert!(log.pending.is_empty());
+    }
+
+    #[test]
+    fn node_events_come_from_changed_facts_only() {
+        let obs = |facts: Value| {
+            Arc::new(Observation {
+                status: Status::Ok,
+                message: String::new(),
+                facts,
+                started_ms: 0,
+                duration_us: 0,
+                received_ms: 0,
+                received_mono_ms: 0,
+                observed_mono_ms: 0,
+            })
+        };
+        let results = |start: &str, tl: u64| {
+            BTreeMap::from([(
+                "patroni.node".to_string(),
+                obs(
+                    serde_json::json!({"role": "primary", "postmaster_start_time": start, "timeline": tl}),
+                ),
+            )])
+        };
+        let mut known = BTreeMap::new();
+        assert!(node_events("node1", &results("a", 3), &mut known).is_empty());
+        assert!(node_events("node1", &results("a", 3), &mut known).is_empty());
+        // PostgreSQL gone for a cycle: nothing is forgotten, nothing is an event.
+        assert!(node_events("node1", &BTreeMap::new(), &mut known).is_empty());
+        let kinds: Vec<&str> = node_events("node1", &results("b", 4), &mut known)
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["postgres_restarted", "timeline_changed"]);
     }
 }

@@ -12,6 +12,7 @@ pub mod model;
 pub mod notify;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod verdict;
 pub mod webhook;
 

@@ -20,6 +20,11 @@ const HEALTHS: [Health; 4] = [
 /// A replica lag family: name, help, and the figure it exports.
 type LagFamily = (&'static str, &'static str, fn(&ReplicaLag) -> Option<f64>);
 
+fn family(name: &str, kind: &str, help: &str, out: &mut String) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -29,11 +34,6 @@ fn label(v: &str) -> String {
 /// Renders every metric of a published snapshot (`now` for ages; `refused` counted by ingest).
 pub fn render(p: &Published, now_ms: i64, refused: u64) -> String {
     let mut out = String::with_capacity(4096);
-    let family = |name: &str, kind: &str, help: &str, out: &mut String| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-    };
-
     family(
         "vigie_build_info",
         "gauge",
@@ -307,6 +307,41 @@ pub fn render(p: &Published, now_ms: i64, refused: u64) -> String {
         "vigie_collector_published_age_seconds {}",
         (now_ms - p.published_ms).max(0) as f64 / 1000.0
     );
+    out
+}
+
+/// The collector's own health: its event store and its state task.
+pub fn render_health(store: &crate::store::StoreReport, state_running: bool) -> String {
+    let mut out = String::new();
+    for (name, kind, help, value) in [
+        (
+            "vigie_collector_state_up",
+            "gauge",
+            "1 while the state task (ingest, verdicts) runs.",
+            u64::from(state_running),
+        ),
+        (
+            "vigie_collector_store_transactions_total",
+            "counter",
+            "Event store transactions committed (one per tick with writes).",
+            store.transactions,
+        ),
+        (
+            "vigie_collector_store_write_errors_total",
+            "counter",
+            "Event store transactions that failed (disk full, I/O error).",
+            store.write_errors,
+        ),
+        (
+            "vigie_collector_store_dropped_writes_total",
+            "counter",
+            "Event store writes dropped because the writer could not keep up.",
+            store.dropped_writes,
+        ),
+    ] {
+        family(name, kind, help, &mut out);
+        let _ = writeln!(out, "{name} {value}");
+    }
     out
 }
 

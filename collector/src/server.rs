@@ -27,7 +27,9 @@ pub enum RunError {
     #[error("API tokens: {0}")]
     Tokens(String),
     #[error(transparent)]
-    Events(#[from] crate::events::StoreError),
+    Store(#[from] crate::store::StoreError),
+    #[error("the state task stopped unexpectedly: the collector cannot judge anything any more")]
+    StateTask,
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, RunError> {
@@ -48,15 +50,25 @@ pub async fn run(
         tracing::warn!(http = %cfg.http_listen, "The HTTP API is open (api.auth = none) on a non-loopback address");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = std::sync::Arc::new(stop_tx);
+    let stop = stop_tx.clone();
     tokio::spawn(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        let _ = stop.send(true);
     });
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let events = crate::events::EventLog::open(&cfg.events.path, cfg.events.retention)?;
+    let opened = crate::store::open(&cfg.events.path)?;
+    let (queue, writer_task) = crate::store::spawn_writer(opened.writer);
+    let persistence = state::Persistence {
+        queue,
+        reader: opened.reader,
+        next_id: opened.next_id,
+        open: opened.open,
+        retention: cfg.events.retention,
+    };
     let alertmanager = cfg.alertmanager.as_ref().map(|am| {
         let (tx, rx) = watch::channel(Vec::new());
         tokio::spawn(crate::notify::run_sender(
@@ -92,10 +104,24 @@ pub async fn run(
     let (state_tx, readers, state_task) = state::spawn(
         cfg.verdict.policy(),
         cfg.evaluate_every,
-        events,
+        persistence,
         notify,
         stopped(stop_rx.clone()),
     );
+    // The state task ends only at shutdown; if it ends before (a panic), everything stops and
+    // the process exits non-zero — `/healthz` says so meanwhile.
+    let died = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (died, stop_tx, stop_rx) = (died.clone(), stop_tx.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let ended = state_task.await;
+            if !*stop_rx.borrow() {
+                tracing::error!(error = ?ended.err(), "The state task stopped: shutting the collector down");
+                died.store(true, std::sync::atomic::Ordering::Relaxed);
+                let _ = stop_tx.send(true);
+            }
+        })
+    };
 
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
@@ -129,7 +155,12 @@ pub async fn run(
     let http_server =
         axum::serve(http, api::router(readers, access)).with_graceful_shutdown(stopped(stop_rx));
     let (g, h) = tokio::join!(grpc_server, http_server);
-    let _ = state_task.await;
+    let _ = watcher.await;
+    // Every queue handle is gone with the state task: the writer commits its last tick and ends.
+    let _ = writer_task.await;
+    if died.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(RunError::StateTask);
+    }
     g?;
     h.map_err(RunError::Http)?;
     Ok(())

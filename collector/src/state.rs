@@ -7,13 +7,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::events::{EventBody, EventLog, NodeEvent, ProbeTransition};
+use crate::events::{EventBody, EventLog, ProbeTransition, node_events};
+use crate::store::{Reader, StoreHealth, WriteQueue};
 use vigie_proto::v1;
 
 use crate::model::{ClusterSnapshot, NodeState, Observation, Status};
@@ -110,23 +111,6 @@ impl Batch {
     }
 }
 
-/// Facts whose change between two batches is an event: (probe, fact, event kind, what).
-const WATCHED_FACTS: [(&str, &str, &str, &str); 3] = [
-    (
-        "patroni.node",
-        "postmaster_start_time",
-        "postgres_restarted",
-        "PostgreSQL restarted",
-    ),
-    (
-        "patroni.node",
-        "timeline",
-        "timeline_changed",
-        "timeline changed",
-    ),
-    ("patroni.node", "role", "role_changed", "role changed"),
-];
-
 /// One cluster as readers see it.
 #[derive(Debug, Serialize)]
 pub struct ClusterEntry {
@@ -150,11 +134,34 @@ type StreamBack = mpsc::Sender<Result<v1::CollectorMessage, tonic::Status>>;
 #[derive(Debug, Clone)]
 pub struct Readers {
     pub published: watch::Receiver<Arc<Published>>,
-    /// For requests that need the state task (e.g. "probe now").
+    /// For requests that need the state task (e.g. "probe now"); closed once the task is gone.
     pub commands: mpsc::Sender<Command>,
-    pub events: Arc<Mutex<EventLog>>,
+    /// The event log's read-only connection.
+    pub events: Reader,
+    /// Live events, fed by the state task.
+    pub live: tokio::sync::broadcast::Sender<serde_json::Value>,
+    pub store: Arc<StoreHealth>,
     /// Streams refused at `Hello` (bad identity or certificate), counted by ingest.
     pub refused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Readers {
+    /// Whether the state task still runs (its command channel is open).
+    pub fn state_running(&self) -> bool {
+        !self.commands.is_closed()
+    }
+}
+
+/// What the state task persists with, and what it restores at start.
+#[derive(Debug)]
+pub struct Persistence {
+    pub queue: WriteQueue,
+    pub reader: Reader,
+    /// The store's next event id.
+    pub next_id: i64,
+    /// Findings open when the collector last stopped: (cluster, code, nodes, since).
+    pub open: Vec<crate::store::OpenFinding>,
+    pub retention: Duration,
 }
 
 /// The notifier's bookkeeping and its outlets: Alertmanager's latest alert set, the webhook queue.
@@ -167,6 +174,8 @@ pub struct Notify {
 
 struct Store {
     notify: Option<Notify>,
+    events: EventLog,
+    queue: Option<WriteQueue>,
     /// Nodes by cluster, then by name (sorted, as snapshots list them).
     nodes: HashMap<String, BTreeMap<String, NodeState>>,
     /// The live stream of each node, and its way back to the agent.
@@ -181,20 +190,23 @@ struct Store {
 pub fn spawn(
     policy: Policy,
     evaluate_every: Duration,
-    events: EventLog,
+    persistence: Persistence,
     notify: Option<Notify>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (mpsc::Sender<Command>, Readers, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
     let (pub_tx, pub_rx) = watch::channel(Arc::new(Published::default()));
-    let events = Arc::new(Mutex::new(events));
-    let mut store = Store::new(policy);
+    let mut store = Store::new(
+        policy,
+        EventLog::new(persistence.next_id, persistence.retention),
+    );
+    let store_health = persistence.queue.health().clone();
+    store.queue = Some(persistence.queue);
     store.notify = notify;
     // Findings open before a restart keep their `since`.
     let mut restored: HashMap<String, Vec<(crate::verdict::Code, Vec<String>, i64)>> =
         HashMap::new();
-    let saved = lock_events(&events).load_open();
-    for (cluster, code, nodes, since) in saved {
+    for (cluster, code, nodes, since) in persistence.open {
         if let Some(c) = crate::verdict::Code::ALL
             .iter()
             .find(|c| c.as_str() == code)
@@ -210,20 +222,16 @@ pub fn spawn(
             .histories
             .insert(cluster, FindingHistory::restore(open, Now::read()));
     }
-    let handle = tokio::spawn(run(
-        store,
-        rx,
-        pub_tx,
-        events.clone(),
-        evaluate_every,
-        shutdown,
-    ));
+    let live = store.events.live();
+    let handle = tokio::spawn(run(store, rx, pub_tx, evaluate_every, shutdown));
     (
         tx.clone(),
         Readers {
             published: pub_rx,
             commands: tx,
-            events,
+            events: persistence.reader,
+            live,
+            store: store_health,
             refused: Default::default(),
         },
         handle,
@@ -234,7 +242,6 @@ async fn run(
     mut store: Store,
     mut rx: mpsc::Receiver<Command>,
     publish: watch::Sender<Arc<Published>>,
-    events: Arc<Mutex<EventLog>>,
     every: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -245,29 +252,28 @@ async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             cmd = rx.recv() => match cmd {
-                Some(cmd) => store.apply(cmd, &events),
+                Some(cmd) => store.apply(cmd),
                 None => break,
             },
             _ = tick.tick() => {
                 // Every cluster, not only changed ones: silence is news too.
                 let now = Now::read();
-                store.evaluate_all(now, &events);
+                store.evaluate_all(now);
                 publish.send_replace(Arc::new(store.published(now.wall_ms)));
+                // One transaction per tick, written by the store's own task.
+                store.events.flush(store.queue.as_ref());
             }
         }
     }
-}
-
-fn lock_events(events: &Mutex<EventLog>) -> std::sync::MutexGuard<'_, EventLog> {
-    events
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    store.events.flush(store.queue.as_ref());
 }
 
 impl Store {
-    fn new(policy: Policy) -> Store {
+    fn new(policy: Policy, events: EventLog) -> Store {
         Store {
             notify: None,
+            events,
+            queue: None,
             nodes: HashMap::new(),
             streams: HashMap::new(),
             histories: HashMap::new(),
@@ -277,7 +283,7 @@ impl Store {
         }
     }
 
-    fn apply(&mut self, cmd: Command, events: &Mutex<EventLog>) {
+    fn apply(&mut self, cmd: Command) {
         match cmd {
             Command::Hello {
                 stream,
@@ -350,37 +356,11 @@ impl Store {
                     Arc::make_mut(&mut state.lsn_series).record(observed, lsn);
                 }
                 state.clock_offset_ms = batch.agent_end_ms.map(|e| at_ms - e);
-                let mut found = Vec::new();
-                for (probe, fact, kind, what) in WATCHED_FACTS {
-                    let to = state
-                        .results
-                        .get(probe)
-                        .map_or(serde_json::Value::Null, |o| o.fact(fact).clone());
-                    if to.is_null() {
-                        continue;
-                    }
-                    let key = format!("{probe}/{fact}");
-                    let Some(from) = state.last_known.insert(key, to.clone()) else {
-                        continue;
-                    };
-                    if from != to {
-                        let node = state.name.clone();
-                        tracing::info!(%cluster, %node, event = kind, %from, %to, "Node event");
-                        found.push(EventBody::Node(NodeEvent {
-                            kind,
-                            message: format!("{node}: {what} ({from} → {to})"),
-                            node,
-                            from,
-                            to,
-                        }));
-                    }
-                }
-                // The log is shared with the API: taken only when there is something to write.
-                if !found.is_empty() {
-                    let mut log = lock_events(events);
-                    for event in found {
-                        log.push(at_ms, at_ms, &cluster, event);
-                    }
+                let name = state.name.clone();
+                for event in node_events(&name, &state.results, &mut state.last_known) {
+                    tracing::info!(%cluster, node = %name, event = event.kind, from = %event.from, to = %event.to, "Node event");
+                    self.events
+                        .push(at_ms, at_ms, &cluster, EventBody::Node(event));
                 }
             }
             Command::Journal {
@@ -394,9 +374,8 @@ impl Store {
                 if !self.is_live(&cluster, &node, stream) {
                     return;
                 }
-                let mut log = lock_events(events);
                 for t in journal.transitions {
-                    log.push(
+                    self.events.push(
                         at_ms,
                         t.at_unix_ms,
                         &cluster,
@@ -456,7 +435,7 @@ impl Store {
             .is_some_and(|(s, _)| *s == stream)
     }
 
-    fn evaluate_all(&mut self, at: Now, events: &Mutex<EventLog>) {
+    fn evaluate_all(&mut self, at: Now) {
         let now = at.wall_ms;
         for (cluster, nodes) in &self.nodes {
             let nodes: Vec<NodeState> = nodes.values().cloned().collect();
@@ -470,8 +449,8 @@ impl Store {
                 .entry(cluster.clone())
                 .or_default()
                 .apply(&mut verdict, &self.policy);
-            if !changes.is_empty() {
-                let mut log = lock_events(events);
+            {
+                let log = &mut self.events;
                 for c in changes {
                     match &c {
                         Change::FindingOpened { finding } => log.save_open(
@@ -550,11 +529,11 @@ mod tests {
 
     #[test]
     fn a_restart_between_two_cycles_is_an_event() {
-        let mut store = Store::new(Policy::default());
-        let events = Mutex::new(
-            EventLog::open(std::path::Path::new(":memory:"), Duration::from_secs(3600))
-                .expect("log"),
+        let mut store = Store::new(
+            Policy::default(),
+            EventLog::new(1, Duration::from_secs(3600)),
         );
+        let mut live = store.events.live().subscribe();
         let (to_agent, _rx) = mpsc::channel(1);
         let hello = v1::Hello {
             node: "node1".into(),
@@ -563,15 +542,12 @@ mod tests {
             agent_version: "t".into(),
             interval_ms: 1000,
         };
-        store.apply(
-            Command::Hello {
-                stream: 1,
-                hello,
-                at: Now::same(10),
-                to_agent,
-            },
-            &events,
-        );
+        store.apply(Command::Hello {
+            stream: 1,
+            hello,
+            at: Now::same(10),
+            to_agent,
+        });
         let b = |start: &str, tl| Command::Batch {
             stream: 1,
             cluster: "demo".into(),
@@ -579,18 +555,23 @@ mod tests {
             batch: batch(start, tl),
             at: Now::same(20),
         };
-        store.apply(b("2026-01-01 10:00:00", 3), &events);
-        store.apply(b("2026-01-01 10:00:00", 3), &events);
-        let kinds = |log: &EventLog| -> Vec<String> {
-            log.query(None, 0, 100)
-                .iter()
-                .filter(|e| e["node"].is_string() && e["probe"].is_null())
-                .filter_map(|e| e["kind"].as_str().map(str::to_string))
-                .collect()
+        let mut kinds = move || -> Vec<String> {
+            let mut out = Vec::new();
+            while let Ok(e) = live.try_recv() {
+                if e["node"].is_string() && e["probe"].is_null() {
+                    out.extend(e["kind"].as_str().map(str::to_string));
+                }
+            }
+            out
         };
-        assert!(kinds(&events.lock().expect("log")).is_empty());
+        store.apply(b("2026-01-01 10:00:00", 3));
+        store.apply(b("2026-01-01 10:00:00", 3));
+        assert!(kinds().is_empty());
         // PostgreSQL down for a cycle: no start time, no timeline; then back, restarted.
-        let gap = Command::Batch {
+        if let Some(n) = store.nodes.get_mut("demo").and_then(|c| c.get_mut("node1")) {
+            n.results.clear();
+        }
+        store.apply(Command::Batch {
             stream: 1,
             cluster: "demo".into(),
             node: "node1".into(),
@@ -603,28 +584,18 @@ mod tests {
                 Now::same(25),
             ),
             at: Now::same(25),
-        };
-        store.apply(gap, &events);
-        if let Some(n) = store.nodes.get_mut("demo").and_then(|c| c.get_mut("node1")) {
-            n.results.clear();
-        }
-        store.apply(b("2026-01-01 10:05:00", 3), &events);
-        store.apply(b("2026-01-01 10:05:00", 4), &events);
-        assert_eq!(
-            kinds(&events.lock().expect("log")),
-            ["postgres_restarted", "timeline_changed"]
-        );
+        });
+        store.apply(b("2026-01-01 10:05:00", 3));
+        store.apply(b("2026-01-01 10:05:00", 4));
+        assert_eq!(kinds(), ["postgres_restarted", "timeline_changed"]);
         // A batch from a superseded stream is ignored.
-        store.apply(
-            Command::Batch {
-                stream: 9,
-                cluster: "demo".into(),
-                node: "node1".into(),
-                batch: batch("x", 9),
-                at: Now::same(30),
-            },
-            &events,
-        );
-        assert_eq!(kinds(&events.lock().expect("log")).len(), 2);
+        store.apply(Command::Batch {
+            stream: 9,
+            cluster: "demo".into(),
+            node: "node1".into(),
+            batch: batch("x", 9),
+            at: Now::same(30),
+        });
+        assert!(kinds().is_empty());
     }
 }
