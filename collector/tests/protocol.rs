@@ -567,6 +567,9 @@ async fn webhooks_are_signed_and_their_ids_survive_a_collector_restart() {
         vec![vigie_collector::config::WebhookConfig {
             url: hook.parse().expect("url"),
             secret_file: secret.clone(),
+            ca: None,
+            cert: None,
+            key: None,
         }]
     };
     let db = dir.path().join("events.db");

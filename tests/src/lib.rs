@@ -66,6 +66,7 @@ impl Lab {
     /// Takes the lab lock, then brings the lab up (fast profile unless `VIGIE_LAB_PROFILE` says
     /// otherwise) and repairs whatever an earlier test left broken.
     pub async fn acquire() -> Lab {
+        vigie_proto::tls::install_crypto_provider();
         let lock_path = PathBuf::from(format!("{}.lock", lab_dir().display()));
         let lock = tokio::task::spawn_blocking(move || {
             let f = std::fs::OpenOptions::new()

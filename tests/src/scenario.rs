@@ -74,6 +74,7 @@ async fn patroni_view(http: &reqwest::Client) -> Option<(Option<String>, Vec<Str
 
 /// Polls HAProxy and Patroni from the fault on, noting the first change of each.
 async fn watch(fault_at: Instant, reference: Arc<Mutex<Reference>>) {
+    vigie_proto::tls::install_crypto_provider();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(500))
         .build()

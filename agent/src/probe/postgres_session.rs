@@ -4,9 +4,10 @@
 //! the SQL probes judge — a single round trip.
 
 use serde::Deserialize;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use crate::config::PostgresConfig;
+use crate::tls::PgTls;
 
 /// A WAL position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -125,6 +126,7 @@ SELECT
 #[derive(Debug)]
 pub struct PgSession {
     config: tokio_postgres::Config,
+    tls: PgTls,
     address: String,
     conn: Option<(Client, Statement)>,
     /// Connections opened so far (one at start, one per recovery from an error).
@@ -132,9 +134,15 @@ pub struct PgSession {
 }
 
 impl PgSession {
-    pub fn new(cfg: &PostgresConfig, probe_timeout: std::time::Duration) -> Self {
+    /// The session (not connected yet), or the TLS file that cannot be used.
+    pub fn new(
+        cfg: &PostgresConfig,
+        probe_timeout: std::time::Duration,
+    ) -> Result<Self, vigie_proto::tls::TlsError> {
+        let (sslmode, tls) = crate::tls::postgres_connector(cfg)?;
         let mut config = tokio_postgres::Config::new();
         config
+            .ssl_mode(sslmode)
             .host(&cfg.host)
             .port(cfg.port)
             .user(&cfg.user)
@@ -151,12 +159,13 @@ impl PgSession {
         if let Some(pw) = &cfg.password {
             config.password(pw.expose());
         }
-        PgSession {
+        Ok(PgSession {
             config,
+            tls,
             address: format!("{}:{}", cfg.host, cfg.port),
             conn: None,
             connections_opened: 0,
-        }
+        })
     }
 
     /// `host:port` of the server.
@@ -184,7 +193,7 @@ impl PgSession {
         self.connections_opened += 1;
         let (client, connection) = self
             .config
-            .connect(NoTls)
+            .connect(self.tls.clone())
             .await
             .map_err(|e| format!("cannot connect to {}: {}", self.address, describe(&e)))?;
         tokio::spawn(async move {
