@@ -128,12 +128,22 @@ fn main() -> ExitCode {
     })
 }
 
+/// The innermost cause of an error (e.g. `invalid peer certificate: UnknownIssuer`), which
+/// reqwest's own message ("error sending request") hides.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
 async fn get(client: &reqwest::Client, url: &str) -> Result<Value, String> {
     let resp = client
         .get(url)
         .send()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{url}: {}", innermost(&e)))?;
     let code = resp.status();
     let body: Value = resp.json().await.map_err(|e| format!("{url}: {e}"))?;
     if !code.is_success() {
