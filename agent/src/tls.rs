@@ -37,9 +37,16 @@ pub fn http_client(timeout: Duration, files: &TlsFiles) -> Result<reqwest::Clien
 pub fn postgres_connector(
     cfg: &PostgresConfig,
 ) -> Result<(tokio_postgres::config::SslMode, PgTls), TlsError> {
+    connector(cfg.sslmode, &cfg.tls_files())
+}
+
+/// [`postgres_connector`] from an `sslmode` and the files (`ca` = `sslrootcert`).
+pub fn connector(
+    sslmode: SslMode,
+    files: &TlsFiles,
+) -> Result<(tokio_postgres::config::SslMode, PgTls), TlsError> {
     use tokio_postgres::config::SslMode as Wire;
-    let files = cfg.tls_files();
-    let (wire, verify) = match cfg.sslmode {
+    let (wire, verify) = match sslmode {
         SslMode::Disable => (Wire::Disable, Verify::Nothing),
         SslMode::Prefer => (Wire::Prefer, Verify::Nothing),
         // libpq: with a root certificate, `require` checks the chain as `verify-ca` does.
@@ -48,9 +55,9 @@ pub fn postgres_connector(
         SslMode::VerifyCa => (Wire::Require, Verify::ChainOnly),
         SslMode::VerifyFull => (Wire::Require, Verify::Full),
     };
-    let config = match cfg.sslmode {
+    let config = match sslmode {
         SslMode::Disable => None,
-        _ => Some(Arc::new(client_config(&files, verify)?)),
+        _ => Some(Arc::new(client_config(files, verify)?)),
     };
     Ok((wire, PgTls { config }))
 }
