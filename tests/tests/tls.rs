@@ -58,17 +58,31 @@ async fn on_tls_the_agents_read_https_patroni_etcd_and_postgres_and_the_verdict_
             "https"
         );
         let mut agent = vigie_agent::agent::Agent::new(cfg);
-        let results = agent.cycle().await;
-        for id in [
-            "patroni.health",
-            "patroni.node",
-            "patroni.cluster",
-            "etcd.health",
-            "postgres.recovery",
-            "postgres.replication",
-        ] {
-            let r = result(&results, id);
-            assert_eq!(r.status, Status::Ok, "{name} {id}: {}", r.message);
+        // Right after `up` a replica may still be catching up: poll cycles, with a deadline.
+        let deadline = tokio::time::Instant::now() + CLUSTER_CHANGE;
+        loop {
+            let results = agent.cycle().await;
+            let failing: Vec<String> = [
+                "patroni.health",
+                "patroni.node",
+                "patroni.cluster",
+                "etcd.health",
+                "postgres.recovery",
+                "postgres.replication",
+            ]
+            .into_iter()
+            .map(|id| result(&results, id))
+            .filter(|r| r.status != Status::Ok)
+            .map(|r| format!("{} {:?}: {}", r.id, r.status, r.message))
+            .collect();
+            if failing.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} over TLS: {failing:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     let stack = Stack::start(INTERVAL).await;
