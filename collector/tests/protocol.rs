@@ -38,6 +38,8 @@ async fn collector_cfg(
     events: std::path::PathBuf,
     webhooks: Vec<vigie_collector::config::WebhookConfig>,
 ) -> Running {
+    // reqwest's rustls backend needs the process-wide provider (vigie's programs install it).
+    vigie_proto::tls::install_crypto_provider();
     let grpc_l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
