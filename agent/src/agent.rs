@@ -18,8 +18,9 @@ use crate::probe::process::ProcessProbe;
 use crate::probe::system_cpu::CpuProbe;
 use crate::probe::{
     ProbeId, etcd_health, fmt_duration, haproxy_backends, haproxy_port, patroni_cluster,
-    patroni_health, patroni_node, postgres_locks, postgres_recovery, postgres_replication,
-    postgres_wal_receiver, system_disk, system_memory, tcp, timed, timed_sync,
+    patroni_health, patroni_node, postgres_connections, postgres_locks, postgres_recovery,
+    postgres_replication, postgres_wal_receiver, system_disk, system_memory, tcp, timed,
+    timed_sync,
 };
 use crate::result::{ProbeResult, unix_ms};
 
@@ -40,6 +41,8 @@ struct PgState {
     accept: AcceptProbe,
     lag: LagTracker,
     last_failed: bool,
+    /// The last snapshot showed (almost) no free connection slot.
+    slots_tight: bool,
 }
 
 /// One HTTP client per endpoint, each with that endpoint's TLS files (reqwest clients are
@@ -120,6 +123,7 @@ impl Agent {
             };
         let pg = cfg.postgres.as_ref().zip(pg).map(|(p, session)| {
             let accept = AcceptProbe::new(
+                session.login_config(),
                 session.address().to_string(),
                 p.accept_check_interval,
                 cfg.timeout,
@@ -129,6 +133,7 @@ impl Agent {
                 accept,
                 lag: LagTracker::default(),
                 last_failed: false,
+                slots_tight: false,
             }
         });
         let disk_paths = cfg.system.disk_paths.clone();
@@ -258,11 +263,17 @@ impl Agent {
             let t0 = Instant::now();
             let (snapshot, ()) = tokio::join!(
                 tokio::time::timeout(t, state.session.snapshot()),
-                state.accept.handshake_if_due(state.last_failed),
+                state
+                    .accept
+                    .login_if_due(state.last_failed || state.slots_tight),
             );
             let snapshot =
                 snapshot.unwrap_or_else(|_| Err(format!("timed out after {}", fmt_duration(t))));
             state.last_failed = snapshot.is_err();
+            // Nearly out of connection slots: check a real login every cycle until it eases.
+            state.slots_tight = snapshot
+                .as_ref()
+                .is_ok_and(|s| s.connections.free() <= (s.connections.usable() / 10).max(1));
             Some((snapshot, started, t0.elapsed()))
         };
 
@@ -317,6 +328,7 @@ fn sql_results(
     let (snapshot, started, took) = snapshot;
     let sql_ids = [
         ProbeId::PostgresLocks,
+        ProbeId::PostgresConnections,
         ProbeId::PostgresWalReceiver,
         ProbeId::PostgresRecovery,
         ProbeId::PostgresReplication,
@@ -333,6 +345,7 @@ fn sql_results(
             };
             vec![
                 postgres_locks::judge(&ctx),
+                postgres_connections::judge(&ctx),
                 postgres_wal_receiver::judge(&ctx),
                 postgres_recovery::judge(&ctx),
                 postgres_replication::judge(&ctx),

@@ -59,7 +59,8 @@ pub struct AgentConfig {
     /// Time between two probe cycles (1s to 1h; default 5s).
     #[serde(default = "default_interval", deserialize_with = "duration")]
     pub interval: Duration,
-    /// Default timeout of every probe (default 2s; less than `interval`).
+    /// Default timeout of every probe (default: half the interval, at most 2s; less than
+    /// `interval`).
     #[serde(default = "default_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
     pub patroni: Option<PatroniConfig>,
@@ -161,7 +162,8 @@ pub struct PostgresConfig {
     /// Limit on establishing the connection (default: the probe timeout).
     #[serde(default, deserialize_with = "opt_duration")]
     pub connect_timeout: Option<Duration>,
-    /// Server-side `statement_timeout` of the agent's session (default 1s).
+    /// Server-side `statement_timeout` of the agent's session (default: the probe timeout, at
+    /// most 1s).
     #[serde(default = "default_statement_timeout", deserialize_with = "duration")]
     pub statement_timeout: Duration,
     /// Replicas the primary should stream to (default: the other members Patroni lists).
@@ -566,10 +568,28 @@ pub fn load(path: &Path, env: HashMap<String, String>) -> Result<AgentConfig, Co
         )
         .build()
         .map_err(from_config_error)?;
+    // Defaults that follow other fields: only where the file and the environment are silent.
+    let timeout_set = built.get_string("timeout").is_ok();
+    let statement_timeout_set = built.get_string("postgres.statement_timeout").is_ok();
     let mut cfg: AgentConfig = built.try_deserialize().map_err(from_config_error)?;
+    derive_defaults(&mut cfg, timeout_set, statement_timeout_set);
     resolve_secrets(&mut cfg)?;
     validate(&cfg)?;
     Ok(cfg)
+}
+
+/// The probe timeout defaults to half the interval, at most 2s; the session's
+/// `statement_timeout` to the probe timeout, at most 1s. (A fixed 2s default made a 2s interval
+/// invalid until `timeout` was set.)
+fn derive_defaults(cfg: &mut AgentConfig, timeout_set: bool, statement_timeout_set: bool) {
+    if !timeout_set {
+        cfg.timeout = default_timeout().min(cfg.interval / 2);
+    }
+    if let Some(pg) = cfg.postgres.as_mut()
+        && !statement_timeout_set
+    {
+        pg.statement_timeout = default_statement_timeout().min(cfg.timeout);
+    }
 }
 
 /// Turns the `config` crate's error into one naming the field (`a.b`, `a.list[0].c`).
@@ -988,6 +1008,41 @@ mod tests {
     fn missing_node_is_named() {
         let e = load_str("cluster = \"demo\"\n[patroni]\n", &[]).expect_err("invalid");
         assert!(e.to_string().contains("node"), "{e}");
+    }
+
+    #[test]
+    fn timeouts_follow_the_interval_unless_set() {
+        let pg = "[postgres]\nuser = \"vigie\"\n";
+        for (head, timeout, statement) in [
+            ("interval = \"2s\"\n", 1_000, 1_000),
+            ("interval = \"1s\"\n", 500, 500),
+            ("interval = \"10s\"\n", 2_000, 1_000),
+            ("interval = \"2s\"\ntimeout = \"1500ms\"\n", 1_500, 1_000),
+            ("interval = \"1s\"\ntimeout = \"300ms\"\n", 300, 300),
+        ] {
+            let cfg = load_str(&format!("{head}{MINIMAL}{pg}"), &[]).expect(head);
+            assert_eq!(cfg.timeout, Duration::from_millis(timeout), "{head}");
+            let pg = cfg.postgres.as_ref().expect("postgres");
+            assert_eq!(
+                pg.statement_timeout,
+                Duration::from_millis(statement),
+                "{head}"
+            );
+        }
+        // Set by the environment counts as set.
+        let cfg = load_str(
+            &format!("interval = \"2s\"\n{MINIMAL}"),
+            &[("VIGIE_AGENT__TIMEOUT", "1200ms")],
+        )
+        .expect("valid");
+        assert_eq!(cfg.timeout, Duration::from_millis(1_200));
+        // An explicit statement_timeout above the derived probe timeout is still an error.
+        let e = load_str(
+            &format!("interval = \"1s\"\n{MINIMAL}{pg}statement_timeout = \"900ms\"\n"),
+            &[],
+        )
+        .expect_err("invalid");
+        assert_eq!(e.field, "postgres.statement_timeout");
     }
 
     #[test]

@@ -307,6 +307,10 @@ pub struct VerdictConfig {
     pub lag_critical: Duration,
     #[serde(default = "default_clock_skew", deserialize_with = "duration")]
     pub clock_skew: Duration,
+    /// Share of the connection slots ordinary roles may use, in use, above which
+    /// CONNECTIONS_SATURATED warns (default 90; at 100 new logins are refused).
+    #[serde(default = "default_connections_warning_percent")]
+    pub connections_warning_percent: f64,
 }
 
 impl Default for VerdictConfig {
@@ -322,6 +326,7 @@ impl Default for VerdictConfig {
             lag_warning: default_lag_warning(),
             lag_critical: default_lag_critical(),
             clock_skew: default_clock_skew(),
+            connections_warning_percent: default_connections_warning_percent(),
         }
     }
 }
@@ -340,6 +345,7 @@ impl VerdictConfig {
             split_brain_grace_ms: ms(self.split_brain_grace),
             transition_window_ms: ms(self.transition_window),
             stall_min_ms: ms(self.stream_stall),
+            connections_warning_percent: self.connections_warning_percent,
             ..Policy::default()
         }
     }
@@ -374,6 +380,9 @@ fn default_events_path() -> PathBuf {
 }
 fn default_retention() -> Duration {
     Duration::from_secs(30 * 24 * 3600)
+}
+fn default_connections_warning_percent() -> f64 {
+    90.0
 }
 fn default_stale_intervals() -> u32 {
     3
@@ -568,6 +577,13 @@ pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
     if cfg.events.retention < Duration::from_secs(60) {
         return Err(ConfigError::new("events.retention", "must be at least 1m"));
     }
+    let pct = cfg.verdict.connections_warning_percent;
+    if !(pct > 0.0 && pct <= 100.0) {
+        return Err(ConfigError::new(
+            "verdict.connections_warning_percent",
+            "must be above 0 and at most 100",
+        ));
+    }
     if cfg.verdict.stale_intervals < 2 {
         return Err(ConfigError::new(
             "verdict.stale_intervals",
@@ -633,6 +649,11 @@ mod tests {
         ))
         .expect_err("invalid");
         assert_eq!(e.field, "verdict.stale_intervals");
+        let e = load_str(&format!(
+            "{BASE}plaintext = true\n[verdict]\nconnections_warning_percent = 120\n"
+        ))
+        .expect_err("above 100");
+        assert_eq!(e.field, "verdict.connections_warning_percent");
         let e = load_str(
             "grpc_listen = \"nowhere\"\nhttp_listen = \"127.0.0.1:1\"\nplaintext = true\n",
         )

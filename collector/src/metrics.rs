@@ -128,6 +128,37 @@ pub fn render(p: &Published, now_ms: i64, refused: u64) -> String {
             }
         }
     }
+    // Connection slots of each database node, as its agent's session counts them.
+    for (name, help, key) in [
+        (
+            "vigie_postgres_connections_used",
+            "Client sessions on the node (what ordinary roles' slots are taken by).",
+            "client_backends",
+        ),
+        (
+            "vigie_postgres_connections_usable",
+            "Connection slots ordinary roles may use: max_connections minus the reserved ones.",
+            "usable",
+        ),
+    ] {
+        family(name, "gauge", help, &mut out);
+        for entry in p.clusters.values() {
+            let c = label(&entry.verdict.cluster);
+            for n in &entry.snapshot.nodes {
+                if let Some(v) = n
+                    .results
+                    .get("postgres.connections")
+                    .and_then(|o| o.fact(key).as_f64())
+                {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{cluster=\"{c}\",node=\"{}\"}} {v}",
+                        label(&n.name)
+                    );
+                }
+            }
+        }
+    }
     // Lag measured across nodes by the verdict: the leader's position against what each
     // replica received and replayed, in bytes and in true seconds.
     let lag_families: [LagFamily; 5] = [
@@ -320,6 +351,8 @@ mod tests {
             "vigie_replication_lag_seconds{cluster=\"demo\",node=\"node2\"} 4.5",
             "vigie_agent_last_seen_age_seconds{cluster=\"demo\",node=\"node3\"} 1",
             "vigie_collector_agents_refused_total 2",
+            "vigie_postgres_connections_used{cluster=\"demo\",node=\"node1\"} 6",
+            "vigie_postgres_connections_usable{cluster=\"demo\",node=\"node1\"} 97",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -33,6 +33,10 @@ SUPERUSER_PASSWORD=lab-postgres
 REPLICATION_PASSWORD=lab-replicator
 MONITOR_USER=vigie_monitor
 MONITOR_PASSWORD=lab-vigie-monitor
+# An application role (no privilege) for the saturate-connections fault.
+APP_USER=lab_app
+APP_PASSWORD=lab-app
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PSQL_TIMEOUT=5
 
 log() { printf 'lab: %s\n' "$*" >&2; }
@@ -540,6 +544,9 @@ ensure_monitor_role() {
         CREATE ROLE $MONITOR_USER LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$MONITOR_PASSWORD';
       END IF;
       GRANT pg_monitor TO $MONITOR_USER;
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$APP_USER') THEN
+        CREATE ROLE $APP_USER LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$APP_PASSWORD';
+      END IF;
     END \$\$;" >/dev/null
 }
 
@@ -595,6 +602,9 @@ cmd_down() {
   done
   stop_haproxy
   for n in "${NODES[@]}"; do
+    if [ -e "$(pidfile "hold$n")" ]; then fault_release_connections "$n"; fi
+  done
+  for n in "${NODES[@]}"; do
     pid=$(recorded_pid "patroni$n")
     if alive "$pid" "$(patroni_pattern "$n")"; then kill -CONT "$pid"; kill -TERM "$pid"; fi
   done
@@ -624,6 +634,7 @@ cmd_repair() {
     pid=$(recorded_pid "etcd$n")
     if alive "$pid" "$(etcd_pattern "$n")"; then kill -CONT "$pid"; fi
     if [ -e "$RUN/misrouted$n" ] && running haproxy "$(haproxy_pattern)"; then fault_unmisroute_rw "$n"; fi
+    if [ -e "$(pidfile "hold$n")" ]; then fault_release_connections "$n"; fi
   done
   for n in "${NODES[@]}"; do reinit_promoted "$n"; done
   cmd_up
@@ -864,6 +875,28 @@ reinit_promoted() {
   log "node$n: reinitialized from the leader"
 }
 
+# saturate-connections N: an application uses up node N's connection slots (max_connections
+# minus the superuser reserve): new logins of ordinary roles are refused, the sessions already
+# open (the agent's, Patroni's superuser one) keep working.
+holder_pattern() { echo "hold-connections.py $(node_ip "$1")"; }
+holder_says() { grep -q "^holding" "$BASE/hold$1.log" 2>/dev/null; }
+fault_saturate_connections() {
+  local n=$1
+  running "hold$n" "$(holder_pattern "$n")" && die "node$n: connections are held already"
+  : >"$BASE/hold$n.log"
+  spawn "hold$n" "$BASE/hold$n.log" /usr/bin/python3 "$HERE/hold-connections.py" "$(node_ip "$n")" 5432 \
+    "$APP_USER" "$APP_PASSWORD"
+  wait_for "node$n's connection slots used up" 60 holder_says "$n"
+  log "node$n: $(cat "$BASE/hold$n.log")"
+}
+
+fault_release_connections() {
+  local n=$1
+  stop_pid "$(recorded_pid "hold$n")" "$(holder_pattern "$n")" 10
+  rm -f "$(pidfile "hold$n")"
+  log "node$n: application connections released"
+}
+
 # freeze-etcd N / thaw-etcd N: etcd member N stops answering (SIGSTOP), as in a long disk stall.
 fault_freeze_etcd() {
   local n=$1 pid
@@ -935,6 +968,8 @@ cmd_fault() {
     freeze-etcd) fault_freeze_etcd "$(resolve_node "$arg")" ;;
     promote) fault_promote "$(resolve_node "$arg")" ;;
     thaw-etcd) fault_thaw_etcd "$(resolve_node "$arg")" ;;
+    saturate-connections) fault_saturate_connections "$(resolve_node "$arg")" ;;
+    release-connections) fault_release_connections "$(resolve_node "$arg")" ;;
     switchover) fault_switchover ;;
     pause) fault_pause pause ;;
     resume) fault_pause resume ;;

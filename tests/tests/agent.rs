@@ -58,7 +58,7 @@ async fn cycle_until(
     }
 }
 
-const DB_PROBES: [ProbeId; 18] = [
+const DB_PROBES: [ProbeId; 19] = [
     ProbeId::EtcdClientPort,
     ProbeId::EtcdPeerPort,
     ProbeId::EtcdProcess,
@@ -72,6 +72,7 @@ const DB_PROBES: [ProbeId; 18] = [
     ProbeId::SystemMemory,
     ProbeId::SystemDisk,
     ProbeId::PostgresLocks,
+    ProbeId::PostgresConnections,
     ProbeId::PostgresWalReceiver,
     ProbeId::PostgresRecovery,
     ProbeId::PostgresReplication,
@@ -374,8 +375,17 @@ async fn wrong_password_is_a_clear_probe_result() {
         "{}",
         r.message
     );
-    // The server itself still accepts connections: only the agent's credentials are wrong.
-    assert_eq!(get(&results, ProbeId::PostgresAccept).status, Status::Ok);
+    // The monitoring role's own login is refused: nothing is known of the applications' logins,
+    // and the probe says so rather than "PostgreSQL refuses connections".
+    let accept = get(&results, ProbeId::PostgresAccept);
+    assert_eq!(accept.status, Status::Unknown, "{}", accept.message);
+    assert!(
+        accept.message.contains("the monitoring role cannot log in")
+            && accept.message.contains("password authentication failed"),
+        "{}",
+        accept.message
+    );
+    assert_eq!(accept.facts["refused"], "authentication");
 }
 
 /// The JSON an agent's results serialise to carries every field a machine needs.

@@ -672,6 +672,17 @@ async fn critical_soon_after_seen(
     doc
 }
 
+/// Waits until the cluster is healthy with no transition visible (a leader change of an earlier
+/// test, a member restarting): the "steady cluster" a scenario's no-grace promise is about.
+async fn steady(s: &Stack) {
+    s.wait_demo(
+        "a steady healthy cluster (no transition visible)",
+        CLUSTER_CHANGE,
+        |d| healthy(d) && d["transition"].is_null(),
+    )
+    .await;
+}
+
 /// A metric sample's value in the collector's `/metrics`.
 async fn metric(s: &Stack, sample: &str) -> Option<f64> {
     let text = reqwest::get(s.collector.api("/metrics"))
@@ -765,6 +776,7 @@ async fn s13_writes_misrouted_to_a_replica_in_a_steady_cluster_are_critical_with
     let s = stack().await;
     let r = *lab.replicas().await.first().expect("a replica");
     let node = format!("node{r}");
+    steady(&s).await;
     let mut timer = Timer::fault("misroute-rw (steady cluster)", interval());
     lab.fault("misroute-rw", Some(&r.to_string())).await;
     // Nothing is transitioning (Patroni's leader has not moved): no transition grace.
@@ -897,6 +909,10 @@ async fn s16_a_replica_promoted_by_hand_in_a_steady_cluster_is_split_brain_withi
     .await;
     let r = *lab.replicas().await.first().expect("a replica");
     let node = format!("node{r}");
+    s.wait_demo("no transition visible", CLUSTER_CHANGE, |d| {
+        d["transition"].is_null()
+    })
+    .await;
     let mut timer = Timer::fault("promote a replica by hand (paused)", interval());
     lab.fault("promote", Some(&r.to_string())).await;
     // Patroni's leader has not moved: at most the split-brain grace, if the promotion's own
@@ -920,6 +936,82 @@ async fn s16_a_replica_promoted_by_hand_in_a_steady_cluster_is_split_brain_withi
     timer.note(format!("after resume: {:?}", finding_codes(&after)));
     lab.script_ok(&["repair"]).await;
     s.wait_demo("healthy after the rebuild", CLUSTER_CHANGE, healthy)
+        .await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s20_a_leader_out_of_connection_slots_is_critical_within_two_intervals() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    let leader = lab.leader().await.expect("a leader");
+    let node = format!("node{leader}");
+    steady(&s).await;
+    let mut timer = Timer::fault("saturate-connections (leader)", interval());
+    // An application's sessions take every slot: the agent's and Patroni's sessions still work.
+    lab.fault("saturate-connections", Some(&leader.to_string()))
+        .await;
+    critical_soon_after_seen(
+        &s,
+        &mut timer,
+        ("CONNECTIONS_SATURATED", &node),
+        interval() * 2 + Duration::from_secs(2),
+    )
+    .await;
+    // The monitoring role's own login is refused too, and said so (not "PostgreSQL down").
+    let doc = s
+        .wait_demo("the refused login in the finding", CLUSTER_CHANGE, |d| {
+            finding_message(d, "CONNECTIONS_SATURATED", &node)
+                .is_some_and(|m| m.contains("remaining connection slots are reserved"))
+        })
+        .await;
+    assert_eq!(verdict(&doc), "critical", "{:?}", finding_codes(&doc));
+    assert!(
+        !has_finding(&doc, "POSTGRES_DOWN", &node),
+        "{:?}",
+        finding_codes(&doc)
+    );
+    timer.note(finding_message(&doc, "CONNECTIONS_SATURATED", &node).unwrap_or_default());
+    timer.repair();
+    lab.fault("release-connections", Some(&leader.to_string()))
+        .await;
+    s.wait_demo("healthy after the release", CLUSTER_CHANGE, healthy)
+        .await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s21_a_replica_out_of_connection_slots_is_a_warning() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    let r = *lab.replicas().await.first().expect("a replica");
+    let node = format!("node{r}");
+    let mut timer = Timer::fault("saturate-connections (replica)", interval());
+    lab.fault("saturate-connections", Some(&r.to_string()))
+        .await;
+    let doc = s
+        .wait_demo(
+            "CONNECTIONS_SATURATED on the replica",
+            interval() * 2 + Duration::from_secs(2),
+            |d| has_finding(d, "CONNECTIONS_SATURATED", &node) && verdict(d) == "degraded",
+        )
+        .await;
+    timer.detected();
+    timer.note(finding_message(&doc, "CONNECTIONS_SATURATED", &node).unwrap_or_default());
+    // A replica refusing reads is not an outage of the writes: it stays a warning.
+    let until = Instant::now() + interval() * 3;
+    while Instant::now() < until {
+        let d = s.demo().await.expect("api");
+        assert_eq!(verdict(&d), "degraded", "{:?}", finding_codes(&d));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    timer.repair();
+    lab.fault("release-connections", Some(&r.to_string())).await;
+    s.wait_demo("healthy after the release", CLUSTER_CHANGE, healthy)
         .await;
     timer.recovered();
     timer.record();

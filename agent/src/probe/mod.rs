@@ -8,7 +8,9 @@ pub mod haproxy_port;
 pub mod patroni_cluster;
 pub mod patroni_health;
 pub mod patroni_node;
+pub mod patroni_words;
 pub mod postgres_accept;
+pub mod postgres_connections;
 pub mod postgres_locks;
 pub mod postgres_recovery;
 pub mod postgres_replication;
@@ -68,6 +70,7 @@ probe_ids! {
     SystemMemory => "system.memory", "system";
     SystemDisk => "system.disk", "system";
     PostgresLocks => "postgres.locks", "postgres";
+    PostgresConnections => "postgres.connections", "postgres";
     PostgresWalReceiver => "postgres.wal_receiver", "postgres";
     PostgresRecovery => "postgres.recovery", "postgres";
     PostgresReplication => "postgres.replication", "postgres";
@@ -146,7 +149,7 @@ mod tests {
             assert!(seen.insert(id.as_str()), "duplicate {}", id.as_str());
             assert!(id.as_str().starts_with(&format!("{}.", id.component())));
         }
-        assert_eq!(ProbeId::ALL.len(), 22);
+        assert_eq!(ProbeId::ALL.len(), 23);
     }
 
     #[tokio::test(start_paused = true)]

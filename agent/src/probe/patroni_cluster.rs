@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::ProbeId;
 use super::patroni_node::Role;
+use super::patroni_words::StateKind;
 use crate::http;
 use crate::result::{ProbeResult, Status, human_bytes};
 
@@ -110,8 +111,26 @@ pub fn judge(
         ),
     }
     for m in &members {
-        if m.state != "running" && m.state != "streaming" {
-            raise(Status::Warning, format!("{} is {}", m.name, m.state));
+        match StateKind::of(&m.state) {
+            StateKind::Running => {}
+            StateKind::Unknown => raise(
+                Status::Warning,
+                format!(
+                    "{} is in a state this agent does not know: {:?}",
+                    m.name, m.state
+                ),
+            ),
+            _ => raise(Status::Warning, format!("{} is {}", m.name, m.state)),
+        }
+        if !m.role.known() {
+            raise(
+                Status::Warning,
+                format!(
+                    "{} has a role this agent does not know: {:?}",
+                    m.name,
+                    m.role.as_str()
+                ),
+            );
         }
         if let Some(lag) = m.lag.filter(|&l| l > lag_warning_bytes) {
             raise(
@@ -146,7 +165,9 @@ pub fn judge(
     let member_facts: Vec<Value> = members
         .iter()
         .map(|m| {
-            json!({"name": m.name, "host": m.host, "role": m.role.as_str(), "state": m.state,
+            json!({"name": m.name, "host": m.host, "role": m.role.as_str(),
+                   "role_known": m.role.known(), "state": m.state,
+                   "state_kind": StateKind::of(&m.state).as_str(),
                    "timeline": m.timeline, "lag_bytes": m.lag})
         })
         .collect();
@@ -190,6 +211,19 @@ mod tests {
             {"name": "node1", "role": "leader", "state": "running"},
             {"name": "node2", "role": "replica", "state": "running", "lag": 999_999_999u64},
         ]);
+        let patroni4 = json!([
+            {"name": "node1", "role": "leader", "state": "running", "timeline": 2},
+            {"name": "node2", "role": "quorum_standby", "state": "streaming", "timeline": 2, "lag": 0},
+            {"name": "node3", "role": "sync_standby", "state": "streaming", "timeline": 2, "lag": 0},
+        ]);
+        let archive = json!([
+            {"name": "node1", "role": "leader", "state": "running"},
+            {"name": "node2", "role": "replica", "state": "in archive recovery", "lag": 0},
+        ]);
+        let odd = json!([
+            {"name": "node1", "role": "leader", "state": "running"},
+            {"name": "node2", "role": "replica", "state": "hibernating", "lag": 0},
+        ]);
         let table = [
             (
                 doc(healthy.clone(), false),
@@ -205,6 +239,17 @@ mod tests {
             ),
             (doc(stopped, false), Status::Warning, "node2 is stopped"),
             (doc(lagging, false), Status::Warning, "node2 lags"),
+            (doc(patroni4, false), Status::Ok, "3 members, leader node1"),
+            (
+                doc(archive, false),
+                Status::Warning,
+                "node2 is in archive recovery",
+            ),
+            (
+                doc(odd, false),
+                Status::Warning,
+                "node2 is in a state this agent does not know: \"hibernating\"",
+            ),
         ];
         for (d, status, text) in table {
             let (r, _) = judge(&d, "node1", 16 << 20);

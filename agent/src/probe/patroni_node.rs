@@ -5,49 +5,13 @@
 use serde_json::Value;
 
 use super::ProbeId;
+pub use super::patroni_words::Role;
+use super::patroni_words::StateKind;
 use crate::http;
 use crate::result::ProbeResult;
 
 /// Patroni's last DCS contact older than this is a warning (a leader demotes itself after `ttl`).
 const DCS_STALE_SECS: i64 = 30;
-
-/// A node's role as Patroni names it; `master` (Patroni < 4) and `primary` are the same.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Role {
-    Primary,
-    Replica,
-    StandbyLeader,
-    Other(String),
-}
-
-impl Role {
-    pub fn parse(text: &str) -> Role {
-        match text {
-            "master" | "primary" | "leader" => Role::Primary,
-            "replica" | "sync_standby" | "standby" => Role::Replica,
-            "standby_leader" => Role::StandbyLeader,
-            other => Role::Other(other.to_string()),
-        }
-    }
-
-    /// Whether PostgreSQL on a node with this role must be in recovery (read-only).
-    pub fn expects_recovery(&self) -> Option<bool> {
-        match self {
-            Role::Primary => Some(false),
-            Role::Replica | Role::StandbyLeader => Some(true),
-            Role::Other(_) => None,
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-            Role::StandbyLeader => "standby_leader",
-            Role::Other(s) => s,
-        }
-    }
-}
 
 /// What the other probes need from `/patroni`.
 #[derive(Debug, Clone)]
@@ -96,8 +60,24 @@ pub fn judge(doc: &Value, now_unix: i64) -> (ProbeResult, Option<NodeView>) {
     let pending_restart = doc["pending_restart"].as_bool().unwrap_or(false);
     let dcs_age = doc["dcs_last_seen"].as_i64().map(|t| now_unix - t);
 
-    let mut result = if state != "running" && state != "streaming" {
+    let kind = StateKind::of(&state);
+    let mut result = if kind == StateKind::Unknown {
+        id.critical(format!(
+            "{} is in a state this agent does not know: {state:?}",
+            role.as_str()
+        ))
+    } else if kind == StateKind::ArchiveRecovery {
+        id.warning(format!(
+            "{} is {state}: replaying from the WAL archive, not streaming",
+            role.as_str()
+        ))
+    } else if kind != StateKind::Running {
         id.critical(format!("{} is {state}", role.as_str()))
+    } else if !role.known() {
+        id.warning(format!(
+            "{state}, in a role this agent does not know: {:?}",
+            role.as_str()
+        ))
     } else if dcs_age.is_some_and(|a| a > DCS_STALE_SECS) {
         id.warning(format!(
             "{} {state}, but Patroni last reached the DCS {}s ago",
@@ -120,7 +100,9 @@ pub fn judge(doc: &Value, now_unix: i64) -> (ProbeResult, Option<NodeView>) {
     };
     result = result
         .fact("role", role.as_str())
+        .fact("role_known", role.known())
         .fact("state", state.clone())
+        .fact("state_kind", kind.as_str())
         .fact("pending_restart", pending_restart)
         .fact("paused", paused);
     if let Some(t) = timeline {
@@ -191,6 +173,47 @@ mod tests {
                 Some(Role::Replica),
             ),
             (json!({"state": "running"}), Status::Critical, None),
+            // Patroni 4's words: all parse, none is silently fine.
+            (
+                json!({"role": "quorum_standby", "state": "running"}),
+                Status::Ok,
+                Some(Role::Replica),
+            ),
+            (
+                json!({"role": "promoted", "state": "running"}),
+                Status::Ok,
+                Some(Role::Promoted),
+            ),
+            (
+                json!({"role": "demoted", "state": "stopping"}),
+                Status::Critical,
+                Some(Role::Demoted),
+            ),
+            (
+                json!({"role": "standby_leader", "state": "running"}),
+                Status::Ok,
+                Some(Role::StandbyLeader),
+            ),
+            (
+                json!({"role": "replica", "state": "in archive recovery"}),
+                Status::Warning,
+                Some(Role::Replica),
+            ),
+            (
+                json!({"role": "replica", "state": "start failed"}),
+                Status::Critical,
+                Some(Role::Replica),
+            ),
+            (
+                json!({"role": "replica", "state": "hibernating"}),
+                Status::Critical,
+                Some(Role::Replica),
+            ),
+            (
+                json!({"role": "archiver", "state": "running"}),
+                Status::Warning,
+                Some(Role::Other("archiver".into())),
+            ),
         ];
         for (doc, status, role) in table {
             let (r, view) = judge(&doc, NOW);

@@ -1,42 +1,90 @@
-//! `postgres.accept`: does PostgreSQL accept *new* connections? The agent's reused session (like
-//! Patroni's) stays blind to a postmaster that no longer accepts, so this probe looks twice:
-//! every cycle, the postmaster's process state through `/proc` (free: the postmaster is the parent
-//! of the agent's own backend); and every `accept_check_interval`, or at once when the session
-//! fails, a real handshake (an `SSLRequest`, answered with one byte by a freshly forked child).
+//! `postgres.accept`: does PostgreSQL accept *new* logins? The agent's reused session (like
+//! Patroni's superuser session) stays blind to a server that refuses new clients, so this probe
+//! looks twice: every cycle, the postmaster's process state through `/proc` (free: the postmaster
+//! is the parent of the agent's own backend); and every `accept_check_interval` — every cycle
+//! while the session fails, the last login failed or connection slots are nearly used up — a
+//! real login as the monitoring role, authentication included. A bare handshake is not enough:
+//! PostgreSQL answers the encryption negotiation before it checks connection slots, so a server
+//! refusing every application (`remaining connection slots are reserved…`) still "answers". The
+//! monitoring role is not a superuser, so it is refused exactly when applications are.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::postgres_session::PgSnapshot;
+use super::postgres_session::{self, PgSnapshot};
 use super::{ProbeId, fmt_duration};
 use crate::procfs;
 use crate::result::ProbeResult;
 
-/// `SSLRequest`: length 8, code 80877103.
-const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xD2, 0x16, 0x2F];
+/// Why a login failed, as the server says it (SQLSTATE) or as the network does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 53300 `too_many_connections`: no slot left for ordinary roles.
+    TooManyConnections,
+    /// 57P03 `cannot_connect_now`: starting up, shutting down, in recovery without hot standby.
+    CannotConnectNow,
+    /// 28000 / 28P01: pg_hba or the password refuse the monitoring role itself.
+    Authentication,
+    /// Any other server error, a network error, or no answer in time.
+    Other,
+}
 
-/// Outcome of the last handshake.
+impl Refusal {
+    fn of(sqlstate: Option<&str>) -> Refusal {
+        match sqlstate {
+            Some("53300") => Refusal::TooManyConnections,
+            Some("57P03") => Refusal::CannotConnectNow,
+            Some("28000" | "28P01") => Refusal::Authentication,
+            _ => Refusal::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::TooManyConnections => "too_many_connections",
+            Refusal::CannotConnectNow => "cannot_connect_now",
+            Refusal::Authentication => "authentication",
+            Refusal::Other => "other",
+        }
+    }
+}
+
+/// A failed login: what the server (or the network) said.
 #[derive(Debug, Clone)]
-struct Handshake {
+struct Failure {
+    message: String,
+    refusal: Refusal,
+    sqlstate: Option<String>,
+}
+
+/// Outcome of the last login.
+#[derive(Debug, Clone)]
+struct Login {
     at: Instant,
-    outcome: Result<Duration, String>,
+    outcome: Result<Duration, Failure>,
 }
 
 #[derive(Debug)]
 pub struct AcceptProbe {
+    login: postgres_session::PgLogin,
     address: String,
     every: Duration,
     timeout: Duration,
-    last: Option<Handshake>,
-    /// Whether the last call to `handshake_if_due` ran one.
+    last: Option<Login>,
+    /// Whether the last call to `login_if_due` ran one.
     fresh: bool,
 }
 
 impl AcceptProbe {
-    pub fn new(address: String, every: Duration, timeout: Duration) -> Self {
+    pub fn new(
+        login: impl Into<postgres_session::PgLogin>,
+        address: String,
+        every: Duration,
+        timeout: Duration,
+    ) -> Self {
         AcceptProbe {
+            login: login.into(),
             address,
             every,
             timeout,
@@ -45,10 +93,10 @@ impl AcceptProbe {
         }
     }
 
-    /// Runs a handshake when one is due: every `accept_check_interval`, and every cycle while
-    /// the last one failed or the agent's own session is failing.
-    pub async fn handshake_if_due(&mut self, session_failing: bool) {
-        let due = session_failing
+    /// Logs in when due: every `accept_check_interval`, and every cycle while the last login
+    /// failed or `urgent` (the agent's own session failing, connection slots nearly used up).
+    pub async fn login_if_due(&mut self, urgent: bool) {
+        let due = urgent
             || self
                 .last
                 .as_ref()
@@ -58,19 +106,35 @@ impl AcceptProbe {
             return;
         }
         let at = Instant::now();
-        let outcome = match tokio::time::timeout(self.timeout, handshake(&self.address)).await {
-            Ok(r) => r.map(|()| at.elapsed()),
-            Err(_) => Err(format!(
-                "{}: new connection not answered within {} (postmaster hung or overloaded?)",
-                self.address,
-                fmt_duration(self.timeout)
-            )),
-        };
-        self.last = Some(Handshake { at, outcome });
+        let outcome =
+            match tokio::time::timeout(self.timeout, postgres_session::open(&self.login)).await {
+                Ok(Ok(client)) => {
+                    drop(client);
+                    Ok(at.elapsed())
+                }
+                Ok(Err(e)) => {
+                    let sqlstate = e.as_db_error().map(|d| d.code().code().to_string());
+                    Err(Failure {
+                        message: format!("{}: {}", self.address, postgres_session::describe(&e)),
+                        refusal: Refusal::of(sqlstate.as_deref()),
+                        sqlstate,
+                    })
+                }
+                Err(_) => Err(Failure {
+                    message: format!(
+                        "{}: new login not answered within {} (postmaster hung or overloaded?)",
+                        self.address,
+                        fmt_duration(self.timeout)
+                    ),
+                    refusal: Refusal::Other,
+                    sqlstate: None,
+                }),
+            };
+        self.last = Some(Login { at, outcome });
     }
 
     /// Judges from the postmaster's state (through this cycle's `snapshot`, when the query
-    /// succeeded) and the last handshake.
+    /// succeeded) and the last login.
     pub fn judge(&self, snapshot: Option<&PgSnapshot>) -> ProbeResult {
         let id = ProbeId::PostgresAccept;
         let postmaster = snapshot.and_then(|s| postmaster_of(s.backend_pid));
@@ -86,19 +150,19 @@ impl AcceptProbe {
                 .fact("postmaster_state", stat.state.to_string());
         }
         let Some(last) = &self.last else {
-            return id.unknown("no connection handshake yet");
+            return id.unknown("no login tried yet");
         };
         if snapshot.is_none() && !self.fresh && last.outcome.is_ok() {
-            // The session just failed and the last handshake predates it: not proof of health.
+            // The session just failed and the last login predates it: not proof of health.
             return id.unknown(format!(
-                "the agent's session just failed; the last new connection ({}s ago) succeeded; checking again next cycle",
+                "the agent's session just failed; the last new login ({}s ago) succeeded; checking again next cycle",
                 last.at.elapsed().as_secs()
             ));
         }
         let age = last.at.elapsed().as_secs();
         let result = match &last.outcome {
             Ok(took) => id.ok(format!(
-                "accepts new connections (handshake {:.1} ms, {age}s ago{})",
+                "accepts new logins (login {:.1} ms, {age}s ago{})",
                 took.as_secs_f64() * 1000.0,
                 if postmaster.is_some() {
                     "; postmaster running"
@@ -106,10 +170,33 @@ impl AcceptProbe {
                     ""
                 }
             )),
-            Err(e) => id.critical(e.clone()),
+            Err(f) => {
+                let r = match f.refusal {
+                    Refusal::TooManyConnections => id.critical(format!(
+                        "refuses new logins, no connection slot left: {}",
+                        f.message
+                    )),
+                    Refusal::CannotConnectNow => {
+                        id.critical(format!("refuses new logins: {}", f.message))
+                    }
+                    // The monitoring role itself is refused: nothing is known of applications.
+                    Refusal::Authentication => id.unknown(format!(
+                        "the monitoring role cannot log in (check pg_hba.conf and its password): {}",
+                        f.message
+                    )),
+                    Refusal::Other => id.critical(f.message.clone()),
+                };
+                let r = r
+                    .fact("refused", f.refusal.as_str())
+                    .fact("error", f.message.clone());
+                match &f.sqlstate {
+                    Some(code) => r.fact("sqlstate", code.clone()),
+                    None => r,
+                }
+            }
         };
         let mut result = result
-            .fact("handshake_age_s", age)
+            .fact("login_age_s", age)
             .fact("address", self.address.clone());
         if let Some((pid, stat)) = postmaster {
             result = result
@@ -132,39 +219,30 @@ fn postmaster_of(backend_pid: i32) -> Option<(u32, procfs::ProcStat)> {
     Some((ppid, procfs::read_stat(ppid)?))
 }
 
-/// Sends `SSLRequest` and expects `S` or `N`: the server forked a child for us and it answered.
-async fn handshake(address: &str) -> Result<(), String> {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .map_err(|e| format!("{address}: {e}"))?;
-    stream
-        .write_all(&SSL_REQUEST)
-        .await
-        .map_err(|e| format!("{address}: {e}"))?;
-    let mut byte = [0u8; 1];
-    match stream.read(&mut byte).await {
-        Ok(0) => Err(format!("{address}: connection closed without an answer")),
-        Ok(_) if byte[0] == b'S' || byte[0] == b'N' => Ok(()),
-        Ok(_) => Err(format!(
-            "{address}: answered 0x{:02x}, not PostgreSQL's handshake",
-            byte[0]
-        )),
-        Err(e) => Err(format!("{address}: {e}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::result::Status;
+    use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
+
+    fn probe(addr: &str, timeout: Duration) -> AcceptProbe {
+        let (host, port) = addr.rsplit_once(':').expect("host:port");
+        let mut login = tokio_postgres::Config::new();
+        login
+            .host(host)
+            .port(port.parse().expect("port"))
+            .user("vigie")
+            .dbname("postgres");
+        AcceptProbe::new(login, addr.to_string(), Duration::from_secs(60), timeout)
+    }
 
     #[tokio::test]
     async fn a_server_that_accepts_but_never_answers_is_critical_on_time() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let mut p = AcceptProbe::new(addr, Duration::from_secs(60), Duration::from_millis(300));
-        p.handshake_if_due(false).await;
+        let mut p = probe(&addr, Duration::from_millis(300));
+        p.login_if_due(false).await;
         let r = p.judge(None);
         assert_eq!(r.status, Status::Critical, "{}", r.message);
         assert!(
@@ -176,7 +254,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn garbage_answer_is_named() {
+    async fn garbage_answer_is_critical_and_named() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         tokio::spawn(async move {
@@ -184,14 +262,25 @@ mod tests {
                 let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
             }
         });
-        let mut p = AcceptProbe::new(addr, Duration::from_secs(60), Duration::from_secs(2));
-        p.handshake_if_due(false).await;
+        let mut p = probe(&addr, Duration::from_secs(2));
+        p.login_if_due(false).await;
         let r = p.judge(None);
-        assert_eq!(r.status, Status::Critical);
-        assert!(
-            r.message.contains("not PostgreSQL's handshake"),
-            "{}",
-            r.message
-        );
+        assert_eq!(r.status, Status::Critical, "{}", r.message);
+        assert!(r.message.starts_with(&addr), "{}", r.message);
+        assert_eq!(r.facts["refused"], "other");
+    }
+
+    #[test]
+    fn refusals_are_read_from_the_sqlstate() {
+        for (code, refusal) in [
+            (Some("53300"), Refusal::TooManyConnections),
+            (Some("57P03"), Refusal::CannotConnectNow),
+            (Some("28P01"), Refusal::Authentication),
+            (Some("28000"), Refusal::Authentication),
+            (Some("3D000"), Refusal::Other),
+            (None, Refusal::Other),
+        ] {
+            assert_eq!(Refusal::of(code), refusal, "{code:?}");
+        }
     }
 }

@@ -76,9 +76,43 @@ pub struct PgSnapshot {
     pub server_version_num: i32,
     pub wal_receiver: Option<WalReceiver>,
     pub replication: Vec<WalSender>,
+    /// Connection slots: client backends now, and the settings that bound them.
+    pub connections: Connections,
     pub waiting_sessions: i64,
     /// Longest current lock wait, in seconds.
     pub longest_lock_wait: Option<f64>,
+}
+
+/// Connection slots as the server counts them: `max_connections` slots, of which the last
+/// `superuser_reserved_connections` (and, on PostgreSQL 16+, `reserved_connections`) are kept for
+/// privileged roles. Walsenders and background workers have slots of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connections {
+    pub client_backends: i64,
+    pub max_connections: i64,
+    pub superuser_reserved: i64,
+    /// `reserved_connections` (PostgreSQL 16+; 0 before).
+    pub reserved: i64,
+}
+
+impl Connections {
+    /// Slots an ordinary role (an application, the monitoring role) may use.
+    pub fn usable(&self) -> i64 {
+        (self.max_connections - self.superuser_reserved - self.reserved).max(0)
+    }
+
+    /// Slots an ordinary role could still take; at 0 new logins are refused (SQLSTATE 53300).
+    pub fn free(&self) -> i64 {
+        (self.usable() - self.client_backends).max(0)
+    }
+
+    /// Share of the usable slots in use, in percent (may pass 100: privileged sessions).
+    pub fn used_percent(&self) -> f64 {
+        if self.usable() == 0 {
+            return 100.0;
+        }
+        self.client_backends as f64 * 100.0 / self.usable() as f64
+    }
 }
 
 /// What the SQL probes judge: the cycle's snapshot and what Patroni says of this node and its
@@ -117,6 +151,10 @@ SELECT
             sent_lsn::text AS sent_lsn, flush_lsn::text AS flush_lsn,
             replay_lsn::text AS replay_lsn, extract(epoch FROM replay_lag)::float8 AS replay_lag_s
      FROM pg_stat_replication) r) AS replication,
+  (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS client_backends,
+  current_setting('max_connections')::int AS max_connections,
+  current_setting('superuser_reserved_connections')::int AS superuser_reserved_connections,
+  coalesce(current_setting('reserved_connections', true), '0')::int AS reserved_connections,
   (SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted) AS waiting_sessions,
   (SELECT extract(epoch FROM max(now() - waitstart))::float8 FROM pg_locks WHERE NOT granted)
      AS longest_lock_wait
@@ -189,18 +227,25 @@ impl PgSession {
         Ok(snapshot)
     }
 
+    /// The settings of a fresh login as the monitoring role (the `postgres.accept` probe's),
+    /// with the session's TLS.
+    pub fn login_config(&self) -> PgLogin {
+        let mut config = self.config.clone();
+        config.application_name("vigie-agent-login");
+        PgLogin {
+            config,
+            tls: self.tls.clone(),
+        }
+    }
+
     async fn connect(&mut self) -> Result<(Client, Statement), String> {
         self.connections_opened += 1;
-        let (client, connection) = self
-            .config
-            .connect(self.tls.clone())
-            .await
-            .map_err(|e| format!("cannot connect to {}: {}", self.address, describe(&e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "PostgreSQL connection ended");
-            }
-        });
+        let client = open(&PgLogin {
+            config: self.config.clone(),
+            tls: self.tls.clone(),
+        })
+        .await
+        .map_err(|e| format!("cannot connect to {}: {}", self.address, describe(&e)))?;
         let stmt = client
             .prepare(SNAPSHOT_SQL)
             .await
@@ -209,8 +254,36 @@ impl PgSession {
     }
 }
 
+/// Opens a connection (startup, authentication, up to the server's first `ReadyForQuery`) and
+/// drives it in the background until the client is dropped.
+/// How to log in: the settings and the TLS connector that follows `sslmode`.
+#[derive(Debug, Clone)]
+pub struct PgLogin {
+    pub config: tokio_postgres::Config,
+    pub tls: PgTls,
+}
+
+impl From<tokio_postgres::Config> for PgLogin {
+    /// TLS as libpq's `prefer`: used when the server offers it, nothing verified.
+    fn from(config: tokio_postgres::Config) -> Self {
+        let (_, tls) = crate::tls::connector(crate::config::SslMode::Prefer, &Default::default())
+            .expect("a TLS connector without files always builds");
+        PgLogin { config, tls }
+    }
+}
+
+pub async fn open(login: &PgLogin) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = login.config.connect(login.tls.clone()).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
 /// The server's own message when there is one (e.g. `password authentication failed …`).
-fn describe(e: &tokio_postgres::Error) -> String {
+pub fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return format!("{}: {}", db.severity(), db.message());
     }
@@ -266,6 +339,23 @@ fn parse_row(row: &tokio_postgres::Row) -> Result<PgSnapshot, String> {
             .map_err(|_| get("server_version_num"))?,
         wal_receiver,
         replication,
+        connections: Connections {
+            client_backends: row
+                .try_get("client_backends")
+                .map_err(|_| get("client_backends"))?,
+            max_connections: i64::from(
+                row.try_get::<_, i32>("max_connections")
+                    .map_err(|_| get("max_connections"))?,
+            ),
+            superuser_reserved: i64::from(
+                row.try_get::<_, i32>("superuser_reserved_connections")
+                    .map_err(|_| get("superuser_reserved_connections"))?,
+            ),
+            reserved: i64::from(
+                row.try_get::<_, i32>("reserved_connections")
+                    .map_err(|_| get("reserved_connections"))?,
+            ),
+        },
         waiting_sessions: row
             .try_get("waiting_sessions")
             .map_err(|_| get("waiting_sessions"))?,
@@ -338,6 +428,12 @@ pub mod tests_support {
                 slot_name: Some("node2".into()),
             }),
             replication: Vec::new(),
+            connections: Connections {
+                client_backends: 5,
+                max_connections: 100,
+                superuser_reserved: 3,
+                reserved: 0,
+            },
             waiting_sessions: 0,
             longest_lock_wait: None,
         }

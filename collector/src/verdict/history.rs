@@ -366,7 +366,7 @@ mod tests {
                 "node3",
                 "patroni.node",
                 Status::Warning,
-                json!({"state": "starting"}),
+                json!({"state": "starting", "state_kind": "transitional"}),
             )
         };
         let mut h = FindingHistory::default();

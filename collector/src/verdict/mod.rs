@@ -83,12 +83,14 @@ codes! {
     RoEndpointDown => "RO_ENDPOINT_DOWN",
     HaproxyDown => "HAPROXY_DOWN",
     PatroniDown => "PATRONI_DOWN",
+    PatroniUnknownState => "PATRONI_UNKNOWN_STATE",
     PostgresDown => "POSTGRES_DOWN",
     AgentStale => "AGENT_STALE",
     MaintenanceMode => "MAINTENANCE_MODE",
     PendingRestart => "PENDING_RESTART",
     ResourcePressure => "RESOURCE_PRESSURE",
     LockWaits => "LOCK_WAITS",
+    ConnectionsSaturated => "CONNECTIONS_SATURATED",
     ClockSkew => "CLOCK_SKEW",
 }
 
@@ -194,6 +196,8 @@ pub struct Policy {
     /// this long ago (and no message came since): half the replica's interval, never less than
     /// this.
     pub stall_min_ms: i64,
+    /// CONNECTIONS_SATURATED warns above this share of the usable connection slots in use.
+    pub connections_warning_percent: f64,
 }
 
 impl Default for Policy {
@@ -210,6 +214,7 @@ impl Default for Policy {
             split_brain_grace_ms: 3_000,
             transition_window_ms: 30_000,
             stall_min_ms: 500,
+            connections_warning_percent: 90.0,
         }
     }
 }

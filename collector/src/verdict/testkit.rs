@@ -57,8 +57,8 @@ impl Lab {
         let members: Vec<Value> = (1..=3u8)
             .map(|n| {
                 json!({"name": format!("node{n}"), "host": host(n),
-                       "role": if n == leader { "leader" } else { "replica" },
-                       "state": "running", "timeline": 1, "lag_bytes": if n == leader { Value::Null } else { json!(0) }})
+                       "role": if n == leader { "leader" } else { "replica" }, "role_known": true,
+                       "state": "running", "state_kind": "running", "timeline": 1, "lag_bytes": if n == leader { Value::Null } else { json!(0) }})
             })
             .collect();
         let mut nodes = Vec::new();
@@ -71,7 +71,7 @@ impl Lab {
             let role = if primary { "primary" } else { "replica" };
             let ok = |facts: Value| obs(Status::Ok, facts);
             let r = &mut s.results;
-            r.insert("patroni.node".into(), ok(json!({"role": role, "state": "running", "timeline": 1, "pending_restart": false, "paused": false})));
+            r.insert("patroni.node".into(), ok(json!({"role": role, "role_known": true, "state": "running", "state_kind": "running", "timeline": 1, "pending_restart": false, "paused": false})));
             r.insert(
                 "patroni.cluster".into(),
                 ok(json!({"leader": format!("node{leader}"), "members": members, "paused": false})),
@@ -113,6 +113,10 @@ impl Lab {
             }
             r.insert("postgres.locks".into(), ok(json!({"waiting_sessions": 0})));
             r.insert("postgres.accept".into(), ok(json!({})));
+            r.insert(
+                "postgres.connections".into(),
+                ok(json!({"client_backends": 6, "usable": 97, "free": 91, "used_percent": 6.2})),
+            );
             for id in ["etcd.client_port", "etcd.peer_port", "etcd.process"] {
                 r.insert(id.into(), ok(json!({})));
             }
@@ -236,6 +240,7 @@ impl Lab {
             "postgres.replication",
             "postgres.replication_lag",
             "postgres.locks",
+            "postgres.connections",
         ] {
             self = self.set(node, id, Status::Critical, json!({}));
             if let Some(o) = self.node_mut(node).results.get_mut(id).map(Arc::make_mut) {

@@ -170,6 +170,31 @@ impl<'a> View<'a> {
             .map(|(name, _)| name.to_string())
     }
 
+    /// Whether writes are (or should be) served by `name`: the writable node, or Patroni's
+    /// leader while no other node has taken over. Findings there are critical.
+    pub fn serves_writes(&self, name: &str) -> bool {
+        let writable = self.writable();
+        writable.iter().any(|w| w.name() == name)
+            || (self.patroni_leader().as_deref() == Some(name)
+                && writable.iter().all(|w| w.name() == name))
+    }
+
+    /// What a database node is, in words: Patroni's leader, a replica, or a primary Patroni no
+    /// longer names leader (the old primary after a failover, writable with nobody managing it).
+    pub fn role_words(&self, name: &str) -> &'static str {
+        let leader = self.patroni_leader();
+        let writable = self.writable().iter().any(|w| w.name() == name);
+        if leader.as_deref() == Some(name) {
+            "leader"
+        } else if writable && leader.is_some() {
+            "old primary, still writable, unmanaged"
+        } else if writable {
+            "primary"
+        } else {
+            "replica"
+        }
+    }
+
     /// The member list Patroni publishes (from the freshest view), by name.
     pub fn patroni_members(&self) -> BTreeMap<String, Value> {
         let newest = self
@@ -194,8 +219,8 @@ impl<'a> View<'a> {
     /// state within the last interval. (A recent leader change is added by the history.)
     pub fn transition(&self) -> Option<String> {
         for n in self.fresh().filter(|n| n.is_db()) {
-            if let Some(state) = n.fact("patroni.node", "state").and_then(Value::as_str)
-                && TRANSITIONAL_STATES.contains(&state)
+            if state_kind(n.fact("patroni.node", "state_kind")) == Some(StateKind::Transitional)
+                && let Some(state) = n.fact("patroni.node", "state").and_then(Value::as_str)
             {
                 return Some(format!("Patroni on {} is {state}", n.name()));
             }
@@ -209,8 +234,8 @@ impl<'a> View<'a> {
             }
         }
         for (name, m) in self.patroni_members() {
-            if let Some(state) = m["state"].as_str()
-                && TRANSITIONAL_STATES.contains(&state)
+            if state_kind(Some(&m["state_kind"])) == Some(StateKind::Transitional)
+                && let Some(state) = m["state"].as_str()
             {
                 return Some(format!("Patroni lists {name} as {state}"));
             }
@@ -249,14 +274,31 @@ impl<'a> View<'a> {
     }
 }
 
-/// Patroni states of a member on its way between two steady states.
-pub const TRANSITIONAL_STATES: [&str; 5] = [
-    "starting",
-    "stopping",
-    "restarting",
-    "promoting",
-    "demoting",
-];
+/// The agent's reading of a Patroni state word (its `state_kind` fact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    Running,
+    ArchiveRecovery,
+    /// Starting, stopping, restarting, building a replica, bootstrapping.
+    Transitional,
+    Stopped,
+    Failed,
+    /// A word the agent does not know (shown verbatim, judged not healthy).
+    Unknown,
+}
+
+/// Reads a `state_kind` fact; `None` when absent or unrecognised by this collector.
+pub fn state_kind(fact: Option<&Value>) -> Option<StateKind> {
+    Some(match fact?.as_str()? {
+        "running" => StateKind::Running,
+        "archive_recovery" => StateKind::ArchiveRecovery,
+        "transitional" => StateKind::Transitional,
+        "stopped" => StateKind::Stopped,
+        "failed" => StateKind::Failed,
+        "unknown" => StateKind::Unknown,
+        _ => return None,
+    })
+}
 
 /// Patroni roles of a node changing sides (Patroni 4's `/patroni`).
 pub const TRANSITIONAL_ROLES: [&str; 2] = ["demoted", "promoted"];

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::verdict::view::{NodeView, View};
+use crate::verdict::view::{NodeView, StateKind, View, state_kind};
 use crate::verdict::{Code, Evidence, Finding, Severity};
 
 /// How recent a replica's last message from its sender must be to vouch for the sender: an
@@ -148,7 +148,7 @@ fn vouchers(view: &View<'_>, name: &str, members: &BTreeMap<String, Value>) -> V
     let member = members.get(name);
     let host = member.and_then(|m| m["host"].as_str());
     if let Some(m) = member
-        && matches!(m["state"].as_str(), Some("running" | "streaming"))
+        && state_kind(Some(&m["state_kind"])) == Some(StateKind::Running)
     {
         let by = view
             .fresh()
@@ -304,6 +304,7 @@ mod tests {
             for m in o.facts["members"].as_array_mut().into_iter().flatten() {
                 if m["name"] == "node1" {
                     m["state"] = json!("stopped");
+                    m["state_kind"] = json!("stopped");
                 }
             }
             lab = lab.set(
@@ -331,6 +332,7 @@ mod tests {
                 .expect("cluster");
             for m in o.facts["members"].as_array_mut().into_iter().flatten() {
                 m["state"] = json!("running");
+                m["state_kind"] = json!("running");
             }
         }
         assert_eq!(dcs_only.verdict().health, Health::Unknown);

@@ -2,38 +2,18 @@
 //! accepts no new connections). Critical on the leader, a warning on a replica.
 
 use crate::model::Status;
-use crate::verdict::view::{NodeView, View};
+use crate::verdict::view::{NodeView, StateKind, View, state_kind};
 use crate::verdict::{Code, Finding, Severity};
 
 pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
-    let leader = view.patroni_leader();
-    let writable: Vec<String> = view
-        .writable()
-        .iter()
-        .map(|n| n.name().to_string())
-        .collect();
     for n in view.fresh().filter(|n| n.is_db()) {
         let name = n.name().to_string();
-        // Critical where the writes are (or should be): the writable node, or Patroni's leader
-        // while no other node has taken over.
-        let serving = writable.contains(&name)
-            || (leader.as_deref() == Some(name.as_str()) && writable.iter().all(|w| *w == name));
-        let severity = if serving {
+        let severity = if view.serves_writes(&name) {
             Severity::Critical
         } else {
             Severity::Warning
         };
-        // Say what the node is: Patroni's leader, a replica, or a primary Patroni no longer
-        // names leader (the old primary after a failover, writable with nobody managing it).
-        let role = if leader.as_deref() == Some(name.as_str()) {
-            "leader"
-        } else if writable.contains(&name) && leader.is_some() {
-            "old primary, still writable, unmanaged"
-        } else if writable.contains(&name) {
-            "primary"
-        } else {
-            "replica"
-        };
+        let role = view.role_words(&name);
         let critical = |probe: &str| n.status(probe) == Some(Status::Critical);
 
         if critical("patroni.process") || critical("patroni.api_port") {
@@ -52,10 +32,10 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
             // Patroni stopping or starting PostgreSQL itself (a switchover's demotion, a
             // restart it runs) gets the transition grace; a crash Patroni has not seen yet
             // does not.
-            let managed = n
-                .fact("patroni.node", "state")
-                .and_then(|s| s.as_str())
-                .is_some_and(|s| MANAGED_STATES.contains(&s));
+            let managed = matches!(
+                state_kind(n.fact("patroni.node", "state_kind")),
+                Some(StateKind::Transitional | StateKind::Stopped)
+            );
             let grace = if managed {
                 view.policy
                     .transition_grace_ms
@@ -82,14 +62,15 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
     }
 }
 
-/// Patroni states in which PostgreSQL is down because Patroni itself is stopping or starting it.
-const MANAGED_STATES: [&str; 4] = ["stopping", "stopped", "starting", "restarting"];
-
 /// Why PostgreSQL counts as down on this node, if it does.
 fn postgres_down(n: &NodeView<'_>) -> Option<String> {
     let sql_failed =
         n.status("postgres.recovery") == Some(Status::Critical) && n.in_recovery().is_none();
-    let accept_failed = n.status("postgres.accept") == Some(Status::Critical);
+    // A login refused for want of a connection slot is CONNECTIONS_SATURATED's.
+    let accept_failed = n.status("postgres.accept") == Some(Status::Critical)
+        && n.fact("postgres.accept", "refused")
+            .and_then(|v| v.as_str())
+            != Some("too_many_connections");
     let patroni_says_down = n.status("patroni.health") == Some(Status::Critical)
         && n.status("patroni.api_port") != Some(Status::Critical);
     if sql_failed && (accept_failed || patroni_says_down) {
@@ -181,7 +162,10 @@ mod tests {
                     "node1",
                     "patroni.node",
                     Status::Critical,
-                    json!({"state": state}),
+                    json!({"state": state, "state_kind": match state {
+                        "running" => "running",
+                        _ => "transitional",
+                    }}),
                 )
         };
         // Observed twice, one agent interval apart (the second batch confirms the first).

@@ -3,11 +3,13 @@
 
 mod agents;
 mod components;
+mod connections;
 mod dcs;
 mod haproxy;
 mod host;
 mod leader;
 mod maintenance;
+mod patroni_words;
 pub mod replication;
 
 use super::Finding;
@@ -18,8 +20,10 @@ pub fn run_all(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Str
     leader::check(view, findings, blind);
     haproxy::check(view, findings, blind);
     components::check(view, findings);
+    connections::check(view, findings);
     replication::check(view, findings);
     dcs::check(view, findings, blind);
     maintenance::check(view, findings);
+    patroni_words::check(view, findings);
     host::check(view, findings);
 }

@@ -1,0 +1,158 @@
+//! PATRONI_UNKNOWN_STATE: Patroni reports a role or a state word the agent does not know (a newer
+//! Patroni, a patched one). Shown verbatim and judged not healthy: vigie cannot vouch for a state
+//! it does not understand.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::verdict::view::{StateKind, View, state_kind};
+use crate::verdict::{Code, Finding, Severity};
+
+pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
+    let mut seen = BTreeSet::new();
+    // What each node's Patroni says of itself, then what the members list says of the others.
+    for n in view.fresh().filter(|n| n.is_db()) {
+        if let Some(words) = unknown_words(n.fact("patroni.node", "state_kind"), |k| {
+            n.fact("patroni.node", k)
+        }) {
+            let name = n.name().to_string();
+            seen.insert(name.clone());
+            findings.push(
+                Finding::new(
+                    Code::PatroniUnknownState,
+                    Severity::Warning,
+                    vec![name.clone()],
+                    format!("Patroni on {name} reports {words}: vigie does not know it, so cannot call it healthy"),
+                )
+                .with_all(n.evidence("patroni.node")),
+            );
+        }
+    }
+    for n in view.fresh() {
+        let members = n
+            .fact("patroni.cluster", "members")
+            .and_then(Value::as_array);
+        for m in members.into_iter().flatten() {
+            let Some(name) = m["name"].as_str() else {
+                continue;
+            };
+            if seen.contains(name) {
+                continue;
+            }
+            if let Some(words) = unknown_words(Some(&m["state_kind"]), |k| m.get(k)) {
+                seen.insert(name.to_string());
+                findings.push(
+                    Finding::new(
+                        Code::PatroniUnknownState,
+                        Severity::Warning,
+                        vec![name.to_string()],
+                        format!("Patroni lists {name} with {words}: vigie does not know it, so cannot call it healthy"),
+                    )
+                    .with_all(n.evidence("patroni.cluster")),
+                );
+            }
+        }
+    }
+}
+
+/// The words at fault, verbatim (`state "hibernating"`, `role "archiver"`), if any.
+fn unknown_words<'v>(
+    kind: Option<&'v Value>,
+    fact: impl Fn(&str) -> Option<&'v Value>,
+) -> Option<String> {
+    let mut words = Vec::new();
+    if state_kind(kind) == Some(StateKind::Unknown) {
+        words.push(format!(
+            "state {:?}",
+            fact("state").and_then(Value::as_str).unwrap_or("")
+        ));
+    }
+    if fact("role_known").and_then(Value::as_bool) == Some(false) {
+        words.push(format!(
+            "role {:?}",
+            fact("role").and_then(Value::as_str).unwrap_or("")
+        ));
+    }
+    (!words.is_empty()).then(|| words.join(" and "))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::model::Status;
+    use crate::verdict::testkit::{Lab, has};
+    use crate::verdict::{Code, Health};
+
+    #[test]
+    fn unknown_words_are_named_and_not_healthy() {
+        let v = Lab::healthy().verdict();
+        assert!(
+            !v.findings
+                .iter()
+                .any(|f| f.code == Code::PatroniUnknownState)
+        );
+
+        let odd_state = Lab::healthy().patch(
+            "node2",
+            "patroni.node",
+            Status::Critical,
+            json!({"state": "hibernating", "state_kind": "unknown"}),
+        );
+        let v = odd_state.verdict();
+        assert!(
+            has(&v, Code::PatroniUnknownState, &["node2"]),
+            "{:?}",
+            v.findings
+        );
+        let f = v
+            .findings
+            .iter()
+            .find(|f| f.code == Code::PatroniUnknownState)
+            .expect("finding");
+        assert!(f.message.contains("state \"hibernating\""), "{}", f.message);
+        assert_ne!(v.health, Health::Healthy);
+
+        let odd_role = Lab::healthy().patch(
+            "node3",
+            "patroni.node",
+            Status::Warning,
+            json!({"role": "archiver", "role_known": false}),
+        );
+        let v = odd_role.verdict();
+        assert!(
+            has(&v, Code::PatroniUnknownState, &["node3"]),
+            "{:?}",
+            v.findings
+        );
+        assert_ne!(v.health, Health::Healthy);
+    }
+
+    #[test]
+    fn a_member_listed_with_an_unknown_state_is_named_once() {
+        let mut lab = Lab::healthy();
+        for n in ["node1", "node2", "node3"] {
+            let o = lab
+                .node_mut(n)
+                .results
+                .get_mut("patroni.cluster")
+                .map(std::sync::Arc::make_mut)
+                .expect("cluster");
+            for m in o.facts["members"].as_array_mut().into_iter().flatten() {
+                if m["name"] == "node3" {
+                    m["state"] = json!("hibernating");
+                    m["state_kind"] = json!("unknown");
+                }
+            }
+        }
+        let v = lab.verdict();
+        let found: Vec<_> = v
+            .findings
+            .iter()
+            .filter(|f| f.code == Code::PatroniUnknownState)
+            .collect();
+        assert_eq!(found.len(), 1, "{:?}", v.findings);
+        assert_eq!(found[0].nodes, vec!["node3".to_string()]);
+    }
+}
