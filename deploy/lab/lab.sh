@@ -20,7 +20,6 @@ set -euo pipefail
 BASE=${VIGIE_LAB_DIR:-/tmp/vigie-lab}
 RUN=$BASE/run
 CERTS=$BASE/certs
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PG_BIN=/usr/lib/postgresql/15/bin
 NODES=(1 2 3)
 HAPROXY_ADDR=127.0.0.10
