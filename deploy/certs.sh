@@ -1,14 +1,29 @@
 #!/usr/bin/env bash
 # Makes a test CA, a collector server certificate (localhost, 127.0.0.1) and one client
 # certificate per node, valid for that node's name (subjectAltName DNS:NODE) — what the collector
-# checks against the node an agent names in its Hello.
+# checks against the node an agent names in its Hello. `--server NAME SAN` adds a server
+# certificate (serverAuth, and clientAuth for etcd's gateway) NAME.crt/NAME.key for SAN (e.g. `IP:127.0.0.11,DNS:node1`), as the
+# lab's TLS profile needs for etcd, Patroni's REST API and PostgreSQL.
 #
-#   deploy/certs.sh DIR NODE...      e.g. deploy/certs.sh /etc/vigie/certs node1 node2 node3 haproxy
+#   deploy/certs.sh DIR [--server NAME SAN]... NODE...
+#   e.g. deploy/certs.sh /etc/vigie/certs node1 node2 node3 haproxy
+#        deploy/certs.sh /tmp/lab/certs --server node1-server IP:127.0.0.11,DNS:node1 node1
 #
 # For tests and labs; in production, issue the same shapes from your own PKI.
 set -euo pipefail
-out=${1:?usage: certs.sh DIR NODE...}
+out=${1:?usage: certs.sh DIR [--server NAME SAN]... NODE...}
 shift
+servers=()
+nodes=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --server)
+      [ $# -ge 3 ] || { echo "certs.sh: --server needs NAME and SAN" >&2; exit 64; }
+      servers+=("$2" "$3")
+      shift 3 ;;
+    *) nodes+=("$1"); shift ;;
+  esac
+done
 if ! command -v openssl >/dev/null; then
   apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >/dev/null
 fi
@@ -31,7 +46,11 @@ issue() {
 }
 
 issue collector "DNS:localhost,IP:127.0.0.1" serverAuth
-for node in "$@"; do
+for ((i = 0; i < ${#servers[@]}; i += 2)); do
+  # clientAuth too: etcd 3.4's gRPC gateway presents the server certificate to etcd itself.
+  issue "${servers[i]}" "${servers[i + 1]}" serverAuth,clientAuth
+done
+for node in "${nodes[@]}"; do
   issue "$node" "DNS:$node" clientAuth
 done
-echo "certs: CA, collector and ${*:-no} node certificates in $out" >&2
+echo "certs: CA, collector, $((${#servers[@]} / 2)) server and ${#nodes[@]} node certificates in $out" >&2

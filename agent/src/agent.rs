@@ -1,4 +1,4 @@
-//! One host's agent: the long-lived resources (HTTP client, the PostgreSQL session, remembered
+//! One host's agent: the long-lived resources (HTTP clients, the PostgreSQL session, remembered
 //! pids, previous samples) and the probe cycle. A cycle runs every configured probe, each under
 //! its own timeout and concurrently with the others, so one hung target never delays the rest.
 
@@ -28,7 +28,7 @@ use crate::result::{ProbeResult, unix_ms};
 #[derive(Debug)]
 pub struct Agent {
     cfg: AgentConfig,
-    http: reqwest::Client,
+    http: HttpClients,
     processes: Vec<ProcessProbe>,
     cpu: CpuProbe,
     pg: Option<PgState>,
@@ -45,17 +45,53 @@ struct PgState {
     slots_tight: bool,
 }
 
+/// One HTTP client per endpoint, each with that endpoint's TLS files (reqwest clients are
+/// cheap handles: components without a section share the plain one).
+#[derive(Debug)]
+struct HttpClients {
+    patroni: reqwest::Client,
+    etcd: reqwest::Client,
+    haproxy: reqwest::Client,
+}
+
+impl HttpClients {
+    fn new(cfg: &AgentConfig) -> Result<HttpClients, crate::config::ConfigError> {
+        let build = |section: &str, files: crate::config::TlsFiles| {
+            crate::tls::http_client(cfg.timeout, &files).map_err(|e| crate::config::ConfigError {
+                field: format!("{section}.{}", e.file.key()),
+                message: e.message,
+            })
+        };
+        let plain = build("(file)", Default::default())?;
+        let or_plain = |section: &str, files: Option<crate::config::TlsFiles>| match files {
+            Some(f) if f != crate::config::TlsFiles::default() => build(section, f),
+            _ => Ok(plain.clone()),
+        };
+        Ok(HttpClients {
+            patroni: or_plain("patroni", cfg.patroni.as_ref().map(|p| p.tls_files()))?,
+            etcd: or_plain("etcd", cfg.etcd.as_ref().map(|e| e.tls_files()))?,
+            haproxy: or_plain("haproxy", cfg.haproxy.as_ref().map(|h| h.tls_files()))?,
+        })
+    }
+}
+
 /// The SQL snapshot of one cycle, with when it started and how long it took.
 type Timed<T> = (T, SystemTime, Duration);
 
 impl Agent {
+    /// The agent for a validated configuration.
+    ///
+    /// # Panics
+    /// When a TLS file that `config::validate` checked can no longer be used (use
+    /// [`Agent::try_new`] to get the error instead).
     pub fn new(cfg: AgentConfig) -> Agent {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .user_agent(concat!("vigie-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client without TLS always builds");
+        Agent::try_new(cfg).unwrap_or_else(|e| panic!("vigie-agent: {e}"))
+    }
+
+    /// The agent, or the configuration error of a TLS file that cannot be used.
+    pub fn try_new(cfg: AgentConfig) -> Result<Agent, crate::config::ConfigError> {
+        vigie_proto::tls::install_crypto_provider();
+        let http = HttpClients::new(&cfg)?;
         let mut processes = Vec::new();
         if let Some(h) = &cfg.haproxy {
             processes.push(ProcessProbe::new(
@@ -72,8 +108,20 @@ impl Agent {
                 p.process.clone(),
             ));
         }
-        let pg = cfg.postgres.as_ref().map(|p| {
-            let session = PgSession::new(p, cfg.timeout);
+        let pg =
+            match &cfg.postgres {
+                Some(p) => Some(PgSession::new(p, cfg.timeout).map_err(|e| {
+                    crate::config::ConfigError {
+                        field: format!(
+                            "postgres.{}",
+                            crate::config::PostgresConfig::tls_key(e.file)
+                        ),
+                        message: e.message,
+                    }
+                })?),
+                None => None,
+            };
+        let pg = cfg.postgres.as_ref().zip(pg).map(|(p, session)| {
             let accept = AcceptProbe::new(
                 session.login_config(),
                 session.address().to_string(),
@@ -89,14 +137,14 @@ impl Agent {
             }
         });
         let disk_paths = cfg.system.disk_paths.clone();
-        Agent {
+        Ok(Agent {
             cfg,
             http,
             processes,
             cpu: CpuProbe::default(),
             pg,
             disk_paths,
-        }
+        })
     }
 
     pub fn config(&self) -> &AgentConfig {
@@ -140,7 +188,7 @@ impl Agent {
                 timed(
                     ProbeId::HaproxyBackends,
                     t,
-                    haproxy_backends::probe(http, h)
+                    haproxy_backends::probe(&http.haproxy, h)
                 ),
             );
             vec![rw, ro, backends]
@@ -164,7 +212,7 @@ impl Agent {
                 timed(
                     ProbeId::EtcdHealth,
                     t,
-                    etcd_health::probe(http, &e.client_url)
+                    etcd_health::probe(&http.etcd, &e.client_url)
                 ),
             );
             vec![c, p, h]
@@ -183,7 +231,7 @@ impl Agent {
             let node = async {
                 let started = SystemTime::now();
                 let t0 = Instant::now();
-                let fetched = tokio::time::timeout(t, patroni_node::fetch(http, &p.url))
+                let fetched = tokio::time::timeout(t, patroni_node::fetch(&http.patroni, &p.url))
                     .await
                     .unwrap_or_else(|_| Err(format!("timed out after {}", fmt_duration(t))));
                 let took = t0.elapsed();
@@ -204,7 +252,7 @@ impl Agent {
                 timed_view(
                     ProbeId::PatroniCluster,
                     t,
-                    patroni_cluster::probe(http, &p.url, &cfg.node, lag_warning)
+                    patroni_cluster::probe(&http.patroni, &p.url, &cfg.node, lag_warning)
                 ),
             );
             (vec![port, health, node, cluster.0], view, cluster.1)

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+pub use vigie_proto::tls::TlsFiles;
 
 /// Environment variables starting with this prefix override the file (`__` separates levels):
 /// `VIGIE_AGENT__POSTGRES__PASSWORD` sets `postgres.password`.
@@ -127,6 +128,16 @@ pub struct PatroniConfig {
     /// python).
     #[serde(default = "default_patroni_process")]
     pub process: ProcessMatch,
+    /// With an `https://` URL: the CA (PEM) that signed the server's certificate (default: the
+    /// system's trusted roots).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require one; goes with `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
 }
 
 /// PostgreSQL on this host, reached with a least-privilege (`pg_monitor`) role.
@@ -181,6 +192,68 @@ pub struct PostgresConfig {
     /// …and for longer than this, critical (default 5m).
     #[serde(default = "default_lock_wait_critical", deserialize_with = "duration")]
     pub lock_wait_critical: Duration,
+    /// TLS to PostgreSQL, as libpq's `sslmode` (default `prefer`).
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// CA (PEM) that signed the server's certificate, for `verify-ca`/`verify-full` (default: the
+    /// system's trusted roots); with `require` it makes the chain checked, as in libpq.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    /// Client certificate (PEM), for `hostssl … cert` lines or `clientcert=verify-*`; goes with
+    /// `sslkey`.
+    #[serde(default)]
+    pub sslcert: Option<PathBuf>,
+    #[serde(default)]
+    pub sslkey: Option<PathBuf>,
+}
+
+/// libpq's `sslmode` values the agent supports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plaintext only.
+    Disable,
+    /// TLS when the server offers it, plaintext otherwise; nothing verified.
+    #[default]
+    Prefer,
+    /// TLS or fail; the certificate is not verified (unless `sslrootcert` is set).
+    Require,
+    /// TLS, certificate chain checked, not the host name.
+    VerifyCa,
+    /// TLS, chain and host name checked.
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// This section's key for one of the TLS files.
+    pub fn tls_key(file: vigie_proto::tls::TlsFile) -> &'static str {
+        match file {
+            vigie_proto::tls::TlsFile::Ca => "sslrootcert",
+            vigie_proto::tls::TlsFile::Cert => "sslcert",
+            vigie_proto::tls::TlsFile::Key => "sslkey",
+        }
+    }
+
+    /// The TLS files, with the configuration's names mapped to [`TlsFiles`].
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.sslrootcert.clone(),
+            cert: self.sslcert.clone(),
+            key: self.sslkey.clone(),
+        }
+    }
 }
 
 /// etcd member on this host.
@@ -196,9 +269,37 @@ pub struct EtcdConfig {
     /// How to recognise the etcd daemon (default `/usr/bin/etcd`).
     #[serde(default = "default_etcd_process")]
     pub process: ProcessMatch,
+    /// With an `https://` URL: the CA (PEM) that signed the server's certificate (default: the
+    /// system's trusted roots).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require one; goes with `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+impl PatroniConfig {
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 impl EtcdConfig {
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+
     /// `host:port` of the client URL.
     pub fn client_address(&self) -> String {
         url_address(&self.client_url)
@@ -233,6 +334,16 @@ pub struct HaproxyConfig {
     /// The applications HAProxy serves, one RW (and usually one RO) port each.
     #[serde(default)]
     pub applications: Vec<HaproxyApplication>,
+    /// With an `https://` `stats_url`: the CA (PEM) that signed the server's certificate (default: the
+    /// system's trusted roots).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require one; goes with `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -259,6 +370,16 @@ pub struct HaproxyApplication {
     /// Name of the RO proxy in HAProxy's stats (default `NAME_ro`).
     #[serde(default)]
     pub ro_backend: Option<String>,
+}
+
+impl HaproxyConfig {
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 impl HaproxyApplication {
@@ -630,6 +751,53 @@ pub fn validate(cfg: &AgentConfig) -> Result<(), ConfigError> {
             }
         }
     }
+    if let Some(p) = &cfg.patroni {
+        validate_tls(
+            "patroni",
+            ["ca", "cert", "key"],
+            Some(&p.url),
+            &p.tls_files(),
+        )?;
+    }
+    if let Some(e) = &cfg.etcd {
+        validate_tls(
+            "etcd",
+            ["ca", "cert", "key"],
+            Some(&e.client_url),
+            &e.tls_files(),
+        )?;
+    }
+    if let Some(h) = &cfg.haproxy {
+        validate_tls(
+            "haproxy",
+            ["ca", "cert", "key"],
+            h.stats_url.as_ref(),
+            &h.tls_files(),
+        )?;
+    }
+    if let Some(pg) = &cfg.postgres {
+        let files = pg.tls_files();
+        if pg.sslmode == SslMode::Disable
+            && let Some((field, _)) = [
+                ("sslrootcert", &files.ca),
+                ("sslcert", &files.cert),
+                ("sslkey", &files.key),
+            ]
+            .into_iter()
+            .find(|(_, f)| f.is_some())
+        {
+            return Err(ConfigError::new(
+                format!("postgres.{field}"),
+                "sslmode = \"disable\" uses no TLS: remove it or choose another sslmode",
+            ));
+        }
+        validate_tls(
+            "postgres",
+            ["sslrootcert", "sslcert", "sslkey"],
+            None,
+            &files,
+        )?;
+    }
     if let Some(c) = &cfg.collector {
         match (c.url.scheme(), c.plaintext) {
             ("http", false) => {
@@ -708,6 +876,62 @@ pub fn validate(cfg: &AgentConfig) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// One endpoint's TLS files: `cert` and `key` together, each file readable and parseable (the
+/// key matching the certificate), and only with an `https://` URL when the endpoint has one.
+/// `names` are the section's keys for the CA, the certificate and the key.
+fn validate_tls(
+    section: &str,
+    names: [&str; 3],
+    url: Option<&reqwest::Url>,
+    files: &TlsFiles,
+) -> Result<(), ConfigError> {
+    let [ca, cert, key] = names;
+    let field = |name: &str| format!("{section}.{name}");
+    match (&files.cert, &files.key) {
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                field(key),
+                format!(
+                    "missing: {} needs its private key in {}",
+                    field(cert),
+                    field(key)
+                ),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                field(cert),
+                format!(
+                    "missing: {} needs its certificate in {}",
+                    field(key),
+                    field(cert)
+                ),
+            ));
+        }
+        _ => {}
+    }
+    if files == &TlsFiles::default() {
+        return Ok(());
+    }
+    if let Some(url) = url
+        && url.scheme() != "https"
+    {
+        let name = if files.ca.is_some() { ca } else { cert };
+        return Err(ConfigError::new(
+            field(name),
+            format!("TLS files need an https:// URL, not {url}"),
+        ));
+    }
+    vigie_proto::tls::check(files).map_err(|e| {
+        let name = match e.file {
+            vigie_proto::tls::TlsFile::Ca => ca,
+            vigie_proto::tls::TlsFile::Cert => cert,
+            vigie_proto::tls::TlsFile::Key => key,
+        };
+        ConfigError::new(field(name), e.message)
+    })
 }
 
 /// The components configured on this host, in a stable order.
@@ -926,6 +1150,48 @@ mod tests {
             &[],
         );
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_and_need_https() {
+        let e = load_str(&format!("{MINIMAL}cert = \"/x.crt\"\n"), &[]).expect_err("invalid");
+        assert_eq!(e.field, "patroni.key", "{e}");
+        let e = load_str(&format!("{MINIMAL}key = \"/x.key\"\n"), &[]).expect_err("invalid");
+        assert_eq!(e.field, "patroni.cert", "{e}");
+        // MINIMAL's URL is http://: a CA there would be silently unused.
+        let e = load_str(&format!("{MINIMAL}ca = \"/x.crt\"\n"), &[]).expect_err("invalid");
+        assert_eq!(e.field, "patroni.ca", "{e}");
+        assert!(e.message.contains("https://"), "{e}");
+    }
+
+    #[test]
+    fn https_without_ca_uses_the_system_roots() {
+        let cfg = load_str(
+            "node = \"n\"\ncluster = \"c\"\n[patroni]\nurl = \"https://127.0.0.11:8008\"\n",
+            &[],
+        )
+        .expect("valid");
+        assert!(cfg.patroni.expect("patroni").ca.is_none());
+    }
+
+    #[test]
+    fn sslmode_defaults_to_prefer_and_disable_takes_no_files() {
+        let cfg = load_str(&format!("{MINIMAL}\n[postgres]\nuser = \"v\"\n"), &[]).expect("valid");
+        assert_eq!(cfg.postgres.expect("pg").sslmode, SslMode::Prefer);
+        let e = load_str(
+            &format!(
+                "{MINIMAL}\n[postgres]\nuser = \"v\"\nsslmode = \"disable\"\nsslrootcert = \"/x\"\n"
+            ),
+            &[],
+        )
+        .expect_err("invalid");
+        assert_eq!(e.field, "postgres.sslrootcert", "{e}");
+        let e = load_str(
+            &format!("{MINIMAL}\n[postgres]\nuser = \"v\"\nsslkey = \"/x\"\n"),
+            &[],
+        )
+        .expect_err("invalid");
+        assert_eq!(e.field, "postgres.sslcert", "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod procfs;
 pub mod result;
 pub mod run;
 pub mod sockdiag;
+pub mod tls;
 pub mod uplink;
 
 /// Agent version, sent to the collector in `Hello`.

@@ -37,6 +37,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    vigie_proto::tls::install_crypto_provider();
     let default_level = if cli.once || cli.check_config {
         "warn"
     } else {
@@ -78,7 +79,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let mut agent = Agent::new(cfg);
+        let mut agent = match Agent::try_new(cfg) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("vigie-agent: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        };
         if cli.once {
             let results = agent.cycle().await;
             let text = match cli.format {

@@ -227,3 +227,55 @@ fn a_black_holed_target_times_out_on_time() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     drop(listener);
 }
+
+#[test]
+fn tls_config_errors_exit_64_naming_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not PEM\n").expect("write");
+    let g = garbage.display();
+    let pg = "[patroni]\n[postgres]\nuser = \"v\"\n";
+    let cases = [
+        (
+            "[patroni]\nurl = \"https://127.0.0.11:8008\"\ncert = \"/x.crt\"\n".to_string(),
+            "patroni.key",
+        ),
+        (
+            "[etcd]\nclient_url = \"https://127.0.0.11:2379\"\nkey = \"/x.key\"\n".to_string(),
+            "etcd.cert",
+        ),
+        (
+            format!("[patroni]\nurl = \"https://127.0.0.11:8008\"\nca = \"{g}\"\n"),
+            "patroni.ca",
+        ),
+        (
+            "[patroni]\nca = \"/nonexistent/ca.crt\"\n".to_string(),
+            "patroni.ca",
+        ),
+        (format!("{pg}sslcert = \"/x.crt\"\n"), "postgres.sslkey"),
+        (
+            format!("{pg}sslmode = \"verify-maybe\"\n"),
+            "postgres.sslmode",
+        ),
+        (
+            format!("{pg}sslmode = \"verify-full\"\nsslrootcert = \"/nonexistent/root.crt\"\n"),
+            "postgres.sslrootcert",
+        ),
+    ];
+    for (section, field) in cases {
+        let text = format!("node = \"n\"\ncluster = \"c\"\n{section}");
+        let (_dir, path) = write_config(&text);
+        let out = Command::new(AGENT)
+            .arg("--config")
+            .arg(&path)
+            .arg("--check-config")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{text}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid configuration: {field}:")),
+            "{field} not named in: {stderr}"
+        );
+    }
+}

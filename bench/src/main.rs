@@ -64,6 +64,7 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    vigie_proto::tls::install_crypto_provider();
     if let Cmd::Rusage { command } = &cli.command {
         let ran = std::process::Command::new(&command[0])
             .args(&command[1..])

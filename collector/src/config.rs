@@ -92,6 +92,25 @@ pub struct WebhookConfig {
     pub url: reqwest::Url,
     /// File holding the HMAC-SHA256 secret (first line).
     pub secret_file: PathBuf,
+    /// With an `https://` URL: the CA (PEM) that signed the receiver's certificate (default:
+    /// the system's trusted roots).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM), for a receiver that requires one.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+impl WebhookConfig {
+    pub fn tls_files(&self) -> vigie_proto::tls::TlsFiles {
+        vigie_proto::tls::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// Alertmanager (v2 API) to push findings to.
@@ -104,6 +123,77 @@ pub struct AlertmanagerConfig {
     /// How often firing alerts are re-sent (default 30s; `endsAt` is 4 of these ahead).
     #[serde(default = "default_resend", deserialize_with = "duration")]
     pub resend: Duration,
+    /// With an `https://` URL: the CA (PEM) that signed the receiver's certificate (default:
+    /// the system's trusted roots).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM), for a receiver that requires one.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+impl AlertmanagerConfig {
+    pub fn tls_files(&self) -> vigie_proto::tls::TlsFiles {
+        vigie_proto::tls::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// An HTTP client for a notification receiver: TLS with `files` for https URLs.
+pub fn http_client(
+    timeout: Duration,
+    files: &vigie_proto::tls::TlsFiles,
+) -> Result<reqwest::Client, vigie_proto::tls::TlsError> {
+    let tls = vigie_proto::tls::client_config(files, vigie_proto::tls::Verify::Full)?;
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| vigie_proto::tls::TlsError {
+            file: vigie_proto::tls::TlsFile::Ca,
+            message: format!("HTTP client: {e}"),
+        })
+}
+
+/// A receiver's TLS files: `cert` and `key` together, readable and parseable, and only with an
+/// `https://` URL.
+fn validate_receiver_tls(
+    section: &str,
+    url: &reqwest::Url,
+    files: &vigie_proto::tls::TlsFiles,
+) -> Result<(), ConfigError> {
+    let field = |k: &str| format!("{section}.{k}");
+    match (&files.cert, &files.key) {
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                field("key"),
+                format!("missing: {} needs its private key", field("cert")),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                field("cert"),
+                format!("missing: {} needs its certificate", field("key")),
+            ));
+        }
+        _ => {}
+    }
+    if files == &vigie_proto::tls::TlsFiles::default() {
+        return Ok(());
+    }
+    if url.scheme() != "https" {
+        let k = if files.ca.is_some() { "ca" } else { "cert" };
+        return Err(ConfigError::new(
+            field(k),
+            format!("TLS files need an https:// URL, not {url}"),
+        ));
+    }
+    vigie_proto::tls::check(files).map_err(|e| ConfigError::new(field(e.file.key()), e.message))
 }
 
 fn default_resend() -> Duration {
@@ -456,6 +546,7 @@ pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
         }
     }
     for (i, w) in cfg.webhooks.iter().enumerate() {
+        validate_receiver_tls(&format!("webhooks[{i}]"), &w.url, &w.tls_files())?;
         match std::fs::read_to_string(&w.secret_file) {
             Ok(t) if t.lines().next().is_some_and(|l| !l.trim().is_empty()) => {}
             Ok(_) => {
@@ -471,6 +562,9 @@ pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
                 ));
             }
         }
+    }
+    if let Some(am) = &cfg.alertmanager {
+        validate_receiver_tls("alertmanager", &am.url, &am.tls_files())?;
     }
     if let Some(am) = &cfg.alertmanager
         && am.resend < Duration::from_secs(1)

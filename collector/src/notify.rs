@@ -214,15 +214,12 @@ pub fn body(alerts: &[Alert], now_ms: i64, resend: Duration) -> Value {
 
 /// Sends the latest alert set to Alertmanager whenever it changes and every `resend`.
 pub async fn run_sender(
+    client: reqwest::Client,
     url: reqwest::Url,
     resend: Duration,
     mut alerts: watch::Receiver<Vec<Alert>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_default();
     let endpoint = format!("{}/api/v2/alerts", url.as_str().trim_end_matches('/'));
     let mut tick = tokio::time::interval(resend);
     tokio::pin!(shutdown);

@@ -30,6 +30,11 @@ pub enum RunError {
     Store(#[from] crate::store::StoreError),
     #[error("the state task stopped unexpectedly: the collector cannot judge anything any more")]
     StateTask,
+    #[error("{field}: {source}")]
+    Tls {
+        field: String,
+        source: vigie_proto::tls::TlsError,
+    },
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, RunError> {
@@ -45,6 +50,7 @@ pub async fn run(
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    vigie_proto::tls::install_crypto_provider();
     let access = crate::auth::Access::from_config(&cfg.api).map_err(RunError::Tokens)?;
     if cfg.api.auth == crate::config::ApiAuth::None && !cfg.http_listen.ip().is_loopback() {
         tracing::warn!(http = %cfg.http_listen, "The HTTP API is open (api.auth = none) on a non-loopback address");
@@ -60,6 +66,15 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    let receiver_client = |field: String, files: vigie_proto::tls::TlsFiles| {
+        crate::config::http_client(std::time::Duration::from_secs(10), &files)
+            .map_err(|source| RunError::Tls { field, source })
+    };
+    let alertmanager = match &cfg.alertmanager {
+        Some(am) => Some((am, receiver_client("alertmanager".into(), am.tls_files())?)),
+        None => None,
+    };
+    // Everything that can fail on bad input is checked before the store is opened.
     let opened = crate::store::open(&cfg.events.path)?;
     let (queue, writer_task) = crate::store::spawn_writer(opened.writer);
     let persistence = state::Persistence {
@@ -69,9 +84,10 @@ pub async fn run(
         open: opened.open,
         retention: cfg.events.retention,
     };
-    let alertmanager = cfg.alertmanager.as_ref().map(|am| {
+    let alertmanager = alertmanager.map(|(am, client)| {
         let (tx, rx) = watch::channel(Vec::new());
         tokio::spawn(crate::notify::run_sender(
+            client,
             am.url.clone(),
             am.resend,
             rx,
@@ -80,7 +96,8 @@ pub async fn run(
         tx
     });
     let mut targets = Vec::new();
-    for w in &cfg.webhooks {
+    for (i, w) in cfg.webhooks.iter().enumerate() {
+        let client = receiver_client(format!("webhooks[{i}]"), w.tls_files())?;
         let secret = read(&w.secret_file)?;
         let secret = String::from_utf8_lossy(&secret)
             .lines()
@@ -92,6 +109,7 @@ pub async fn run(
         targets.push(crate::webhook::Target {
             url: w.url.clone(),
             secret,
+            client,
         });
     }
     let webhooks =

@@ -20,6 +20,8 @@ const ATTEMPTS: u32 = 6;
 pub struct Target {
     pub url: reqwest::Url,
     pub secret: Vec<u8>,
+    /// The client for this receiver (its own TLS files; 10 s timeout).
+    pub client: reqwest::Client,
 }
 
 /// `sha256=<hex>` of the HMAC-SHA256 of `body` under `secret`.
@@ -55,10 +57,6 @@ pub fn spawn(
 ) -> Queue {
     let (tx, mut rx) = mpsc::channel::<Delivery>(1024);
     tokio::spawn(async move {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
         tokio::pin!(shutdown);
         loop {
             let d = tokio::select! {
@@ -70,7 +68,8 @@ pub fn spawn(
                 let sig = signature(&t.secret, body.as_bytes());
                 let mut backoff = Duration::from_millis(500);
                 for attempt in 1..=ATTEMPTS {
-                    let sent = client
+                    let sent = t
+                        .client
                         .post(t.url.clone())
                         .header("Content-Type", "application/json")
                         .header("X-Vigie-Delivery", &d.id)

@@ -38,6 +38,8 @@ async fn collector_cfg(
     events: std::path::PathBuf,
     webhooks: Vec<vigie_collector::config::WebhookConfig>,
 ) -> Running {
+    // reqwest's rustls backend needs the process-wide provider (vigie's programs install it).
+    vigie_proto::tls::install_crypto_provider();
     let grpc_l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -567,6 +569,9 @@ async fn webhooks_are_signed_and_their_ids_survive_a_collector_restart() {
         vec![vigie_collector::config::WebhookConfig {
             url: hook.parse().expect("url"),
             secret_file: secret.clone(),
+            ca: None,
+            cert: None,
+            key: None,
         }]
     };
     let db = dir.path().join("events.db");

@@ -8,6 +8,10 @@
 #   VIGIE_LAB_DIR      state directory (default /tmp/vigie-lab); everything the lab writes is there
 #   VIGIE_LAB_PROFILE  timing profile read by `up`: `default` (Patroni's: ttl 30, loop_wait 10,
 #                      retry_timeout 10) or `fast` (ttl 10, loop_wait 2, retry_timeout 4)
+#   VIGIE_LAB_TLS      `1` at `up`: the TLS profile — Patroni REST and etcd client URLs on https
+#                      with client certificates required, PostgreSQL with ssl=on and a hostssl-only
+#                      line for the monitoring role, certificates from deploy/certs.sh in
+#                      $VIGIE_LAB_DIR/certs, agent configs in $VIGIE_LAB_DIR/agent-*.toml
 #
 # Processes are started with setsid and their pids recorded under $VIGIE_LAB_DIR/run; they are only
 # ever signalled by those pids (PostgreSQL's postmaster by the pid in its own postmaster.pid).
@@ -15,6 +19,7 @@ set -euo pipefail
 
 BASE=${VIGIE_LAB_DIR:-/tmp/vigie-lab}
 RUN=$BASE/run
+CERTS=$BASE/certs
 PG_BIN=/usr/lib/postgresql/15/bin
 NODES=(1 2 3)
 HAPROXY_ADDR=127.0.0.10
@@ -125,6 +130,37 @@ wait_for() {
 
 profile() { cat "$BASE/profile" 2>/dev/null || echo "${VIGIE_LAB_PROFILE:-default}"; }
 
+# The transport, recorded at `up` in $BASE/transport: `tls` (VIGIE_LAB_TLS=1) or `plain`.
+transport() {
+  cat "$BASE/transport" 2>/dev/null && return 0
+  if [ "${VIGIE_LAB_TLS:-0}" = 1 ]; then echo tls; else echo plain; fi
+}
+tls_on() { [ "$(transport)" = tls ]; }
+scheme() { if tls_on; then echo https; else echo http; fi; }
+
+# lab_curl ARGS...: curl with the lab's CA and its own client certificate on the TLS profile
+# (Patroni and etcd require one there).
+lab_curl() {
+  if tls_on; then
+    curl --cacert "$CERTS/ca.crt" --cert "$CERTS/lab.crt" --key "$CERTS/lab.key" "$@"
+  else
+    curl "$@"
+  fi
+}
+
+# TLS profile: a CA, one server certificate per node (etcd, Patroni REST, PostgreSQL; valid for
+# the node's address), one client certificate per agent and for Patroni's own calls, and one for
+# the lab script. Readable by postgres (Patroni, PostgreSQL); etcd and HAProxy run as root.
+write_certs() {
+  local n args=()
+  for n in "${NODES[@]}"; do args+=(--server "node$n-server" "IP:$(node_ip "$n"),DNS:node$n"); done
+  "$HERE/../certs.sh" "$CERTS" "${args[@]}" node1 node2 node3 haproxy lab 2>/dev/null
+  cat "$CERTS/haproxy.crt" "$CERTS/haproxy.key" >"$CERTS/haproxy.pem"
+  chown -R postgres:postgres "$CERTS"
+  chmod 700 "$CERTS"
+  chmod 600 "$CERTS"/*
+}
+
 # haproxy_listen NAME PORT CHECK_PATH [EXTRA]: a proxy on HAProxy's address routing to every node
 # whose Patroni answers CHECK_PATH with 200.
 haproxy_listen() {
@@ -138,7 +174,7 @@ haproxy_listen() {
     echo "    http-check expect status 200"
     echo "    default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions"
     for n in "${NODES[@]}"; do
-      echo "    server node$n $(node_ip "$n"):5432 maxconn 100 check port 8008"
+      echo "    server node$n $(node_ip "$n"):5432 maxconn 100 check port 8008$(tls_on && echo " check-ssl verify required ca-file $CERTS/ca.crt crt $CERTS/haproxy.pem")"
     done
   } >>"$BASE/haproxy.cfg"
 }
@@ -153,6 +189,8 @@ write_configs() {
   mkdir -p "$BASE" "$RUN"
   chmod 755 "$BASE"
   echo "$prof" >"$BASE/profile"
+  transport >"$BASE/transport.new" && mv "$BASE/transport.new" "$BASE/transport"
+  if tls_on; then write_certs; fi
   printf '%s\n' "$MONITOR_PASSWORD" >"$BASE/monitor.password"
   chmod 644 "$BASE/monitor.password"
 
@@ -187,6 +225,32 @@ fi
 exec $PG_BIN/postgres "\$@"
 EOF
     chmod 755 "$dir/bin/postgres"
+    local restapi_tls="" etcd_tls="" ctl="" pg_ssl="" hba_ssl=""
+    if tls_on; then
+      restapi_tls="
+  certfile: $CERTS/node$n-server.crt
+  keyfile: $CERTS/node$n-server.key
+  cafile: $CERTS/ca.crt
+  verify_client: required"
+      etcd_tls="
+  protocol: https
+  cacert: $CERTS/ca.crt
+  cert: $CERTS/node$n.crt
+  key: $CERTS/node$n.key"
+      # Patroni's own REST calls (to other members, patronictl) present the node's certificate.
+      ctl="ctl:
+  cacert: $CERTS/ca.crt
+  certfile: $CERTS/node$n.crt
+  keyfile: $CERTS/node$n.key"
+      pg_ssl="
+    ssl: \"on\"
+    ssl_cert_file: $CERTS/node$n-server.crt
+    ssl_key_file: $CERTS/node$n-server.key"
+      # The monitoring role may log in over TLS only (a hostssl-only pg_hba, as in production).
+      hba_ssl="
+    - hostssl all $MONITOR_USER 127.0.0.0/8 scram-sha-256
+    - hostnossl all $MONITOR_USER 127.0.0.0/8 reject"
+    fi
     cat >"$dir/patroni.yml" <<EOF
 scope: $SCOPE
 namespace: /service/
@@ -195,9 +259,10 @@ log:
   level: INFO
 restapi:
   listen: $ip:8008
-  connect_address: $ip:8008
+  connect_address: $ip:8008$restapi_tls
+$ctl
 etcd3:
-  hosts: $hosts
+  hosts: $hosts$etcd_tls
 bootstrap:
   dcs:
     ttl: $ttl
@@ -223,7 +288,7 @@ postgresql:
   # lines). Replicas connect from 127.0.0.1, the kernel's source address on lo.
   pg_hba:
     - local all all trust
-    - host replication replicator 127.0.0.0/8 scram-sha-256
+    - host replication replicator 127.0.0.0/8 scram-sha-256$hba_ssl
     - host all all 127.0.0.0/8 scram-sha-256
   listen: $ip:5432
   connect_address: $ip:5432
@@ -244,7 +309,7 @@ postgresql:
   parameters:
     unix_socket_directories: $dir
     shared_buffers: 32MB
-    logging_collector: "off"
+    logging_collector: "off"$pg_ssl
 tags:
   nofailover: false
   noloadbalance: false
@@ -280,6 +345,73 @@ listen stats
 EOF
   haproxy_listen "${SCOPE}_rw" "$RW_PORT" /primary
   haproxy_listen "${SCOPE}_ro" "$RO_PORT" /replica "balance roundrobin"
+  if tls_on; then write_tls_agent_configs; fi
+}
+
+# TLS profile: the lab's agent configs (deploy/lab/agent-*.toml with https URLs, the CA and each
+# agent's client certificate, PostgreSQL with sslmode = verify-full). Processes are matched on
+# this lab's own paths, so a second lab on the machine (another network namespace, same pid
+# namespace) is never mistaken for this one.
+write_tls_agent_configs() {
+  local n ip
+  for n in "${NODES[@]}"; do
+    ip=$(node_ip "$n")
+    cat >"$BASE/agent-node$n.toml" <<EOF
+# vigie-agent on lab node$n, TLS profile (written by deploy/lab/lab.sh).
+node = "node$n"
+cluster = "$SCOPE"
+interval = "5s"
+timeout = "2s"
+
+[patroni]
+url = "https://$ip:8008"
+process = { executable = "patroni", cmdline_contains = "$(patroni_pattern "$n")" }
+ca = "$CERTS/ca.crt"
+cert = "$CERTS/node$n.crt"
+key = "$CERTS/node$n.key"
+
+[postgres]
+host = "$ip"
+port = 5432
+user = "$MONITOR_USER"
+password_file = "$BASE/monitor.password"
+statement_timeout = "1s"
+sslmode = "verify-full"
+sslrootcert = "$CERTS/ca.crt"
+
+[etcd]
+client_url = "https://$ip:2379"
+peer_address = "$ip:2380"
+process = { executable = "/usr/bin/etcd", cmdline_contains = "--data-dir $BASE/etcd$n" }
+ca = "$CERTS/ca.crt"
+cert = "$CERTS/node$n.crt"
+key = "$CERTS/node$n.key"
+
+[collector]
+url = "http://127.0.0.1:9701"
+plaintext = true
+EOF
+  done
+  cat >"$BASE/agent-haproxy.toml" <<EOF
+# vigie-agent on the lab's HAProxy host, TLS profile (written by deploy/lab/lab.sh).
+node = "haproxy"
+cluster = "$SCOPE"
+interval = "5s"
+timeout = "2s"
+
+[haproxy]
+stats_socket = "$BASE/haproxy.sock"
+process = { executable = "/usr/sbin/haproxy", cmdline_contains = "$BASE/haproxy.cfg" }
+
+[[haproxy.applications]]
+name = "$SCOPE"
+rw = "$HAPROXY_ADDR:$RW_PORT"
+ro = "$HAPROXY_ADDR:$RO_PORT"
+
+[collector]
+url = "http://127.0.0.1:9701"
+plaintext = true
+EOF
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -293,8 +425,13 @@ start_etcd() {
   local n=$1 ip
   ip=$(node_ip "$n")
   running "etcd$n" "$(etcd_pattern "$n")" && return 0
+  local tls=()
+  if tls_on; then
+    tls=(--cert-file "$CERTS/node$n-server.crt" --key-file "$CERTS/node$n-server.key"
+      --client-cert-auth --trusted-ca-file "$CERTS/ca.crt")
+  fi
   spawn "etcd$n" "$BASE/etcd$n.log" /usr/bin/etcd --name "etcd$n" --data-dir "$BASE/etcd$n" \
-    --listen-client-urls "http://$ip:2379" --advertise-client-urls "http://$ip:2379" \
+    --listen-client-urls "$(scheme)://$ip:2379" --advertise-client-urls "$(scheme)://$ip:2379" "${tls[@]}" \
     --listen-peer-urls "http://$ip:2380" --initial-advertise-peer-urls "http://$ip:2380" \
     --initial-cluster "$(cat "$BASE/etcd-initial-cluster")" --initial-cluster-state new \
     --initial-cluster-token vigie-lab --heartbeat-interval 100 --election-timeout 1000
@@ -302,7 +439,7 @@ start_etcd() {
 
 stop_etcd() { stop_pid "$(recorded_pid "etcd$1")" "$(etcd_pattern "$1")" 3; }
 
-etcd_healthy() { curl -fsS -m 2 "http://$(node_ip "$1"):2379/health" | grep -q '"health":"true"'; }
+etcd_healthy() { lab_curl -fsS -m 2 "$(scheme)://$(node_ip "$1"):2379/health" | grep -q '"health":"true"'; }
 
 start_patroni() {
   local n=$1
@@ -345,7 +482,7 @@ instance_pids() {
 # ---------------------------------------------------------------------------------------------
 # Cluster queries
 
-patroni_get() { curl -fsS -m 3 "http://$(node_ip "$1"):8008/$2"; }
+patroni_get() { lab_curl -fsS -m 3 "$(scheme)://$(node_ip "$1"):8008/$2"; }
 
 # cluster_json: /cluster from the first Patroni that answers.
 cluster_json() {
@@ -434,10 +571,15 @@ cmd_up() {
     if [ -n "${VIGIE_LAB_PROFILE:-}" ] && [ "$VIGIE_LAB_PROFILE" != "$(profile)" ]; then
       log "the lab in $BASE runs profile '$(profile)'; VIGIE_LAB_PROFILE=$VIGIE_LAB_PROFILE is ignored until 'down'"
     fi
+    local want=plain
+    [ "${VIGIE_LAB_TLS:-}" = 1 ] && want=tls
+    if [ -n "${VIGIE_LAB_TLS:-}" ] && [ "$want" != "$(transport)" ]; then
+      log "the lab in $BASE runs transport '$(transport)'; VIGIE_LAB_TLS=$VIGIE_LAB_TLS is ignored until 'down'"
+    fi
   else
     check_addresses_free
     write_configs
-    log "profile $(profile), state in $BASE"
+    log "profile $(profile), transport $(transport), state in $BASE"
   fi
   for n in "${NODES[@]}"; do start_etcd "$n"; done
   for n in "${NODES[@]}"; do wait_for "etcd$n health" 60 etcd_healthy "$n"; done
@@ -501,20 +643,20 @@ cmd_repair() {
 cmd_status() {
   [ -f "$BASE/profile" ] || { echo "no lab in $BASE"; return 3; }
   local n json
-  echo "lab $BASE, profile $(profile)"
+  echo "lab $BASE, profile $(profile), transport $(transport)"
   echo
   if json=$(cluster_json 2>/dev/null); then
     echo "Patroni cluster '$SCOPE'$(jq -r 'if .pause then " (maintenance mode: paused)" else "" end' <<<"$json"):"
     jq -r '.members[] | [.name, .host, .role, .state, "tl=\(.timeline // "-")", "lag=\(.lag // "-")"] | @tsv' \
       <<<"$json" | column -t | sed 's/^/  /'
   else
-    echo "Patroni: no member answers /cluster"
+    echo "Patroni: no member answers /cluster ($(scheme))"
   fi
   echo
   echo "etcd:"
   for n in "${NODES[@]}"; do
     if etcd_healthy "$n" 2>/dev/null; then
-      echo "  etcd$n $(node_ip "$n"):2379 healthy"
+      echo "  etcd$n $(scheme)://$(node_ip "$n"):2379 healthy"
     elif running "etcd$n" "$(etcd_pattern "$n")"; then
       echo "  etcd$n $(node_ip "$n"):2379 running, unhealthy"
     else
@@ -535,6 +677,9 @@ cmd_env() {
   cat <<EOF
 VIGIE_LAB_DIR=$BASE
 VIGIE_LAB_PROFILE=$(profile)
+VIGIE_LAB_TLS=$(tls_on && echo 1 || echo 0)
+VIGIE_LAB_SCHEME=$(scheme)
+VIGIE_LAB_CERTS=$CERTS
 VIGIE_LAB_SCOPE=$SCOPE
 VIGIE_LAB_HAPROXY=$HAPROXY_ADDR
 VIGIE_LAB_RW_PORT=$RW_PORT
@@ -711,7 +856,7 @@ member_is_running_replica() {
 
 request_reinit() {
   member_state_is_not "$1" running && return 0
-  curl -fsS -m 30 -XPOST "http://$(node_ip "$1"):8008/reinitialize" -H 'Content-Type: application/json' \
+  lab_curl -fsS -m 30 -XPOST "$(scheme)://$(node_ip "$1"):8008/reinitialize" -H 'Content-Type: application/json' \
     -d '{"force": true}' >/dev/null 2>&1 || true
   sleep 1
   member_state_is_not "$1" running
@@ -772,7 +917,7 @@ fault_switchover() {
   local leader new
   leader=$(leader_node) || die "no leader to switch over from"
   patroni_get "$leader" cluster >/dev/null
-  curl -fsS -m 30 -XPOST "http://$(node_ip "$leader"):8008/switchover" \
+  lab_curl -fsS -m 30 -XPOST "$(scheme)://$(node_ip "$leader"):8008/switchover" \
     -H 'Content-Type: application/json' -d "{\"leader\":\"node$leader\"}" >/dev/null ||
     die "Patroni refused the switchover"
   new_leader_other_than() { new=$(leader_node) && [ "$new" != "$1" ]; }
@@ -786,7 +931,7 @@ fault_pause() {
   leader=$(leader_node) || die "no leader right now"
   local want=true
   [ "$mode" = resume ] && want=false
-  curl -fsS -m 10 -XPATCH "http://$(node_ip "$leader"):8008/config" \
+  lab_curl -fsS -m 10 -XPATCH "$(scheme)://$(node_ip "$leader"):8008/config" \
     -H 'Content-Type: application/json' -d "{\"pause\": $want}" >/dev/null
   paused_is() { [ "$(cluster_json | jq -r '.pause // false')" = "$1" ]; }
   wait_for "pause=$want in /cluster" 60 paused_is "$want"

@@ -46,12 +46,50 @@ pub fn lab_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/tmp/vigie-lab"))
 }
 
+/// Whether the running lab is on the TLS profile (`VIGIE_LAB_TLS=1` at `lab.sh up`, recorded in
+/// the lab directory).
+pub fn lab_tls() -> bool {
+    std::fs::read_to_string(lab_dir().join("transport")).is_ok_and(|t| t.trim() == "tls")
+}
+
+/// `https` on the TLS profile, else `http` (Patroni REST and etcd client URLs).
+pub fn scheme() -> &'static str {
+    if lab_tls() { "https" } else { "http" }
+}
+
+/// The lab's own TLS files on the TLS profile (its CA, the client certificate of the lab script).
+pub fn lab_tls_files() -> vigie_proto::tls::TlsFiles {
+    let certs = lab_dir().join("certs");
+    vigie_proto::tls::TlsFiles {
+        ca: Some(certs.join("ca.crt")),
+        cert: Some(certs.join("lab.crt")),
+        key: Some(certs.join("lab.key")),
+    }
+}
+
+/// An HTTP client for the lab's endpoints: on the TLS profile it trusts the lab's CA and
+/// presents the lab's client certificate (Patroni and etcd require one there).
+pub fn lab_http(timeout: Duration) -> reqwest::Client {
+    vigie_proto::tls::install_crypto_provider();
+    let builder = reqwest::Client::builder().timeout(timeout);
+    let builder = if lab_tls() {
+        let tls = vigie_proto::tls::client_config(&lab_tls_files(), vigie_proto::tls::Verify::Full)
+            .unwrap_or_else(|e| panic!("the lab's TLS files: {e}"));
+        builder.tls_backend_preconfigured(tls)
+    } else {
+        builder
+    };
+    builder.build().expect("http client")
+}
+
 /// Exclusive use of the running lab. Holding it serialises every test that touches the lab, in
 /// this process and in others (each test binary, or nextest's process per test).
 #[derive(Debug)]
 pub struct Lab {
     _lock: std::fs::File,
     http: reqwest::Client,
+    /// The transport this test wants: the TLS profile, or plain.
+    tls: bool,
 }
 
 /// Output of one `lab.sh` call.
@@ -66,6 +104,18 @@ impl Lab {
     /// Takes the lab lock, then brings the lab up (fast profile unless `VIGIE_LAB_PROFILE` says
     /// otherwise) and repairs whatever an earlier test left broken.
     pub async fn acquire() -> Lab {
+        let tls = std::env::var("VIGIE_LAB_TLS").is_ok_and(|v| v == "1");
+        Lab::acquire_transport(tls).await
+    }
+
+    /// [`Lab::acquire`] on the TLS profile: the same lock (one lab per machine); a lab running
+    /// plain is taken down and brought up on TLS (and back by the next plain `acquire`).
+    pub async fn acquire_tls() -> Lab {
+        Lab::acquire_transport(true).await
+    }
+
+    async fn acquire_transport(tls: bool) -> Lab {
+        vigie_proto::tls::install_crypto_provider();
         let lock_path = PathBuf::from(format!("{}.lock", lab_dir().display()));
         let lock = tokio::task::spawn_blocking(move || {
             let f = std::fs::OpenOptions::new()
@@ -80,20 +130,22 @@ impl Lab {
         })
         .await
         .expect("lock task");
-        let lab = Lab {
+        let mut lab = Lab {
             _lock: lock,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(3))
-                .build()
-                .expect("http client"),
+            http: lab_http(Duration::from_secs(3)),
+            tls,
         };
         lab.ensure_ready().await;
+        lab.http = lab_http(Duration::from_secs(3));
         lab
     }
 
     /// `lab.sh up` when there is no lab, then `lab.sh repair` (which brings up whatever is
     /// down): a ready cluster, whatever state an interrupted test left it in.
     pub async fn ensure_ready(&self) {
+        if lab_dir().join("profile").exists() && lab_tls() != self.tls {
+            self.script_ok(&["down"]).await;
+        }
         if !lab_dir().join("profile").exists() {
             self.script_ok(&["up"]).await;
         }
@@ -108,6 +160,7 @@ impl Lab {
         if std::env::var_os("VIGIE_LAB_PROFILE").is_none() {
             cmd.env("VIGIE_LAB_PROFILE", "fast");
         }
+        cmd.env("VIGIE_LAB_TLS", if self.tls { "1" } else { "0" });
         let out = cmd.output().await.expect("run deploy/lab/lab.sh");
         ScriptOutput {
             success: out.status.success(),
@@ -174,7 +227,7 @@ impl Lab {
 
     /// Whether etcd member `n` reports itself healthy.
     pub async fn etcd_healthy(&self, n: u8) -> bool {
-        self.get_json(&format!("http://{}:2379/health", node_ip(n)))
+        self.get_json(&format!("{}://{}:2379/health", scheme(), node_ip(n)))
             .await
             .is_some_and(|v| v["health"] == "true")
     }
@@ -183,7 +236,7 @@ impl Lab {
 /// Patroni's `/cluster`, from the first lab node that answers with JSON.
 pub async fn patroni_cluster(http: &reqwest::Client) -> Option<Value> {
     for n in NODES {
-        let url = format!("http://{}:8008/cluster", node_ip(n));
+        let url = format!("{}://{}:8008/cluster", scheme(), node_ip(n));
         if let Ok(resp) = http.get(&url).send().await
             && let Ok(v) = resp.json::<Value>().await
         {
@@ -244,7 +297,13 @@ pub async fn connect(
         Role::Superuser => cfg.user("postgres").password(SUPERUSER_PASSWORD),
         Role::Monitor => cfg.user(MONITOR_USER).password(monitor_password()),
     };
-    let connecting = cfg.connect(tokio_postgres::NoTls);
+    // `prefer`, as libpq: TLS when the server offers it (the monitoring role needs it on the TLS
+    // profile's hostssl-only line), plaintext otherwise.
+    let (sslmode, tls) =
+        vigie_agent::tls::connector(vigie_agent::config::SslMode::Prefer, &Default::default())
+            .expect("a TLS connector without files");
+    cfg.ssl_mode(sslmode);
+    let connecting = cfg.connect(tls);
     let (client, conn) = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => return Err(format!("connect to {host}:{port}: {e}")),
@@ -315,13 +374,19 @@ pub async fn write_through_rw() -> Result<(), String> {
     .map(drop)
 }
 
-/// Loads the lab's agent configuration `deploy/lab/agent-NAME.toml`, pointed at this lab's
-/// state directory, with `overrides` (`VIGIE_AGENT__…` variables) on top.
+/// Loads the lab's agent configuration `deploy/lab/agent-NAME.toml` (on the TLS profile, the
+/// one `lab.sh` wrote in the lab directory), pointed at this lab's state directory, with
+/// `overrides` (`VIGIE_AGENT__…` variables) on top.
 pub fn lab_agent_config(
     name: &str,
     overrides: &[(&str, String)],
 ) -> vigie_agent::config::AgentConfig {
-    let path = repo_root().join(format!("deploy/lab/agent-{name}.toml"));
+    let generated = lab_dir().join(format!("agent-{name}.toml"));
+    let path = if lab_tls() && generated.exists() {
+        generated
+    } else {
+        repo_root().join(format!("deploy/lab/agent-{name}.toml"))
+    };
     let mut env = std::collections::HashMap::new();
     if name.starts_with("node") {
         env.insert(

@@ -74,10 +74,7 @@ async fn patroni_view(http: &reqwest::Client) -> Option<(Option<String>, Vec<Str
 
 /// Polls HAProxy and Patroni from the fault on, noting the first change of each.
 async fn watch(fault_at: Instant, reference: Arc<Mutex<Reference>>) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap_or_default();
+    let http = crate::lab_http(Duration::from_millis(500));
     let (h0, p0) = (haproxy_states().await, patroni_view(&http).await);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {

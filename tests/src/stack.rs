@@ -39,6 +39,7 @@ impl Collector {
         tls: Option<TlsConfig>,
         alertmanager: Option<vigie_collector::config::AlertmanagerConfig>,
     ) -> Collector {
+        vigie_proto::tls::install_crypto_provider();
         let grpc_l = bind_retrying(grpc).await;
         let http_l = bind_retrying(http).await;
         let (grpc, http) = (

@@ -456,6 +456,9 @@ async fn kill_primary_pg_fires_one_alert_group_in_alertmanager_that_resolves() {
     let am_cfg = vigie_collector::config::AlertmanagerConfig {
         url: base.parse().expect("url"),
         resend: Duration::from_secs(2),
+        ca: None,
+        cert: None,
+        key: None,
     };
     let stack = Stack::start_with(INTERVAL, Some(am_cfg)).await;
     stack

@@ -67,7 +67,7 @@ struct Login {
 
 #[derive(Debug)]
 pub struct AcceptProbe {
-    login: tokio_postgres::Config,
+    login: postgres_session::PgLogin,
     address: String,
     every: Duration,
     timeout: Duration,
@@ -78,13 +78,13 @@ pub struct AcceptProbe {
 
 impl AcceptProbe {
     pub fn new(
-        login: tokio_postgres::Config,
+        login: impl Into<postgres_session::PgLogin>,
         address: String,
         every: Duration,
         timeout: Duration,
     ) -> Self {
         AcceptProbe {
-            login,
+            login: login.into(),
             address,
             every,
             timeout,

@@ -4,9 +4,10 @@
 //! the SQL probes judge — a single round trip.
 
 use serde::Deserialize;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use crate::config::PostgresConfig;
+use crate::tls::PgTls;
 
 /// A WAL position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -163,6 +164,7 @@ SELECT
 #[derive(Debug)]
 pub struct PgSession {
     config: tokio_postgres::Config,
+    tls: PgTls,
     address: String,
     conn: Option<(Client, Statement)>,
     /// Connections opened so far (one at start, one per recovery from an error).
@@ -170,9 +172,15 @@ pub struct PgSession {
 }
 
 impl PgSession {
-    pub fn new(cfg: &PostgresConfig, probe_timeout: std::time::Duration) -> Self {
+    /// The session (not connected yet), or the TLS file that cannot be used.
+    pub fn new(
+        cfg: &PostgresConfig,
+        probe_timeout: std::time::Duration,
+    ) -> Result<Self, vigie_proto::tls::TlsError> {
+        let (sslmode, tls) = crate::tls::postgres_connector(cfg)?;
         let mut config = tokio_postgres::Config::new();
         config
+            .ssl_mode(sslmode)
             .host(&cfg.host)
             .port(cfg.port)
             .user(&cfg.user)
@@ -189,12 +197,13 @@ impl PgSession {
         if let Some(pw) = &cfg.password {
             config.password(pw.expose());
         }
-        PgSession {
+        Ok(PgSession {
             config,
+            tls,
             address: format!("{}:{}", cfg.host, cfg.port),
             conn: None,
             connections_opened: 0,
-        }
+        })
     }
 
     /// `host:port` of the server.
@@ -218,18 +227,25 @@ impl PgSession {
         Ok(snapshot)
     }
 
-    /// The settings of a fresh login as the monitoring role (the `postgres.accept` probe's).
-    pub fn login_config(&self) -> tokio_postgres::Config {
+    /// The settings of a fresh login as the monitoring role (the `postgres.accept` probe's),
+    /// with the session's TLS.
+    pub fn login_config(&self) -> PgLogin {
         let mut config = self.config.clone();
         config.application_name("vigie-agent-login");
-        config
+        PgLogin {
+            config,
+            tls: self.tls.clone(),
+        }
     }
 
     async fn connect(&mut self) -> Result<(Client, Statement), String> {
         self.connections_opened += 1;
-        let client = open(&self.config)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {}", self.address, describe(&e)))?;
+        let client = open(&PgLogin {
+            config: self.config.clone(),
+            tls: self.tls.clone(),
+        })
+        .await
+        .map_err(|e| format!("cannot connect to {}: {}", self.address, describe(&e)))?;
         let stmt = client
             .prepare(SNAPSHOT_SQL)
             .await
@@ -240,8 +256,24 @@ impl PgSession {
 
 /// Opens a connection (startup, authentication, up to the server's first `ReadyForQuery`) and
 /// drives it in the background until the client is dropped.
-pub async fn open(config: &tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+/// How to log in: the settings and the TLS connector that follows `sslmode`.
+#[derive(Debug, Clone)]
+pub struct PgLogin {
+    pub config: tokio_postgres::Config,
+    pub tls: PgTls,
+}
+
+impl From<tokio_postgres::Config> for PgLogin {
+    /// TLS as libpq's `prefer`: used when the server offers it, nothing verified.
+    fn from(config: tokio_postgres::Config) -> Self {
+        let (_, tls) = crate::tls::connector(crate::config::SslMode::Prefer, &Default::default())
+            .expect("a TLS connector without files always builds");
+        PgLogin { config, tls }
+    }
+}
+
+pub async fn open(login: &PgLogin) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = login.config.connect(login.tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "PostgreSQL connection ended");

@@ -31,6 +31,9 @@ struct Cli {
     /// A file holding the API bearer token (when the collector requires tokens).
     #[arg(long, global = true, env = "VIGIE_TOKEN_FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// CA certificate (PEM) of an https:// collector (default: the system's trusted roots).
+    #[arg(long, global = true, env = "VIGIE_CA")]
+    ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +58,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    vigie_proto::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -89,11 +93,29 @@ fn main() -> ExitCode {
                 }
             }
         }
-        let client = reqwest::Client::builder()
+        let files = vigie_proto::tls::TlsFiles {
+            ca: cli.ca.clone(),
+            ..Default::default()
+        };
+        let tls = match vigie_proto::tls::client_config(&files, vigie_proto::tls::Verify::Full) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("vigie: --ca: {}", e.message);
+                return ExitCode::from(3);
+            }
+        };
+        let client = match reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .default_headers(headers)
+            .tls_backend_preconfigured(tls)
             .build()
-            .expect("HTTP client");
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("vigie: HTTP client: {e}");
+                return ExitCode::from(3);
+            }
+        };
         match &cli.command {
             Command::Status { scope } => status(&client, &cli, scope.as_deref()).await,
             Command::Check { scope } => check(&client, &cli, scope).await,
@@ -106,12 +128,22 @@ fn main() -> ExitCode {
     })
 }
 
+/// The innermost cause of an error (e.g. `invalid peer certificate: UnknownIssuer`), which
+/// reqwest's own message ("error sending request") hides.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
 async fn get(client: &reqwest::Client, url: &str) -> Result<Value, String> {
     let resp = client
         .get(url)
         .send()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{url}: {}", innermost(&e)))?;
     let code = resp.status();
     let body: Value = resp.json().await.map_err(|e| format!("{url}: {e}"))?;
     if !code.is_success() {
