@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vigie_agent::result::{ProbeResult, Status};
+use vigie_tests::scenario::Timer;
 use vigie_tests::stack::{Stack, finding_codes, has_finding};
 use vigie_tests::{CLUSTER_CHANGE, Lab, NODES, Role, Target, lab_agent_config, query_text};
 
@@ -125,6 +126,7 @@ async fn on_tls_a_stopped_replica_postgres_then_patroni_are_seen_and_healthy_aga
     let r = *lab.replicas().await.first().expect("a replica");
     let (arg, node) = (r.to_string(), format!("node{r}"));
 
+    let mut timer = Timer::fault("stop-pg replica (TLS profile)", INTERVAL);
     lab.fault("stop-pg", Some(&arg)).await;
     stack
         .wait_demo("degraded with POSTGRES_DOWN", CLUSTER_CHANGE, |d| {
@@ -133,18 +135,25 @@ async fn on_tls_a_stopped_replica_postgres_then_patroni_are_seen_and_healthy_aga
                 && has_finding(d, "REPLICA_NOT_STREAMING", &node)
         })
         .await;
+    timer.detected();
+    timer.repair();
     lab.fault("start-pg", Some(&arg)).await;
     stack
         .wait_demo("healthy after start-pg", CLUSTER_CHANGE, healthy_and_quiet)
         .await;
+    timer.recovered();
+    timer.record();
 
+    let mut timer = Timer::fault("stop-patroni replica (TLS profile)", INTERVAL);
     lab.fault("stop-patroni", Some(&arg)).await;
     let doc = stack
         .wait_demo("PATRONI_DOWN on the replica", CLUSTER_CHANGE, |d| {
             verdict(d) != "healthy" && has_finding(d, "PATRONI_DOWN", &node)
         })
         .await;
+    timer.detected();
     assert_ne!(verdict(&doc), "critical", "{:?}", finding_codes(&doc));
+    timer.repair();
     lab.fault("start-patroni", Some(&arg)).await;
     stack
         .wait_demo(
@@ -153,6 +162,8 @@ async fn on_tls_a_stopped_replica_postgres_then_patroni_are_seen_and_healthy_aga
             healthy_and_quiet,
         )
         .await;
+    timer.recovered();
+    timer.record();
     stack.stop().await;
 }
 
@@ -179,14 +190,20 @@ async fn on_tls_a_switchover_is_never_critical_and_ends_healthy() {
         }
         criticals
     });
+    let mut timer = Timer::fault("switchover (TLS profile)", INTERVAL);
     lab.fault("switchover", None).await;
     let new = lab.leader().await.expect("a new leader");
+    timer.detected();
+    timer.note(format!("node{old} -> node{new}"));
+    timer.repair();
     assert_ne!(new, old);
     stack
         .wait_demo("healthy under the new leader", CLUSTER_CHANGE, |d| {
             healthy_and_quiet(d) && d["leader"] == format!("node{new}").as_str()
         })
         .await;
+    timer.recovered();
+    timer.record();
     let criticals = watch.await.expect("watcher");
     assert!(
         criticals.is_empty(),
