@@ -77,8 +77,9 @@ where
     type Error = io::Error;
 
     fn make_tls_connect(&mut self, domain: &str) -> io::Result<PgTlsConnect> {
+        // A Unix socket has no name (""): the error only matters if TLS is really attempted.
         let name = ServerName::try_from(domain.to_string())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{domain}: {e}")))?;
+            .map_err(|e| format!("{domain:?} is not a TLS server name: {e}"));
         Ok(PgTlsConnect {
             config: self.config.clone(),
             name,
@@ -89,7 +90,7 @@ where
 #[derive(Debug)]
 pub struct PgTlsConnect {
     config: Option<Arc<rustls::ClientConfig>>,
-    name: ServerName<'static>,
+    name: Result<ServerName<'static>, String>,
 }
 
 impl<S> TlsConnect<S> for PgTlsConnect
@@ -105,8 +106,11 @@ where
             let Some(config) = self.config else {
                 return Err(io::Error::other("sslmode = disable: no TLS"));
             };
+            let name = self
+                .name
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(self.name, stream)
+                .connect(name, stream)
                 .await?;
             Ok(PgTlsStream(tls))
         })

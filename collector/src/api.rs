@@ -210,7 +210,11 @@ struct StreamQuery {
 async fn event_stream(State(r): State<Readers>, Query(q): Query<StreamQuery>) -> Response {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
     use tokio_stream::StreamExt;
-    let rx = r.live.subscribe();
+    // The stream ends with the state task (shutdown, or its death): no SSE client holds the
+    // collector up.
+    let Some(rx) = r.live.upgrade().map(|tx| tx.subscribe()) else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "collector shutting down");
+    };
     let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |item| {
         let doc = item.ok()?;
         if q.cluster.as_deref().is_some_and(|c| doc["cluster"] != c) {

@@ -74,7 +74,39 @@ pub async fn run(
         Some(am) => Some((am, receiver_client("alertmanager".into(), am.tls_files())?)),
         None => None,
     };
-    // Everything that can fail on bad input is checked before the store is opened.
+    // Everything that can fail on bad input (files, certificates) is read before the store is
+    // opened and the state task started.
+    let mut targets = Vec::new();
+    for (i, w) in cfg.webhooks.iter().enumerate() {
+        let client = receiver_client(format!("webhooks[{i}]"), w.tls_files())?;
+        let secret = read(&w.secret_file)?;
+        let secret = String::from_utf8_lossy(&secret)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .as_bytes()
+            .to_vec();
+        targets.push(crate::webhook::Target {
+            url: w.url.clone(),
+            secret,
+            client,
+        });
+    }
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
+        .tcp_keepalive(Some(std::time::Duration::from_secs(10)));
+    let mut require_client_cert = false;
+    if let Some(tls) = &cfg.tls {
+        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        let mut tls_cfg = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &tls.client_ca {
+            tls_cfg = tls_cfg.client_ca_root(Certificate::from_pem(read(ca)?));
+            require_client_cert = true;
+        }
+        builder = builder.tls_config(tls_cfg)?;
+    }
     let opened = crate::store::open(&cfg.events.path)?;
     let (queue, writer_task) = crate::store::spawn_writer(opened.writer);
     let persistence = state::Persistence {
@@ -95,23 +127,6 @@ pub async fn run(
         ));
         tx
     });
-    let mut targets = Vec::new();
-    for (i, w) in cfg.webhooks.iter().enumerate() {
-        let client = receiver_client(format!("webhooks[{i}]"), w.tls_files())?;
-        let secret = read(&w.secret_file)?;
-        let secret = String::from_utf8_lossy(&secret)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .as_bytes()
-            .to_vec();
-        targets.push(crate::webhook::Target {
-            url: w.url.clone(),
-            secret,
-            client,
-        });
-    }
     let webhooks =
         (!targets.is_empty()).then(|| crate::webhook::spawn(targets, stopped(stop_rx.clone())));
     let notify = (alertmanager.is_some() || webhooks.is_some()).then(|| state::Notify {
@@ -141,20 +156,6 @@ pub async fn run(
         })
     };
 
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
-        .tcp_keepalive(Some(std::time::Duration::from_secs(10)));
-    let mut require_client_cert = false;
-    if let Some(tls) = &cfg.tls {
-        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-        let mut tls_cfg = ServerTlsConfig::new().identity(identity);
-        if let Some(ca) = &tls.client_ca {
-            tls_cfg = tls_cfg.client_ca_root(Certificate::from_pem(read(ca)?));
-            require_client_cert = true;
-        }
-        builder = builder.tls_config(tls_cfg)?;
-    }
     let ingest = IngestServer::new(IngestService::new(
         state_tx,
         require_client_cert,

@@ -138,8 +138,8 @@ pub struct Readers {
     pub commands: mpsc::Sender<Command>,
     /// The event log's read-only connection.
     pub events: Reader,
-    /// Live events, fed by the state task.
-    pub live: tokio::sync::broadcast::Sender<serde_json::Value>,
+    /// Live events, fed by the state task (weak: subscriptions end with the task).
+    pub live: tokio::sync::broadcast::WeakSender<serde_json::Value>,
     pub store: Arc<StoreHealth>,
     /// Streams refused at `Hello` (bad identity or certificate), counted by ingest.
     pub refused: Arc<std::sync::atomic::AtomicU64>,
@@ -222,7 +222,7 @@ pub fn spawn(
             .histories
             .insert(cluster, FindingHistory::restore(open, Now::read()));
     }
-    let live = store.events.live();
+    let live = store.events.live().downgrade();
     let handle = tokio::spawn(run(store, rx, pub_tx, evaluate_every, shutdown));
     (
         tx.clone(),

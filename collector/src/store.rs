@@ -60,6 +60,8 @@ pub struct StoreHealth {
     /// Writes dropped because the queue was full (the writer could not keep up).
     pub dropped_writes: AtomicU64,
     pub writer_stopped: AtomicBool,
+    /// The last transaction failed, or writes were dropped since the last one that landed.
+    pub failing: AtomicBool,
     pub last_error: Mutex<Option<String>>,
 }
 
@@ -71,6 +73,7 @@ impl StoreHealth {
             write_errors: self.write_errors.load(Ordering::Relaxed),
             dropped_writes: self.dropped_writes.load(Ordering::Relaxed),
             writer_running: !self.writer_stopped.load(Ordering::Relaxed),
+            failing: self.failing.load(Ordering::Relaxed),
             last_error: self
                 .last_error
                 .lock()
@@ -86,12 +89,15 @@ pub struct StoreReport {
     pub write_errors: u64,
     pub dropped_writes: u64,
     pub writer_running: bool,
+    /// The last transaction failed, or writes were dropped since the last one that landed.
+    pub failing: bool,
     pub last_error: Option<String>,
 }
 
 impl StoreReport {
+    /// Writing now (the counters keep the history).
     pub fn ok(&self) -> bool {
-        self.write_errors == 0 && self.dropped_writes == 0 && self.writer_running
+        self.writer_running && !self.failing
     }
 }
 
@@ -166,6 +172,17 @@ pub fn open(path: &Path) -> Result<Opened, StoreError> {
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let reader = Connection::open_with_flags(&uri, ro).map_err(err)?;
+    if memory {
+        // Shared-cache tables lock by table, and SQLite does not retry SQLITE_LOCKED: the reader
+        // takes no read locks, so neither side fails on the other.
+        reader
+            .execute_batch("PRAGMA read_uncommitted = 1")
+            .map_err(err)?;
+    } else {
+        reader
+            .busy_timeout(std::time::Duration::from_secs(2))
+            .map_err(err)?;
+    }
     Ok(Opened {
         writer,
         reader: Reader {
@@ -206,6 +223,7 @@ impl WriteQueue {
         let n = ops.len() as u64;
         if self.tx.try_send(ops).is_err() {
             self.health.dropped_writes.fetch_add(n, Ordering::Relaxed);
+            self.health.failing.store(true, Ordering::Relaxed);
             tracing::warn!(
                 dropped = n,
                 "Event store writer behind or stopped: writes dropped"
@@ -229,9 +247,11 @@ pub fn spawn_writer(db: Connection) -> (WriteQueue, tokio::task::JoinHandle<()>)
             match write(&mut db, &ops) {
                 Ok(()) => {
                     h.transactions.fetch_add(1, Ordering::Relaxed);
+                    h.failing.store(false, Ordering::Relaxed);
                 }
                 Err(e) => {
                     h.write_errors.fetch_add(1, Ordering::Relaxed);
+                    h.failing.store(true, Ordering::Relaxed);
                     tracing::error!(error = %e, writes = ops.len(), "Cannot write to the event store: it needs attention");
                     if let Ok(mut last) = h.last_error.lock() {
                         *last = Some(e.to_string());
@@ -478,6 +498,9 @@ mod tests {
         q.send(vec![event(2, 2, "demo")]);
         settle(&q, 2).await;
         assert_eq!(q.health.transactions.load(Ordering::Relaxed), 1);
+        let report = q.health.report();
+        assert!(report.ok(), "writing again: {report:?}");
+        assert_eq!(report.write_errors, 1, "the history stays counted");
     }
 
     #[tokio::test]

@@ -29,6 +29,10 @@ def main():
         except psycopg2.OperationalError as e:
             refusal = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
             break
+    # Only a refusal for want of slots means the fault holds (not a bad password, a timeout).
+    if refusal is None or not ("remaining connection slots" in refusal or "too many" in refusal):
+        print(f"could not saturate: {len(held)} connections held, then: {refusal}", flush=True)
+        sys.exit(1)
     print(f"holding {len(held)} connections; next login refused: {refusal}", flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))

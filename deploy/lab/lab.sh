@@ -885,7 +885,9 @@ fault_saturate_connections() {
   : >"$BASE/hold$n.log"
   spawn "hold$n" "$BASE/hold$n.log" /usr/bin/python3 "$HERE/hold-connections.py" "$(node_ip "$n")" 5432 \
     "$APP_USER" "$APP_PASSWORD"
-  wait_for "node$n's connection slots used up" 60 holder_says "$n"
+  holder_up() { holder_says "$1" || ! running "hold$1" "$(holder_pattern "$1")"; }
+  wait_for "node$n's connection slots used up" 60 holder_up "$n"
+  holder_says "$n" || die "node$n: $(cat "$BASE/hold$n.log")"
   log "node$n: $(cat "$BASE/hold$n.log")"
 }
 

@@ -990,6 +990,7 @@ async fn s21_a_replica_out_of_connection_slots_is_a_warning() {
     let s = stack().await;
     let r = *lab.replicas().await.first().expect("a replica");
     let node = format!("node{r}");
+    steady(&s).await;
     let mut timer = Timer::fault("saturate-connections (replica)", interval());
     lab.fault("saturate-connections", Some(&r.to_string()))
         .await;

@@ -26,6 +26,9 @@ pub enum Refusal {
     CannotConnectNow,
     /// 28000 / 28P01: pg_hba or the password refuse the monitoring role itself.
     Authentication,
+    /// The monitoring side's own setup: no CONNECT privilege (42501), no such database (3D000),
+    /// a TLS handshake the agent's certificates or CA make fail.
+    MonitoringSetup,
     /// Any other server error, a network error, or no answer in time.
     Other,
 }
@@ -36,8 +39,15 @@ impl Refusal {
             Some("53300") => Refusal::TooManyConnections,
             Some("57P03") => Refusal::CannotConnectNow,
             Some("28000" | "28P01") => Refusal::Authentication,
+            Some("42501" | "3D000") => Refusal::MonitoringSetup,
             _ => Refusal::Other,
         }
+    }
+
+    /// Whether the refusal is about the monitoring role's own access, not the server's: nothing
+    /// is known then of whether applications get in.
+    fn ours(self) -> bool {
+        matches!(self, Refusal::Authentication | Refusal::MonitoringSetup)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +55,7 @@ impl Refusal {
             Refusal::TooManyConnections => "too_many_connections",
             Refusal::CannotConnectNow => "cannot_connect_now",
             Refusal::Authentication => "authentication",
+            Refusal::MonitoringSetup => "monitoring_setup",
             Refusal::Other => "other",
         }
     }
@@ -96,11 +107,17 @@ impl AcceptProbe {
     /// Logs in when due: every `accept_check_interval`, and every cycle while the last login
     /// failed or `urgent` (the agent's own session failing, connection slots nearly used up).
     pub async fn login_if_due(&mut self, urgent: bool) {
-        let due = urgent
-            || self
-                .last
-                .as_ref()
-                .is_none_or(|h| h.at.elapsed() >= self.every || h.outcome.is_err());
+        // A refusal of the monitoring role itself is retried at the normal pace only: a FATAL in
+        // the server's log every cycle, or a lockout, helps nobody.
+        let ours = self
+            .last
+            .as_ref()
+            .is_some_and(|h| h.outcome.as_ref().is_err_and(|f| f.refusal.ours()));
+        let due = self
+            .last
+            .as_ref()
+            .is_none_or(|h| h.at.elapsed() >= self.every)
+            || (!ours && (urgent || self.last.as_ref().is_some_and(|h| h.outcome.is_err())));
         self.fresh = due;
         if !due {
             return;
@@ -114,9 +131,15 @@ impl AcceptProbe {
                 }
                 Ok(Err(e)) => {
                     let sqlstate = e.as_db_error().map(|d| d.code().code().to_string());
+                    let message = postgres_session::describe(&e);
+                    let refusal = if sqlstate.is_none() && message.contains("TLS handshake") {
+                        Refusal::MonitoringSetup
+                    } else {
+                        Refusal::of(sqlstate.as_deref())
+                    };
                     Err(Failure {
-                        message: format!("{}: {}", self.address, postgres_session::describe(&e)),
-                        refusal: Refusal::of(sqlstate.as_deref()),
+                        message: format!("{}: {message}", self.address),
+                        refusal,
                         sqlstate,
                     })
                 }
@@ -182,6 +205,10 @@ impl AcceptProbe {
                     // The monitoring role itself is refused: nothing is known of applications.
                     Refusal::Authentication => id.unknown(format!(
                         "the monitoring role cannot log in (check pg_hba.conf and its password): {}",
+                        f.message
+                    )),
+                    Refusal::MonitoringSetup => id.unknown(format!(
+                        "the monitoring role's login fails on its own setup (privilege, database, TLS files): {}",
                         f.message
                     )),
                     Refusal::Other => id.critical(f.message.clone()),
@@ -277,7 +304,9 @@ mod tests {
             (Some("57P03"), Refusal::CannotConnectNow),
             (Some("28P01"), Refusal::Authentication),
             (Some("28000"), Refusal::Authentication),
-            (Some("3D000"), Refusal::Other),
+            (Some("3D000"), Refusal::MonitoringSetup),
+            (Some("42501"), Refusal::MonitoringSetup),
+            (Some("XX000"), Refusal::Other),
             (None, Refusal::Other),
         ] {
             assert_eq!(Refusal::of(code), refusal, "{code:?}");

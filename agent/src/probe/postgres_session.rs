@@ -151,7 +151,8 @@ SELECT
             sent_lsn::text AS sent_lsn, flush_lsn::text AS flush_lsn,
             replay_lsn::text AS replay_lsn, extract(epoch FROM replay_lag)::float8 AS replay_lag_s
      FROM pg_stat_replication) r) AS replication,
-  (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS client_backends,
+  (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'
+     AND application_name IS DISTINCT FROM 'vigie-agent-login') AS client_backends,
   current_setting('max_connections')::int AS max_connections,
   current_setting('superuser_reserved_connections')::int AS superuser_reserved_connections,
   coalesce(current_setting('reserved_connections', true), '0')::int AS reserved_connections,
