@@ -5,7 +5,7 @@ use crate::model::Status;
 use crate::verdict::view::{NodeView, StateKind, View, state_kind};
 use crate::verdict::{Code, Finding, Severity};
 
-pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
+pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<String>) {
     for n in view.fresh().filter(|n| n.is_db()) {
         let name = n.name().to_string();
         let severity = if view.serves_writes(&name) {
@@ -27,6 +27,24 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                 .with_all(n.evidence("patroni.process"))
                 .with_all(n.evidence("patroni.api_port")),
             );
+        }
+        // vigie's own login refused (pg_hba, password, privilege, TLS files) while Patroni says
+        // PostgreSQL runs: a monitoring fault, not an outage — but its SQL (writability, slots)
+        // is unobserved, so a critical condition cannot be excluded.
+        let ours = matches!(
+            n.fact("postgres.accept", "refused")
+                .and_then(|v| v.as_str()),
+            Some("authentication" | "monitoring_setup")
+        );
+        if ours && n.status("patroni.health") == Some(Status::Ok) {
+            let why = n
+                .fact("postgres.accept", "error")
+                .and_then(|v| v.as_str())
+                .unwrap_or("refused");
+            blind.push(format!(
+                "{name} ({role}): vigie's own PostgreSQL login is refused ({why}); Patroni says PostgreSQL runs, but its SQL (writability, connection slots, locks) is unobserved"
+            ));
+            continue;
         }
         if let Some(message) = postgres_down(n) {
             // Patroni stopping or starting PostgreSQL itself (a switchover's demotion, a
@@ -210,5 +228,31 @@ mod tests {
             .find(|f| f.code == Code::PostgresDown)
             .expect("finding");
         assert_eq!(f.severity, Severity::Warning);
+    }
+
+    #[test]
+    fn the_monitoring_role_refused_is_a_blind_spot_not_postgres_down() {
+        let lab = Lab::healthy()
+            .sql_failed("node1", "password authentication failed for user \"vigie\"")
+            .set(
+                "node1",
+                "postgres.accept",
+                Status::Unknown,
+                json!({"refused": "authentication", "error": "127.0.0.11:5432: FATAL: password authentication failed"}),
+            );
+        let v = lab.verdict();
+        assert!(
+            !v.findings.iter().any(|f| f.code == Code::PostgresDown),
+            "{:?}",
+            v.findings
+        );
+        assert_eq!(v.health, Health::Unknown, "{:?}", v.blind_spots);
+        assert!(
+            v.blind_spots
+                .iter()
+                .any(|b| b.contains("node1 (leader): vigie's own PostgreSQL login is refused")),
+            "{:?}",
+            v.blind_spots
+        );
     }
 }

@@ -19,7 +19,7 @@ pub fn run_all(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Str
     agents::check(view, findings, blind);
     leader::check(view, findings, blind);
     haproxy::check(view, findings, blind);
-    components::check(view, findings);
+    components::check(view, findings, blind);
     connections::check(view, findings);
     replication::check(view, findings);
     dcs::check(view, findings, blind);
