@@ -36,7 +36,11 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
                 .and_then(|v| v.as_str()),
             Some("authentication" | "monitoring_setup")
         );
-        if ours && n.status("patroni.health") == Some(Status::Ok) {
+        // (Only while the agent's session fails too: a refusal kept from the last login, up to
+        // `accept_check_interval` old, says nothing once the SQL answers again.)
+        let sql_failed =
+            n.status("postgres.recovery") == Some(Status::Critical) && n.in_recovery().is_none();
+        if ours && sql_failed && n.status("patroni.health") == Some(Status::Ok) {
             let why = n
                 .fact("postgres.accept", "error")
                 .and_then(|v| v.as_str())
@@ -254,5 +258,15 @@ mod tests {
             "{:?}",
             v.blind_spots
         );
+
+        // The password fixed: the SQL answers again while the last login's refusal is still the
+        // latest one — no blind spot.
+        let fixed = Lab::healthy().set(
+            "node1",
+            "postgres.accept",
+            Status::Unknown,
+            json!({"refused": "authentication", "error": "old"}),
+        );
+        assert!(fixed.verdict().blind_spots.is_empty());
     }
 }
