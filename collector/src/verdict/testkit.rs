@@ -171,6 +171,22 @@ impl Lab {
             .unwrap_or_else(|| panic!("no node {name}"))
     }
 
+    /// Edits every member Patroni's `/cluster` lists, as seen by each of `observers`.
+    pub fn edit_members(mut self, observers: &[&str], mut edit: impl FnMut(&mut Value)) -> Lab {
+        for n in observers {
+            let o = self
+                .node_mut(n)
+                .results
+                .get_mut("patroni.cluster")
+                .map(Arc::make_mut)
+                .expect("patroni.cluster");
+            for m in o.facts["members"].as_array_mut().into_iter().flatten() {
+                edit(m);
+            }
+        }
+        self
+    }
+
     /// Replaces a probe's result on a node.
     pub fn set(mut self, node: &str, probe: &str, status: Status, facts: Value) -> Lab {
         self.node_mut(node)

@@ -293,20 +293,13 @@ mod tests {
     /// The other nodes no longer see node1 as a running leader: Patroni lists it stopped, the
     /// replicas' receivers have no stream, and no HAProxy host is watched.
     fn unvouched(lab: Lab) -> Lab {
-        let mut lab = lab;
-        for n in ["node2", "node3"] {
-            let o = lab
-                .node_mut(n)
-                .results
-                .get_mut("patroni.cluster")
-                .map(std::sync::Arc::make_mut)
-                .expect("cluster");
-            for m in o.facts["members"].as_array_mut().into_iter().flatten() {
-                if m["name"] == "node1" {
-                    m["state"] = json!("stopped");
-                    m["state_kind"] = json!("stopped");
-                }
+        let mut lab = lab.edit_members(&["node2", "node3"], |m| {
+            if m["name"] == "node1" {
+                m["state"] = json!("stopped");
+                m["state_kind"] = json!("stopped");
             }
+        });
+        for n in ["node2", "node3"] {
             lab = lab.set(
                 n,
                 "postgres.wal_receiver",
@@ -322,19 +315,10 @@ mod tests {
     fn vouching_needs_two_independent_observers() {
         // The DCS view alone: one observer.
         let lab = Lab::healthy().silent("node1", 60_000);
-        let mut dcs_only = unvouched(lab.clone());
-        for n in ["node2", "node3"] {
-            let o = dcs_only
-                .node_mut(n)
-                .results
-                .get_mut("patroni.cluster")
-                .map(std::sync::Arc::make_mut)
-                .expect("cluster");
-            for m in o.facts["members"].as_array_mut().into_iter().flatten() {
-                m["state"] = json!("running");
-                m["state_kind"] = json!("running");
-            }
-        }
+        let dcs_only = unvouched(lab.clone()).edit_members(&["node2", "node3"], |m| {
+            m["state"] = json!("running");
+            m["state_kind"] = json!("running");
+        });
         assert_eq!(dcs_only.verdict().health, Health::Unknown);
         // The replicas' WAL streams alone: one observer; with HAProxy's checks: two.
         let mut streams = unvouched(lab.clone());

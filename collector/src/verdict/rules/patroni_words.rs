@@ -131,21 +131,12 @@ mod tests {
 
     #[test]
     fn a_member_listed_with_an_unknown_state_is_named_once() {
-        let mut lab = Lab::healthy();
-        for n in ["node1", "node2", "node3"] {
-            let o = lab
-                .node_mut(n)
-                .results
-                .get_mut("patroni.cluster")
-                .map(std::sync::Arc::make_mut)
-                .expect("cluster");
-            for m in o.facts["members"].as_array_mut().into_iter().flatten() {
-                if m["name"] == "node3" {
-                    m["state"] = json!("hibernating");
-                    m["state_kind"] = json!("unknown");
-                }
+        let lab = Lab::healthy().edit_members(&["node1", "node2", "node3"], |m| {
+            if m["name"] == "node3" {
+                m["state"] = json!("hibernating");
+                m["state_kind"] = json!("unknown");
             }
-        }
+        });
         let v = lab.verdict();
         let found: Vec<_> = v
             .findings
