@@ -17,7 +17,7 @@ use crate::probe::postgres_session::{PgContext, PgSession, PgSnapshot};
 use crate::probe::process::ProcessProbe;
 use crate::probe::system_cpu::CpuProbe;
 use crate::probe::{
-    ProbeId, etcd_health, fmt_duration, haproxy_backends, haproxy_port, patroni_cluster,
+    Outcome, ProbeId, etcd_health, fmt_duration, haproxy_backends, haproxy_port, patroni_cluster,
     patroni_health, patroni_node, postgres_connections, postgres_locks, postgres_recovery,
     postgres_replication, postgres_wal_receiver, system_disk, system_memory, tcp, timed,
     timed_sync,
@@ -305,7 +305,7 @@ impl Agent {
             results.push(timed_sync(|| system_disk::probe(&cfg.system, disk_paths)));
         }
 
-        results.sort_by_key(|r| ProbeId::ALL.iter().position(|id| id.as_str() == r.id));
+        results.sort_by_key(|r| ProbeId::ALL.iter().position(|id| *id == r.id));
         results
     }
 }

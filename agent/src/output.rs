@@ -7,7 +7,7 @@ use crate::result::{ProbeResult, overall};
 
 /// A table: one line per probe, worst first within the catalogue order it keeps.
 pub fn table(cfg: &AgentConfig, results: &[ProbeResult]) -> String {
-    let width = results.iter().map(|r| r.id.len()).max().unwrap_or(0);
+    let width = results.iter().map(|r| r.id.name().len()).max().unwrap_or(0);
     let mut out = format!(
         "vigie-agent {} — node {}, cluster {}: {} probes, {}\n\n",
         crate::VERSION,
@@ -20,7 +20,7 @@ pub fn table(cfg: &AgentConfig, results: &[ProbeResult]) -> String {
         out.push_str(&format!(
             "{:<8}  {:<width$}  {}  ({:.1} ms)\n",
             r.status.as_str().to_uppercase(),
-            r.id,
+            r.id.name(),
             r.message,
             r.duration_us as f64 / 1000.0,
         ));

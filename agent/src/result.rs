@@ -3,117 +3,63 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use serde_json::{Map, Value};
-
-/// Probe status, ordered from best to worst as Nagios ranks them for an overall exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    Warning,
-    Critical,
-    Unknown,
-}
-
-impl Status {
-    /// Nagios plugin exit code: 0 ok, 1 warning, 2 critical, 3 unknown.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Status::Ok => 0,
-            Status::Warning => 1,
-            Status::Critical => 2,
-            Status::Unknown => 3,
-        }
-    }
-
-    /// Rank for "worst of": critical > warning > unknown > ok (the Nagios convention).
-    fn severity(self) -> u8 {
-        match self {
-            Status::Ok => 0,
-            Status::Unknown => 1,
-            Status::Warning => 2,
-            Status::Critical => 3,
-        }
-    }
-
-    /// The worse of two statuses.
-    pub fn worst(self, other: Status) -> Status {
-        if other.severity() > self.severity() {
-            other
-        } else {
-            self
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Warning => "warning",
-            Status::Critical => "critical",
-            Status::Unknown => "unknown",
-        }
-    }
-}
+pub use vigie_proto::probes::human_bytes;
+pub use vigie_proto::{Facts, ProbeId, Status};
 
 /// One probe's result for one cycle.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProbeResult {
     /// Stable probe id (`postgres.recovery`, …).
-    pub id: &'static str,
+    #[serde(serialize_with = "probe_name")]
+    pub id: ProbeId,
     pub status: Status,
     /// One line a person understands.
     pub message: String,
-    /// The facts behind the status (LSNs, role, members, …): a JSON object.
-    pub facts: Map<String, Value>,
+    /// The probe did not answer within its timeout.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unanswered: bool,
+    /// The typed facts behind the status (none when the probe could not look).
+    pub facts: Option<Facts>,
     /// When the probe started, in milliseconds since the Unix epoch (agent clock).
     pub started_unix_ms: i64,
     /// How long it took, in microseconds.
     pub duration_us: u64,
 }
 
+fn probe_name<S: serde::Serializer>(id: &ProbeId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(id.name())
+}
+
 impl ProbeResult {
-    pub fn new(id: &'static str, status: Status, message: impl Into<String>) -> Self {
+    pub fn new(id: ProbeId, status: Status, message: impl Into<String>) -> Self {
         ProbeResult {
             id,
             status,
             message: message.into(),
-            facts: Map::new(),
+            unanswered: false,
+            facts: None,
             started_unix_ms: 0,
             duration_us: 0,
         }
     }
 
-    pub fn ok(id: &'static str, message: impl Into<String>) -> Self {
-        Self::new(id, Status::Ok, message)
-    }
-
-    pub fn warning(id: &'static str, message: impl Into<String>) -> Self {
-        Self::new(id, Status::Warning, message)
-    }
-
-    pub fn critical(id: &'static str, message: impl Into<String>) -> Self {
-        Self::new(id, Status::Critical, message)
-    }
-
-    pub fn unknown(id: &'static str, message: impl Into<String>) -> Self {
-        Self::new(id, Status::Unknown, message)
-    }
-
-    /// Adds one fact.
-    pub fn fact(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.facts.insert(key.to_string(), value.into());
+    /// Attaches the probe's facts.
+    pub fn with(mut self, facts: Facts) -> Self {
+        debug_assert!(self.id.carries(&facts), "{} facts of another kind", self.id);
+        self.facts = Some(facts);
         self
     }
 
-    /// Adds every field of a JSON object as facts (anything else is stored under `value`).
-    pub fn facts(mut self, value: Value) -> Self {
-        match value {
-            Value::Object(map) => self.facts.extend(map),
-            other => {
-                self.facts.insert("value".to_string(), other);
-            }
-        }
+    /// Marks a probe that did not answer in time.
+    pub fn unanswered(mut self) -> Self {
+        self.unanswered = true;
         self
+    }
+
+    /// The facts in their JSON form (for tests that read one field).
+    #[cfg(test)]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.facts).unwrap_or_default()
     }
 
     /// Stamps when the probe started and how long it took.
@@ -121,6 +67,29 @@ impl ProbeResult {
         self.started_unix_ms = unix_ms(started);
         self.duration_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self
+    }
+}
+
+/// Builds a probe's result from its id.
+pub trait Outcome {
+    fn ok(self, message: impl Into<String>) -> ProbeResult;
+    fn warning(self, message: impl Into<String>) -> ProbeResult;
+    fn critical(self, message: impl Into<String>) -> ProbeResult;
+    fn unknown(self, message: impl Into<String>) -> ProbeResult;
+}
+
+impl Outcome for ProbeId {
+    fn ok(self, message: impl Into<String>) -> ProbeResult {
+        ProbeResult::new(self, Status::Ok, message)
+    }
+    fn warning(self, message: impl Into<String>) -> ProbeResult {
+        ProbeResult::new(self, Status::Warning, message)
+    }
+    fn critical(self, message: impl Into<String>) -> ProbeResult {
+        ProbeResult::new(self, Status::Critical, message)
+    }
+    fn unknown(self, message: impl Into<String>) -> ProbeResult {
+        ProbeResult::new(self, Status::Unknown, message)
     }
 }
 
@@ -138,48 +107,14 @@ pub fn overall(results: &[ProbeResult]) -> Status {
         .fold(Status::Ok, |acc, r| acc.worst(r.status))
 }
 
-/// Renders a byte count for people: `0 B`, `12.0 KiB`, `3.4 MiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn worst_follows_the_nagios_ranking() {
-        use Status::*;
-        assert_eq!(Ok.worst(Warning), Warning);
-        assert_eq!(Warning.worst(Unknown), Warning);
-        assert_eq!(Unknown.worst(Ok), Unknown);
-        assert_eq!(Critical.worst(Warning), Critical);
-        assert_eq!(Unknown.worst(Critical), Critical);
-    }
-
-    #[test]
     fn overall_of_nothing_is_ok_and_of_results_is_the_worst() {
         assert_eq!(overall(&[]), Status::Ok);
-        let rs = [ProbeResult::ok("a", "x"), ProbeResult::unknown("b", "y")];
+        let rs = [ProbeId::SystemCpu.ok("x"), ProbeId::SystemDisk.unknown("y")];
         assert_eq!(overall(&rs), Status::Unknown);
-    }
-
-    #[test]
-    fn human_bytes_picks_a_unit() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(16 * 1024 * 1024), "16.0 MiB");
     }
 }

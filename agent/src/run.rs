@@ -26,7 +26,7 @@ pub async fn run_observed(
 ) {
     let mut ticker = tokio::time::interval(agent.config().interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last: HashMap<&'static str, Status> = HashMap::new();
+    let mut last: HashMap<crate::result::ProbeId, Status> = HashMap::new();
     let mut dropped: u64 = 0;
     let probe_now = uplink.as_ref().map(|u| u.probe_now.clone());
     tokio::pin!(shutdown);
@@ -57,10 +57,10 @@ pub async fn run_observed(
                 let from = previous.map_or("none", Status::as_str);
                 match r.status {
                     Status::Ok => {
-                        tracing::info!(probe = r.id, from, to = "ok", message = %r.message, "Probe status changed")
+                        tracing::info!(probe = r.id.name(), from, to = "ok", message = %r.message, "Probe status changed")
                     }
                     _ => {
-                        tracing::warn!(probe = r.id, from, to = r.status.as_str(), message = %r.message, "Probe status changed")
+                        tracing::warn!(probe = r.id.name(), from, to = r.status.as_str(), message = %r.message, "Probe status changed")
                     }
                 }
                 transitions.push(Transition {

@@ -17,7 +17,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use vigie_proto::v1;
 
 use crate::config::{AgentConfig, CollectorConfig};
-use crate::result::{ProbeResult, Status, unix_ms};
+use crate::result::{ProbeId, ProbeResult, Status, unix_ms};
 
 /// One cycle, as the probe loop hands it over.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ pub struct CycleReport {
 /// A probe's status change.
 #[derive(Debug, Clone)]
 pub struct Transition {
-    pub probe: &'static str,
+    pub probe: ProbeId,
     pub from: Option<Status>,
     pub to: Status,
     pub message: String,
@@ -53,31 +53,25 @@ impl Uplink {
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
-fn wire_status(s: Status) -> i32 {
-    (match s {
-        Status::Ok => v1::Status::Ok,
-        Status::Warning => v1::Status::Warning,
-        Status::Critical => v1::Status::Critical,
-        Status::Unknown => v1::Status::Unknown,
-    }) as i32
-}
-
 fn wire_result(r: &ProbeResult) -> v1::ProbeResult {
     v1::ProbeResult {
-        id: r.id.to_string(),
-        status: wire_status(r.status),
+        id: String::new(),
+        probe: r.id as i32,
+        status: r.status as i32,
         message: r.message.clone(),
         started_unix_ms: r.started_unix_ms,
         duration_us: r.duration_us,
-        facts_json: serde_json::to_string(&r.facts).unwrap_or_else(|_| "{}".to_string()),
+        unanswered: r.unanswered,
+        facts: r.facts.clone(),
     }
 }
 
 fn wire_transition(t: &Transition) -> v1::Transition {
     v1::Transition {
-        probe_id: t.probe.to_string(),
-        from: t.from.map_or(v1::Status::Unspecified as i32, wire_status),
-        to: wire_status(t.to),
+        probe_id: String::new(),
+        probe: t.probe as i32,
+        from: t.from.map_or(Status::Unspecified, |s| s) as i32,
+        to: t.to as i32,
         message: t.message.clone(),
         at_unix_ms: t.at_ms,
     }

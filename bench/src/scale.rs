@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use vigie_collector::state::now_ms;
+use vigie_proto::ProbeId;
 use vigie_proto::v1::ingest_client::IngestClient;
 use vigie_proto::v1::{self, AgentMessage, agent_message::Msg, collector_message};
 
@@ -81,13 +82,21 @@ impl Fixture {
             assert!(!list.is_empty(), "fixture has no results for {role}");
             results.push(Arc::new(
                 list.iter()
-                    .map(|r| v1::ProbeResult {
-                        id: r["id"].as_str().unwrap_or_default().to_string(),
-                        status: status(r["status"].as_str().unwrap_or_default()),
-                        message: r["message"].as_str().unwrap_or_default().to_string(),
-                        started_unix_ms: 0,
-                        duration_us: r["duration_us"].as_u64().unwrap_or(0),
-                        facts_json: r["facts"].to_string(),
+                    .map(|r| {
+                        let name = r["id"].as_str().unwrap_or_default();
+                        let probe = ProbeId::from_name(name)
+                            .unwrap_or_else(|| panic!("fixture: no probe {name}"));
+                        v1::ProbeResult {
+                            probe: probe as i32,
+                            status: status(r["status"].as_str().unwrap_or_default()),
+                            message: r["message"].as_str().unwrap_or_default().to_string(),
+                            started_unix_ms: 0,
+                            duration_us: r["duration_us"].as_u64().unwrap_or(0),
+                            facts: probe
+                                .facts_from_json(r["facts"].clone())
+                                .unwrap_or_else(|e| panic!("fixture: {name} facts: {e}")),
+                            ..Default::default()
+                        }
                     })
                     .collect(),
             ));
@@ -662,7 +671,7 @@ pub async fn run(mut opts: Options) {
         "{}\n\nLargest fleet sustained: **{}** agents at one batch per second (all connected, less than \
          a second of batches left unacknowledged, refresh delay p99 under 1 s). Each simulated agent has its own \
          HTTP/2 connection and replays a batch recorded on the lab (18 probes on DB nodes, 7 on the \
-         HAProxy host, ~{} KiB of facts), clusters of 3 DB nodes + 1 HAProxy host. Refresh delay: \
+         HAProxy host, ~{} KiB per batch on the wire), clusters of 3 DB nodes + 1 HAProxy host. Refresh delay: \
          from a batch leaving a random agent to the collector's API showing it ({} tracers polling \
          `/api/v1/clusters/{{scope}}` every 50 ms); API list: `/api/v1/clusters` once a second. \
          Window {:.0} s per step. The load generator runs on the same 2 cores: its CPU is taken from \
@@ -672,10 +681,7 @@ pub async fn run(mut opts: Options) {
         fixture
             .results
             .iter()
-            .map(|r| r
-                .iter()
-                .map(|p| p.facts_json.len() + p.message.len())
-                .sum::<usize>())
+            .map(|r| r.iter().map(prost::Message::encoded_len).sum::<usize>())
             .max()
             .unwrap_or(0)
             / 1024,

@@ -131,7 +131,8 @@ pub fn detail(entry: &Arc<ClusterEntry>, recent: Vec<Value>, now: i64) -> Value 
                 "interval_ms": n.interval_ms,
                 "clock_offset_ms": n.clock_offset_ms,
                 "dropped_batches": n.dropped_batches,
-                "results": n.results,
+                "results": crate::model::results_by_name(&n.results, serde_json::value::Serializer)
+                    .unwrap_or_default(),
             })
         })
         .collect();

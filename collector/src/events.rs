@@ -4,14 +4,13 @@
 //! age, surviving a restart), one transaction per tick.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::model::{Observation, Status};
+use crate::model::{ProbeId, Results, Status};
 use crate::store::{Op, WriteQueue};
 use crate::verdict::history::Change;
 
@@ -162,39 +161,38 @@ impl EventLog {
     }
 }
 
-/// Facts whose change between two batches is an event: (probe, fact, event kind, what).
-const WATCHED_FACTS: [(&str, &str, &str, &str); 3] = [
-    (
-        "patroni.node",
-        "postmaster_start_time",
-        "postgres_restarted",
-        "PostgreSQL restarted",
-    ),
-    (
-        "patroni.node",
-        "timeline",
-        "timeline_changed",
-        "timeline changed",
-    ),
-    ("patroni.node", "role", "role_changed", "role changed"),
+/// Facts whose change between two batches is an event: (event kind, what, the fact).
+type Watched = (&'static str, &'static str, fn(&Results) -> Option<Value>);
+
+const WATCHED_FACTS: [Watched; 3] = [
+    ("postgres_restarted", "PostgreSQL restarted", |r| {
+        node_fact(r).and_then(|n| n.postmaster_start_time.clone().map(Value::from))
+    }),
+    ("timeline_changed", "timeline changed", |r| {
+        node_fact(r).and_then(|n| n.timeline.map(Value::from))
+    }),
+    ("role_changed", "role changed", |r| {
+        node_fact(r).map(|n| Value::from(n.role.clone()))
+    }),
 ];
+
+fn node_fact(results: &Results) -> Option<&crate::model::wire::PatroniNodeFacts> {
+    results.get(&ProbeId::PatroniNode)?.patroni_node()
+}
 
 /// The node events a node's latest results show against what was last known of it (pure):
 /// `last_known` is updated with the watched facts present now.
 pub fn node_events(
     node: &str,
-    results: &BTreeMap<String, Arc<Observation>>,
+    results: &Results,
     last_known: &mut BTreeMap<String, Value>,
 ) -> Vec<NodeEvent> {
     let mut found = Vec::new();
-    for (probe, fact, kind, what) in WATCHED_FACTS {
-        let to = results
-            .get(probe)
-            .map_or(Value::Null, |o| o.fact(fact).clone());
-        if to.is_null() {
+    for (kind, what, fact) in WATCHED_FACTS {
+        let Some(to) = fact(results) else {
             continue;
-        }
-        let Some(from) = last_known.insert(format!("{probe}/{fact}"), to.clone()) else {
+        };
+        let Some(from) = last_known.insert(kind.to_string(), to.clone()) else {
             continue;
         };
         if from != to {
@@ -251,25 +249,27 @@ mod tests {
 
     #[test]
     fn node_events_come_from_changed_facts_only() {
-        let obs = |facts: Value| {
-            Arc::new(Observation {
+        use crate::model::{Facts, Observation, wire::PatroniNodeFacts};
+        use std::sync::Arc;
+        let results = |start: &str, tl: u64| -> Results {
+            let facts = PatroniNodeFacts {
+                role: "primary".into(),
+                postmaster_start_time: Some(start.into()),
+                timeline: Some(tl),
+                ..Default::default()
+            };
+            let obs = Observation {
                 status: Status::Ok,
                 message: String::new(),
-                facts,
+                unanswered: false,
+                facts: Some(Facts::PatroniNode(facts)),
                 started_ms: 0,
                 duration_us: 0,
                 received_ms: 0,
                 received_mono_ms: 0,
                 observed_mono_ms: 0,
-            })
-        };
-        let results = |start: &str, tl: u64| {
-            BTreeMap::from([(
-                "patroni.node".to_string(),
-                obs(
-                    serde_json::json!({"role": "primary", "postmaster_start_time": start, "timeline": tl}),
-                ),
-            )])
+            };
+            BTreeMap::from([(ProbeId::PatroniNode, Arc::new(obs))])
         };
         let mut known = BTreeMap::new();
         assert!(node_events("node1", &results("a", 3), &mut known).is_empty());

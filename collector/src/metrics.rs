@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use crate::model::ProbeId;
 use crate::model::Status;
 use crate::state::Published;
 use crate::verdict::rules::replication::ReplicaLag;
@@ -116,8 +117,9 @@ pub fn render(p: &Published, now_ms: i64, refused: u64) -> String {
         for n in &entry.snapshot.nodes {
             if let Some(role) = n
                 .results
-                .get("patroni.node")
-                .and_then(|o| o.fact("role").as_str())
+                .get(&ProbeId::PatroniNode)
+                .and_then(|o| o.patroni_node())
+                .map(|p| p.role.as_str())
             {
                 let _ = writeln!(
                     out,
@@ -129,26 +131,29 @@ pub fn render(p: &Published, now_ms: i64, refused: u64) -> String {
         }
     }
     // Connection slots of each database node, as its agent's session counts them.
-    for (name, help, key) in [
+    type Slots = fn(&crate::model::wire::PostgresConnectionsFacts) -> i64;
+    let families: [(&str, &str, Slots); 2] = [
         (
             "vigie_postgres_connections_used",
             "Client sessions on the node (what ordinary roles' slots are taken by).",
-            "client_backends",
+            |c| c.client_backends,
         ),
         (
             "vigie_postgres_connections_usable",
             "Connection slots ordinary roles may use: max_connections minus the reserved ones.",
-            "usable",
+            |c| c.usable,
         ),
-    ] {
+    ];
+    for (name, help, value) in families {
         family(name, "gauge", help, &mut out);
         for entry in p.clusters.values() {
             let c = label(&entry.verdict.cluster);
             for n in &entry.snapshot.nodes {
                 if let Some(v) = n
                     .results
-                    .get("postgres.connections")
-                    .and_then(|o| o.fact(key).as_f64())
+                    .get(&ProbeId::PostgresConnections)
+                    .and_then(|o| o.postgres_connections())
+                    .map(value)
                 {
                     let _ = writeln!(
                         out,
@@ -218,7 +223,7 @@ pub fn render(p: &Published, now_ms: i64, refused: u64) -> String {
                     out,
                     "vigie_probe_ok{{cluster=\"{c}\",node=\"{}\",probe=\"{}\"}} {}",
                     label(&n.name),
-                    label(id),
+                    label(id.name()),
                     u8::from(o.status == Status::Ok)
                 );
             }
@@ -362,7 +367,7 @@ mod tests {
                 "node2",
                 "postgres.replication_lag",
                 Status::Ok,
-                serde_json::json!({"replay_lsn_bytes": 49_999_877u64, "lag_bytes": 0}),
+                serde_json::json!({"replay_lsn": 49_999_877u64, "lag_bytes": 0}),
             );
         let verdict = lab.verdict();
         let mut p = Published {

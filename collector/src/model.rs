@@ -4,45 +4,22 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::Value;
-
-/// A probe status, as agents report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    Warning,
-    Critical,
-    Unknown,
-}
-
-impl Status {
-    pub fn from_wire(s: i32) -> Status {
-        match vigie_proto::v1::Status::try_from(s) {
-            Ok(vigie_proto::v1::Status::Ok) => Status::Ok,
-            Ok(vigie_proto::v1::Status::Warning) => Status::Warning,
-            Ok(vigie_proto::v1::Status::Critical) => Status::Critical,
-            _ => Status::Unknown,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Warning => "warning",
-            Status::Critical => "critical",
-            Status::Unknown => "unknown",
-        }
-    }
-}
+pub use vigie_proto::v1::{self as wire, probe_result::Facts};
+pub use vigie_proto::{ProbeId, Status};
 
 /// The latest result of one probe on one node.
 #[derive(Debug, Clone, Serialize)]
 pub struct Observation {
     pub status: Status,
     pub message: String,
-    pub facts: Value,
+    /// The probe did not answer within its timeout.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unanswered: bool,
+    /// The typed facts behind the status: none when the probe could not look, or from an agent
+    /// older than the typed wire (it sends none).
+    pub facts: Option<Facts>,
     /// When the agent ran it (agent clock, ms since the epoch).
     pub started_ms: i64,
     pub duration_us: u64,
@@ -58,11 +35,39 @@ pub struct Observation {
     pub observed_mono_ms: i64,
 }
 
-impl Observation {
-    /// A fact of this observation (`Null` when absent).
-    pub fn fact(&self, key: &str) -> &Value {
-        self.facts.get(key).unwrap_or(&Value::Null)
-    }
+macro_rules! typed_facts {
+    ($($method:ident => $message:ident;)*) => {
+        impl Observation {
+            $(
+                pub fn $method(&self) -> Option<&wire::$message> {
+                    self.facts.as_ref()?.$method()
+                }
+            )*
+        }
+    };
+}
+
+typed_facts! {
+    haproxy_backends => HaproxyBackendsFacts;
+    etcd_health => EtcdHealthFacts;
+    patroni_health => PatroniHealthFacts;
+    patroni_node => PatroniNodeFacts;
+    patroni_cluster => PatroniClusterFacts;
+    postgres_locks => PostgresLocksFacts;
+    postgres_connections => PostgresConnectionsFacts;
+    postgres_wal_receiver => PostgresWalReceiverFacts;
+    postgres_recovery => PostgresRecoveryFacts;
+    postgres_replication => PostgresReplicationFacts;
+    postgres_replication_lag => PostgresReplicationLagFacts;
+    postgres_accept => PostgresAcceptFacts;
+}
+
+/// A node's latest observations by probe.
+pub type Results = BTreeMap<ProbeId, Arc<Observation>>;
+
+/// Serializes results keyed by the probes' dotted names (`postgres.recovery`).
+pub fn results_by_name<S: Serializer>(results: &Results, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(results.iter().map(|(id, o)| (id.name(), o)))
 }
 
 /// What the collector knows of one node.
@@ -88,7 +93,8 @@ pub struct NodeState {
     /// Batches the agent reported dropped, in total.
     pub dropped_batches: u64,
     /// Shared with the published snapshots: a batch replaces observations, never edits them.
-    pub results: BTreeMap<String, Arc<Observation>>,
+    #[serde(serialize_with = "results_by_name")]
+    pub results: Results,
     /// The last non-null value of each watched fact (`probe/fact`), to see changes across a gap
     /// (a PostgreSQL down for a cycle reports no start time).
     #[serde(skip)]

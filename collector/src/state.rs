@@ -17,7 +17,7 @@ use crate::events::{EventBody, EventLog, ProbeTransition, node_events};
 use crate::store::{Reader, StoreHealth, WriteQueue};
 use vigie_proto::v1;
 
-use crate::model::{ClusterSnapshot, NodeState, Observation, Status};
+use crate::model::{ClusterSnapshot, NodeState, Observation, ProbeId, Status};
 use crate::verdict::history::{Change, FindingHistory};
 use crate::verdict::{Policy, Verdict, evaluate};
 
@@ -64,7 +64,7 @@ pub enum Command {
 /// A result batch converted at the ingest boundary (its facts parsed there, off this task).
 #[derive(Debug)]
 pub struct Batch {
-    pub results: Vec<(String, Arc<Observation>)>,
+    pub results: Vec<(ProbeId, Arc<Observation>)>,
     /// Batches the agent dropped since its previous one.
     pub dropped: u64,
     /// When the agent's cycle ended (agent clock), from its results.
@@ -72,7 +72,8 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Converts a wire batch received `at`: unparsable facts become a fact saying so.
+    /// Converts a wire batch received `at`. A result naming no probe this collector knows (from
+    /// a newer agent) is left out; an older agent's, named by text, is read by its name.
     pub fn from_wire(batch: v1::ResultBatch, at: Now) -> Batch {
         let end_of = |r: &v1::ProbeResult| {
             r.started_unix_ms
@@ -82,9 +83,14 @@ impl Batch {
         let results = batch
             .results
             .into_iter()
-            .map(|r| {
-                let facts = serde_json::from_str(&r.facts_json)
-                    .unwrap_or_else(|e| serde_json::json!({"unparsable_facts": e.to_string()}));
+            .filter_map(|r| {
+                let probe = match ProbeId::try_from(r.probe) {
+                    Ok(ProbeId::Unspecified) => ProbeId::from_name(&r.id)?,
+                    Ok(p) => p,
+                    Err(_) => return None,
+                };
+                // Facts of another probe's kind are not this probe's facts.
+                let facts = r.facts.filter(|f| probe.carries(f));
                 // How long before the end of its batch the probe started, by the agent's clock
                 // (which only has to be consistent with itself), within one minute.
                 let before_end = agent_end_ms
@@ -93,6 +99,7 @@ impl Batch {
                 let observation = Observation {
                     status: Status::from_wire(r.status),
                     message: r.message,
+                    unanswered: r.unanswered,
                     facts,
                     started_ms: r.started_unix_ms,
                     duration_us: r.duration_us,
@@ -100,7 +107,7 @@ impl Batch {
                     received_mono_ms: at.mono_ms,
                     observed_mono_ms: at.mono_ms - before_end,
                 };
-                (r.id, Arc::new(observation))
+                Some((probe, Arc::new(observation)))
             })
             .collect();
         Batch {
@@ -349,9 +356,14 @@ impl Store {
                 // A primary's position from this batch (not a previous one kept in `results`).
                 if let Some((observed, lsn)) = state
                     .results
-                    .get("postgres.replication_lag")
+                    .get(&ProbeId::PostgresReplicationLag)
                     .filter(|o| o.received_mono_ms == at.mono_ms)
-                    .and_then(|o| Some((o.observed_mono_ms, o.fact("current_lsn_bytes").as_u64()?)))
+                    .and_then(|o| {
+                        Some((
+                            o.observed_mono_ms,
+                            o.postgres_replication_lag()?.current_lsn?,
+                        ))
+                    })
                 {
                     Arc::make_mut(&mut state.lsn_series).record(observed, lsn);
                 }
@@ -382,7 +394,10 @@ impl Store {
                         EventBody::Probe(ProbeTransition {
                             kind: "probe_transition",
                             node: node.clone(),
-                            probe: t.probe_id,
+                            probe: match ProbeId::try_from(t.probe) {
+                                Ok(ProbeId::Unspecified) | Err(_) => t.probe_id,
+                                Ok(p) => p.name().to_string(),
+                            },
                             from: Status::from_wire(t.from),
                             to: Status::from_wire(t.to),
                             message: t.message,
@@ -507,6 +522,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Facts;
 
     fn batch(start_time: &str, timeline: u64) -> Batch {
         Batch::from_wire(wire(start_time, timeline), Now::same(20))
@@ -516,12 +532,18 @@ mod tests {
         v1::ResultBatch {
             seq: 1,
             results: vec![v1::ProbeResult {
-                id: "patroni.node".into(),
+                probe: ProbeId::PatroniNode as i32,
                 status: v1::Status::Ok as i32,
                 message: "primary running".into(),
                 started_unix_ms: 1,
                 duration_us: 1,
-                facts_json: serde_json::json!({"role": "primary", "postmaster_start_time": start_time, "timeline": timeline}).to_string(),
+                facts: Some(Facts::PatroniNode(v1::PatroniNodeFacts {
+                    role: "primary".into(),
+                    postmaster_start_time: Some(start_time.into()),
+                    timeline: Some(timeline),
+                    ..Default::default()
+                })),
+                ..Default::default()
             }],
             dropped: 0,
         }

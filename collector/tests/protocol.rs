@@ -86,20 +86,24 @@ fn hello(node: &str) -> v1::AgentMessage {
 }
 
 fn batch(seq: u64) -> v1::AgentMessage {
-    let result = |id: &str, facts: Value| v1::ProbeResult {
-        id: id.to_string(),
-        status: v1::Status::Ok as i32,
-        message: "fine".to_string(),
-        started_unix_ms: vigie_collector::state::now_ms(),
-        duration_us: 10,
-        facts_json: facts.to_string(),
+    let result = |id: &str, facts: Value| {
+        let probe = vigie_proto::ProbeId::from_name(id).expect("probe");
+        v1::ProbeResult {
+            probe: probe as i32,
+            status: v1::Status::Ok as i32,
+            message: "fine".to_string(),
+            started_unix_ms: vigie_collector::state::now_ms(),
+            duration_us: 10,
+            facts: probe.facts_from_json(facts).expect("facts"),
+            ..Default::default()
+        }
     };
     v1::AgentMessage {
         msg: Some(v1::agent_message::Msg::Batch(v1::ResultBatch {
             seq,
             results: vec![
-                result("haproxy.process", json!({})),
-                result("haproxy.rw_port", json!({})),
+                result("haproxy.process", Value::Null),
+                result("haproxy.rw_port", Value::Null),
                 result(
                     "haproxy.backends",
                     json!({"proxies": [{"proxy": "demo_rw", "kind": "rw", "up": ["node1"]}]}),
@@ -521,7 +525,7 @@ fn haproxy_batch(seq: u64, process: v1::Status) -> v1::AgentMessage {
     let mut m = batch(seq);
     if let Some(v1::agent_message::Msg::Batch(b)) = m.msg.as_mut() {
         for r in &mut b.results {
-            if r.id == "haproxy.process" {
+            if r.probe == vigie_proto::ProbeId::HaproxyProcess as i32 {
                 r.status = process as i32;
             }
         }

@@ -190,20 +190,24 @@ async fn haproxy_down(grpc: SocketAddr) -> mpsc::Sender<v1::AgentMessage> {
     })
     .await
     .expect("hello");
-    let result = |id: &str, status: v1::Status, facts: Value| v1::ProbeResult {
-        id: id.into(),
-        status: status as i32,
-        message: "scripted".into(),
-        started_unix_ms: vigie_collector::state::now_ms(),
-        duration_us: 10,
-        facts_json: facts.to_string(),
+    let result = |id: &str, status: v1::Status, facts: Value| {
+        let probe = vigie_proto::ProbeId::from_name(id).expect("probe");
+        v1::ProbeResult {
+            probe: probe as i32,
+            status: status as i32,
+            message: "scripted".into(),
+            started_unix_ms: vigie_collector::state::now_ms(),
+            duration_us: 10,
+            facts: probe.facts_from_json(facts).expect("facts"),
+            ..Default::default()
+        }
     };
     tx.send(v1::AgentMessage {
         msg: Some(v1::agent_message::Msg::Batch(v1::ResultBatch {
             seq: 1,
             results: vec![
-                result("haproxy.process", v1::Status::Critical, json!({})),
-                result("haproxy.rw_port", v1::Status::Ok, json!({})),
+                result("haproxy.process", v1::Status::Critical, Value::Null),
+                result("haproxy.rw_port", v1::Status::Ok, Value::Null),
                 result(
                     "haproxy.backends",
                     v1::Status::Ok,

@@ -9,24 +9,29 @@ use serde_json::Value;
 use tokio::time::Instant;
 use vigie_agent::agent::Agent;
 use vigie_agent::probe::ProbeId;
-use vigie_agent::result::{ProbeResult, Status};
+use vigie_agent::result::{Facts, ProbeResult, Status};
 use vigie_tests::{
     CLUSTER_CHANGE, Lab, NODES, Role, Target, lab_agent, node_ip, query_text, wait_until,
     write_through_rw,
 };
 
 /// Runs one cycle and indexes the results by probe id.
-async fn cycle(agent: &mut Agent) -> HashMap<&'static str, ProbeResult> {
+async fn cycle(agent: &mut Agent) -> HashMap<ProbeId, ProbeResult> {
     agent.cycle().await.into_iter().map(|r| (r.id, r)).collect()
 }
 
-fn get<'a>(results: &'a HashMap<&'static str, ProbeResult>, id: ProbeId) -> &'a ProbeResult {
-    results
-        .get(id.as_str())
-        .unwrap_or_else(|| panic!("no {} result", id.as_str()))
+fn get(results: &HashMap<ProbeId, ProbeResult>, id: ProbeId) -> &ProbeResult {
+    results.get(&id).unwrap_or_else(|| panic!("no {id} result"))
 }
 
-fn not_ok(results: &HashMap<&'static str, ProbeResult>) -> Vec<String> {
+/// A result's typed facts (the probe must have reported some).
+fn facts(r: &ProbeResult) -> &Facts {
+    r.facts
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}: no facts ({})", r.id, r.message))
+}
+
+fn not_ok(results: &HashMap<ProbeId, ProbeResult>) -> Vec<String> {
     let mut v: Vec<String> = results
         .values()
         .filter(|r| r.status != Status::Ok)
@@ -41,8 +46,8 @@ async fn cycle_until(
     agent: &mut Agent,
     what: &str,
     timeout: Duration,
-    accept: impl Fn(&HashMap<&'static str, ProbeResult>) -> bool,
-) -> HashMap<&'static str, ProbeResult> {
+    accept: impl Fn(&HashMap<ProbeId, ProbeResult>) -> bool,
+) -> HashMap<ProbeId, ProbeResult> {
     let deadline = Instant::now() + timeout;
     loop {
         let results = cycle(agent).await;
@@ -91,36 +96,45 @@ async fn healthy_lab_every_probe_ok_with_leader_and_replica_expectations() {
             not_ok(r).is_empty()
         })
         .await;
-        let mut ids: Vec<&str> = results.keys().copied().collect();
+        let mut ids: Vec<ProbeId> = results.keys().copied().collect();
         ids.sort_unstable();
-        let mut expected: Vec<&str> = DB_PROBES.iter().map(|p| p.as_str()).collect();
+        let mut expected: Vec<ProbeId> = DB_PROBES.to_vec();
         expected.sort_unstable();
         assert_eq!(ids, expected, "node{n}");
 
-        let recovery = get(&results, ProbeId::PostgresRecovery);
-        let receiver = get(&results, ProbeId::PostgresWalReceiver);
-        let replication = get(&results, ProbeId::PostgresReplication);
+        let recovery = facts(get(&results, ProbeId::PostgresRecovery))
+            .postgres_recovery()
+            .expect("recovery facts");
+        let receiver = facts(get(&results, ProbeId::PostgresWalReceiver))
+            .postgres_wal_receiver()
+            .expect("receiver facts");
+        let replication = facts(get(&results, ProbeId::PostgresReplication))
+            .postgres_replication()
+            .expect("replication facts");
         if n == leader {
-            assert_eq!(recovery.facts["in_recovery"], false);
-            assert_eq!(recovery.facts["patroni_role"], "primary");
-            assert_eq!(receiver.facts["present"], false);
-            assert_eq!(replication.facts["expected"], 2);
-            assert_eq!(replication.facts["streaming"], 2);
-            let lag = get(&results, ProbeId::PostgresReplicationLag);
-            assert!(
-                lag.facts["current_lsn_bytes"]
-                    .as_u64()
-                    .is_some_and(|b| b > 0)
-            );
+            assert!(!recovery.in_recovery);
+            assert_eq!(recovery.patroni_role.as_deref(), Some("primary"));
+            assert!(!receiver.present);
+            assert_eq!(replication.expected, Some(2));
+            assert_eq!(replication.streaming, 2);
+            let lag = facts(get(&results, ProbeId::PostgresReplicationLag))
+                .postgres_replication_lag()
+                .expect("lag facts");
+            assert!(lag.current_lsn.is_some_and(|b| b > 0));
         } else {
-            assert_eq!(recovery.facts["in_recovery"], true);
-            assert_eq!(recovery.facts["patroni_role"], "replica");
-            assert_eq!(receiver.facts["status"], "streaming");
-            assert_eq!(receiver.facts["sender_host"], node_ip(leader).as_str());
+            assert!(recovery.in_recovery);
+            assert_eq!(recovery.patroni_role.as_deref(), Some("replica"));
+            assert_eq!(receiver.status.as_deref(), Some("streaming"));
+            assert_eq!(
+                receiver.sender_host.as_deref(),
+                Some(node_ip(leader).as_str())
+            );
         }
-        let cluster = get(&results, ProbeId::PatroniCluster);
-        assert_eq!(cluster.facts["leader"], format!("node{leader}").as_str());
-        assert_eq!(cluster.facts["members"].as_array().map(Vec::len), Some(3));
+        let cluster = facts(get(&results, ProbeId::PatroniCluster))
+            .patroni_cluster()
+            .expect("cluster facts");
+        assert_eq!(cluster.leader, Some(format!("node{leader}")));
+        assert_eq!(cluster.members.len(), 3);
     }
 
     let mut haproxy = lab_agent("haproxy");
@@ -160,16 +174,22 @@ async fn after_switchover_the_same_agents_judge_the_new_roles() {
             |r| {
                 let rec = get(r, ProbeId::PostgresRecovery);
                 rec.status == Status::Ok
-                    && rec.facts["in_recovery"] == want_recovery
+                    && rec
+                        .facts
+                        .as_ref()
+                        .and_then(Facts::postgres_recovery)
+                        .is_some_and(|f| f.in_recovery == want_recovery)
                     && get(r, ProbeId::PostgresWalReceiver).status == Status::Ok
                     && get(r, ProbeId::PostgresReplication).status == Status::Ok
             },
         )
         .await;
-        let role = &get(&results, ProbeId::PostgresRecovery).facts["patroni_role"];
+        let role = facts(get(&results, ProbeId::PostgresRecovery))
+            .postgres_recovery()
+            .and_then(|f| f.patroni_role.clone());
         assert_eq!(
-            role,
-            if *n == new { "primary" } else { "replica" },
+            role.as_deref(),
+            Some(if *n == new { "primary" } else { "replica" }),
             "node{n}"
         );
     }
@@ -199,7 +219,10 @@ async fn stop_etcd_2_turns_node2_etcd_probes_critical_only() {
     let results = cycle(&mut node1).await;
     let health = get(&results, ProbeId::EtcdHealth);
     assert_eq!(health.status, Status::Ok, "{}", health.message);
-    assert_eq!(health.facts["members"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        facts(health).etcd_health().map(|e| e.members.len()),
+        Some(3)
+    );
     lab.fault("start-etcd", Some("2")).await;
 }
 
@@ -241,7 +264,7 @@ async fn freeze_pg_3_makes_node3_sql_probes_critical_on_time_while_others_answer
         ProbeId::PatroniApiPort,
         ProbeId::SystemMemory,
     ] {
-        assert_eq!(get(&results, id).status, Status::Ok, "{}", id.as_str());
+        assert_eq!(get(&results, id).status, Status::Ok, "{id}");
     }
     // The probes ran concurrently: the whole cycle took about one timeout, not one per probe.
     assert!(
@@ -292,11 +315,11 @@ async fn pause_replay_3_with_writes_grows_lag_in_bytes_and_seconds() {
     let mut node3 = lab_agent("node3");
     cycle(&mut node3).await;
     lab.fault("pause-replay", Some("3")).await;
-    let lag = |r: &HashMap<&'static str, ProbeResult>| {
-        let f = &get(r, ProbeId::PostgresReplicationLag).facts;
+    let lag = |r: &HashMap<ProbeId, ProbeResult>| {
+        let f = facts(get(r, ProbeId::PostgresReplicationLag)).postgres_replication_lag();
         (
-            f["lag_bytes"].as_u64().unwrap_or(0),
-            f["lag_seconds"].as_f64().unwrap_or(0.0),
+            f.and_then(|f| f.lag_bytes).unwrap_or(0),
+            f.and_then(|f| f.lag_seconds).unwrap_or(0.0),
         )
     };
     write_through_rw().await.expect("write");
@@ -320,7 +343,11 @@ async fn pause_replay_3_with_writes_grows_lag_in_bytes_and_seconds() {
     lab.fault("resume-replay", Some("3")).await;
     let r = get(&later, ProbeId::PostgresReplicationLag);
     assert!(r.message.contains("behind received WAL"), "{}", r.message);
-    assert_eq!(r.facts["streaming"], true);
+    assert!(
+        facts(r)
+            .postgres_replication_lag()
+            .is_some_and(|f| f.streaming)
+    );
     cycle_until(&mut node3, "lag back to zero", CLUSTER_CHANGE, |r| {
         lag(r).0 == 0
     })
@@ -341,13 +368,9 @@ async fn idle_cluster_for_a_minute_raises_no_lag_warning() {
             let results = cycle(agent).await;
             let lag = get(&results, ProbeId::PostgresReplicationLag);
             assert_eq!(lag.status, Status::Ok, "{}", lag.message);
-            if lag.facts.get("streaming") == Some(&Value::Bool(true)) {
-                assert_eq!(
-                    lag.facts.get("lag_seconds"),
-                    Some(&0.0.into()),
-                    "{}",
-                    lag.message
-                );
+            let f = facts(lag).postgres_replication_lag().expect("lag facts");
+            if f.streaming {
+                assert_eq!(f.lag_seconds, Some(0.0), "{}", lag.message);
             }
         }
         cycles += 1;
@@ -385,10 +408,14 @@ async fn wrong_password_is_a_clear_probe_result() {
         "{}",
         accept.message
     );
-    assert_eq!(accept.facts["refused"], "authentication");
+    assert_eq!(
+        facts(accept).postgres_accept().map(|a| a.refused()),
+        Some(vigie_proto::v1::Refusal::Authentication)
+    );
 }
 
-/// The JSON an agent's results serialise to carries every field a machine needs.
+/// The JSON an agent's results serialise to carries every field a machine needs, each result's
+/// facts in its probe's typed form.
 #[tokio::test]
 async fn results_carry_facts_timing_and_ids() {
     let lab = Lab::acquire().await;
@@ -398,7 +425,13 @@ async fn results_carry_facts_timing_and_ids() {
     let json: Value = serde_json::to_value(&results).expect("serialises");
     for r in json.as_array().expect("array") {
         assert!(r["id"].is_string() && r["message"].is_string());
-        assert!(r["facts"].is_object());
+        assert!(r["facts"].is_object(), "{r}");
+        // The JSON form reads back into the probe's typed facts (what `vigie` and the API use).
+        let probe = ProbeId::from_name(r["id"].as_str().unwrap_or_default()).expect("known id");
+        let back = probe
+            .facts_from_json(r["facts"].clone())
+            .unwrap_or_else(|e| panic!("{probe}: {e}"));
+        assert!(back.is_some_and(|f| probe.carries(&f)), "{probe}");
         assert!(
             r["started_unix_ms"]
                 .as_i64()

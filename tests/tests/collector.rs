@@ -202,7 +202,7 @@ async fn collector_restart_gets_the_verdict_back_and_the_transitions_it_missed()
         .wait_cycle(&node, CLUSTER_CHANGE, |results| {
             results
                 .iter()
-                .any(|x| x.id == ProbeId::PostgresRecovery.as_str() && x.status == Status::Critical)
+                .any(|x| x.id == ProbeId::PostgresRecovery && x.status == Status::Critical)
         })
         .await;
 

@@ -29,7 +29,7 @@ fn healthy_and_quiet(d: &Value) -> bool {
 fn result<'a>(results: &'a [ProbeResult], id: &str) -> &'a ProbeResult {
     results
         .iter()
-        .find(|r| r.id == id)
+        .find(|r| r.id.name() == id)
         .unwrap_or_else(|| panic!("no {id} in {results:?}"))
 }
 

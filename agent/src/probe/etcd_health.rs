@@ -3,7 +3,10 @@
 
 use serde_json::{Value, json};
 
-use super::ProbeId;
+use vigie_proto::Facts;
+use vigie_proto::v1::{EtcdHealthFacts, EtcdMember};
+
+use super::{Outcome, ProbeId};
 use crate::http;
 use crate::result::ProbeResult;
 
@@ -12,7 +15,7 @@ pub async fn probe(client: &reqwest::Client, base: &reqwest::Url) -> ProbeResult
     let health = match http::get(client, &http::endpoint(base, "health")).await {
         Ok(a) => a,
         // A health read that times out (as during an election) says nothing of the member.
-        Err(e) if http::is_timeout(&e) => return id.critical(e).fact("unanswered", true),
+        Err(e) if http::is_timeout(&e) => return id.critical(e).unanswered(),
         Err(e) => return id.critical(e),
     };
     let health_doc = match health.json() {
@@ -48,15 +51,24 @@ pub fn judge(
             _ => None,
         }
     };
-    let member_list: Vec<Value> = members
+    let urls = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str().map(str::to_string))
+            .collect()
+    };
+    let member_list: Vec<EtcdMember> = members
         .as_ref()
         .ok()
-        .and_then(|m| m["members"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .map(|m| {
-            json!({"id": id_of(&m["ID"]), "name": m["name"], "client_urls": m["clientURLs"],
-                   "peer_urls": m["peerURLs"]})
+        .and_then(|m| m["members"].as_array())
+        .into_iter()
+        .flatten()
+        .map(|m| EtcdMember {
+            id: id_of(&m["ID"]).unwrap_or_default(),
+            name: m["name"].as_str().unwrap_or_default().to_string(),
+            client_urls: urls(&m["clientURLs"]),
+            peer_urls: urls(&m["peerURLs"]),
         })
         .collect();
     let (leader, term, member_id, version) = match &status {
@@ -74,8 +86,8 @@ pub fn judge(
     let leader_name = leader.as_ref().and_then(|l| {
         member_list
             .iter()
-            .find(|m| m["id"].as_str() == Some(l.as_str()))
-            .and_then(|m| m["name"].as_str().map(str::to_string))
+            .find(|m| m.id == *l)
+            .map(|m| m.name.clone())
     });
     let result = if !healthy {
         let reason = health["reason"]
@@ -94,14 +106,15 @@ pub fn judge(
             term.map_or("?".to_string(), |t| t.to_string())
         ))
     };
-    result
-        .fact("healthy", healthy)
-        .fact("leader_id", leader)
-        .fact("leader_name", leader_name)
-        .fact("raft_term", term)
-        .fact("member_id", member_id)
-        .fact("version", version)
-        .fact("members", member_list)
+    result.with(Facts::EtcdHealth(EtcdHealthFacts {
+        healthy,
+        leader_id: leader,
+        leader_name,
+        raft_term: term,
+        member_id,
+        version,
+        members: member_list,
+    }))
 }
 
 #[cfg(test)]

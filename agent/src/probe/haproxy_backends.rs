@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vigie_proto::Facts;
+use vigie_proto::v1::{HaproxyBackendsFacts, HaproxyProxy, HaproxyServer, ProxyKind};
 
-use super::ProbeId;
+use super::{Outcome, ProbeId};
 use crate::config::HaproxyConfig;
 use crate::http;
 use crate::result::{ProbeResult, Status};
@@ -139,14 +140,23 @@ pub fn judge(rows: &[ServerRow], apps: &[(String, String, Option<String>)]) -> P
                 .filter(|s| s.up())
                 .map(|s| s.server.as_str())
                 .collect();
-            facts.push(json!({
-                "application": app, "proxy": proxy, "kind": if is_rw { "rw" } else { "ro" },
-                "up": up,
-                "servers": servers.iter().map(|s| json!({
-                    "name": s.server, "status": s.status, "check_status": s.check_status,
-                    "check_code": s.check_code, "address": s.address, "lastchg_s": s.last_change_s,
-                })).collect::<Vec<Value>>(),
-            }));
+            facts.push(HaproxyProxy {
+                application: app.clone(),
+                proxy: proxy.clone(),
+                kind: if is_rw { ProxyKind::Rw } else { ProxyKind::Ro } as i32,
+                up: up.iter().map(|s| s.to_string()).collect(),
+                servers: servers
+                    .iter()
+                    .map(|s| HaproxyServer {
+                        name: s.server.clone(),
+                        status: s.status.clone(),
+                        check_status: s.check_status.clone(),
+                        check_code: s.check_code.clone(),
+                        address: s.address.clone(),
+                        lastchg_s: s.last_change_s,
+                    })
+                    .collect(),
+            });
             if servers.is_empty() {
                 status = Status::Critical;
                 problems.push(format!("{proxy}: not in HAProxy's stats"));
@@ -187,7 +197,9 @@ pub fn judge(rows: &[ServerRow], apps: &[(String, String, Option<String>)]) -> P
     } else {
         problems.join("; ")
     };
-    ProbeResult::new(id.as_str(), status, message).fact("proxies", facts)
+    ProbeResult::new(id, status, message).with(Facts::HaproxyBackends(HaproxyBackendsFacts {
+        proxies: facts,
+    }))
 }
 
 /// Check results meaning the health endpoint itself is unreachable or broken (not a 503).

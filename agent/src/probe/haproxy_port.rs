@@ -4,9 +4,10 @@
 
 use std::net::SocketAddr;
 
-use serde_json::json;
+use vigie_proto::Facts;
+use vigie_proto::v1::{ApplicationPort, HaproxyPortsFacts, PortCheck as WireCheck};
 
-use super::ProbeId;
+use super::{Outcome, ProbeId};
 use crate::config::{HaproxyConfig, PortCheck};
 use crate::procfs;
 use crate::result::{ProbeResult, Status};
@@ -58,7 +59,11 @@ pub async fn probe(cfg: &HaproxyConfig, port: Port) -> ProbeResult {
             status = Status::Critical;
             problems.push(format!("{name}: {problem}"));
         }
-        facts.push(json!({"application": name, "address": addr.to_string(), "up": up}));
+        facts.push(ApplicationPort {
+            application: name.to_string(),
+            address: addr.to_string(),
+            up,
+        });
     }
     let message = if problems.is_empty() {
         let list: Vec<String> = targets.iter().map(|(n, a)| format!("{n} {a}")).collect();
@@ -66,11 +71,12 @@ pub async fn probe(cfg: &HaproxyConfig, port: Port) -> ProbeResult {
     } else {
         problems.join("; ")
     };
-    let mode = match cfg.port_check {
-        PortCheck::Listen => "listen",
-        PortCheck::Connect => "connect",
+    let check = match cfg.port_check {
+        PortCheck::Listen => WireCheck::Listen,
+        PortCheck::Connect => WireCheck::Connect,
     };
-    ProbeResult::new(id.as_str(), status, message)
-        .fact("check", mode)
-        .fact("ports", facts)
+    ProbeResult::new(id, status, message).with(Facts::HaproxyPorts(HaproxyPortsFacts {
+        check: check as i32,
+        ports: facts,
+    }))
 }

@@ -1,6 +1,6 @@
-//! The probe catalogue: one stable id per row of the supervision procedure (and a few beyond it),
-//! one file per probe kind. This enum is the single registry of ids; everything else derives
-//! from it.
+//! The probes: one file per probe kind, one stable id per row of the supervision procedure (and
+//! a few beyond it). The ids, and the typed facts each probe reports, are the wire's
+//! (`vigie_proto::probes`): the single registry both sides read.
 
 pub mod etcd_health;
 pub mod haproxy_backends;
@@ -28,70 +28,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::result::ProbeResult;
-
-macro_rules! probe_ids {
-    ($($variant:ident => $id:literal, $component:literal;)*) => {
-        /// Stable probe ids.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum ProbeId { $($variant),* }
-
-        impl ProbeId {
-            /// Every probe, in catalogue order.
-            pub const ALL: &'static [ProbeId] = &[$(ProbeId::$variant),*];
-
-            /// The stable id, e.g. `postgres.recovery`.
-            pub fn as_str(self) -> &'static str {
-                match self { $(ProbeId::$variant => $id),* }
-            }
-
-            /// The component the probe belongs to (a configuration section).
-            pub fn component(self) -> &'static str {
-                match self { $(ProbeId::$variant => $component),* }
-            }
-        }
-    };
-}
-
-probe_ids! {
-    HaproxyRwPort => "haproxy.rw_port", "haproxy";
-    HaproxyRoPort => "haproxy.ro_port", "haproxy";
-    HaproxyProcess => "haproxy.process", "haproxy";
-    HaproxyBackends => "haproxy.backends", "haproxy";
-    EtcdClientPort => "etcd.client_port", "etcd";
-    EtcdPeerPort => "etcd.peer_port", "etcd";
-    EtcdProcess => "etcd.process", "etcd";
-    EtcdHealth => "etcd.health", "etcd";
-    PatroniApiPort => "patroni.api_port", "patroni";
-    PatroniHealth => "patroni.health", "patroni";
-    PatroniCluster => "patroni.cluster", "patroni";
-    PatroniProcess => "patroni.process", "patroni";
-    PatroniNode => "patroni.node", "patroni";
-    SystemCpu => "system.cpu", "system";
-    SystemMemory => "system.memory", "system";
-    SystemDisk => "system.disk", "system";
-    PostgresLocks => "postgres.locks", "postgres";
-    PostgresConnections => "postgres.connections", "postgres";
-    PostgresWalReceiver => "postgres.wal_receiver", "postgres";
-    PostgresRecovery => "postgres.recovery", "postgres";
-    PostgresReplication => "postgres.replication", "postgres";
-    PostgresReplicationLag => "postgres.replication_lag", "postgres";
-    PostgresAccept => "postgres.accept", "postgres";
-}
-
-impl ProbeId {
-    pub fn ok(self, message: impl Into<String>) -> ProbeResult {
-        ProbeResult::ok(self.as_str(), message)
-    }
-    pub fn warning(self, message: impl Into<String>) -> ProbeResult {
-        ProbeResult::warning(self.as_str(), message)
-    }
-    pub fn critical(self, message: impl Into<String>) -> ProbeResult {
-        ProbeResult::critical(self.as_str(), message)
-    }
-    pub fn unknown(self, message: impl Into<String>) -> ProbeResult {
-        ProbeResult::unknown(self.as_str(), message)
-    }
-}
+pub use crate::result::{Outcome, ProbeId};
 
 /// Human form of a timeout: `2s`, `500ms`.
 pub fn fmt_duration(d: Duration) -> String {
@@ -110,7 +47,7 @@ where
         Ok(r) => r,
         Err(_) => id
             .critical(format!("timed out after {}", fmt_duration(timeout)))
-            .fact("unanswered", true),
+            .unanswered(),
     };
     result.timed(started, t0.elapsed())
 }
@@ -140,17 +77,6 @@ pub fn excerpt(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
-
-    #[test]
-    fn ids_are_unique_and_prefixed_by_their_component() {
-        let mut seen = HashSet::new();
-        for id in ProbeId::ALL {
-            assert!(seen.insert(id.as_str()), "duplicate {}", id.as_str());
-            assert!(id.as_str().starts_with(&format!("{}.", id.component())));
-        }
-        assert_eq!(ProbeId::ALL.len(), 23);
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_probe_that_hangs_is_critical_on_time() {

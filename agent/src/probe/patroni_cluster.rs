@@ -2,11 +2,13 @@
 //! lag, maintenance mode, scheduled actions. Judged as this node sees it; the collector
 //! correlates every node's view.
 
-use serde_json::{Value, json};
+use serde_json::Value;
+use vigie_proto::Facts;
+use vigie_proto::v1::{PatroniClusterFacts, PatroniMember, ScheduledSwitchover};
 
-use super::ProbeId;
 use super::patroni_node::Role;
-use super::patroni_words::StateKind;
+use super::patroni_words::{StateKind, state_kind};
+use super::{Outcome, ProbeId};
 use crate::http;
 use crate::result::{ProbeResult, Status, human_bytes};
 
@@ -111,7 +113,7 @@ pub fn judge(
         ),
     }
     for m in &members {
-        match StateKind::of(&m.state) {
+        match state_kind(&m.state) {
             StateKind::Running => {}
             StateKind::Unknown => raise(
                 Status::Warning,
@@ -162,28 +164,43 @@ pub fn judge(
     } else {
         format!("{summary}: {}", problems.join("; "))
     };
-    let member_facts: Vec<Value> = members
+    let member_facts: Vec<PatroniMember> = members
         .iter()
-        .map(|m| {
-            json!({"name": m.name, "host": m.host, "role": m.role.as_str(),
-                   "role_known": m.role.known(), "state": m.state,
-                   "state_kind": StateKind::of(&m.state).as_str(),
-                   "timeline": m.timeline, "lag_bytes": m.lag})
+        .map(|m| PatroniMember {
+            name: m.name.clone(),
+            host: m.host.clone(),
+            role: m.role.as_str().to_string(),
+            role_known: m.role.known(),
+            state: m.state.clone(),
+            state_kind: state_kind(&m.state) as i32,
+            timeline: m.timeline,
+            lag_bytes: m.lag,
         })
         .collect();
-    let mut result = ProbeResult::new(id.as_str(), status, message)
-        .fact("members", member_facts)
-        .fact("leader", leaders.first().map(|m| m.name.clone()))
-        .fact("paused", paused);
-    if !doc["scheduled_switchover"].is_null() {
-        result = result.fact("scheduled_switchover", doc["scheduled_switchover"].clone());
-    }
+    let switchover = &doc["scheduled_switchover"];
+    let scheduled_switchover = (!switchover.is_null()).then(|| ScheduledSwitchover {
+        at: match &switchover["at"] {
+            Value::String(at) => at.clone(),
+            Value::Null => switchover.to_string(),
+            other => other.to_string(),
+        },
+        from: switchover["from"].as_str().map(str::to_string),
+        to: switchover["to"].as_str().map(str::to_string),
+    });
+    let result =
+        ProbeResult::new(id, status, message).with(Facts::PatroniCluster(PatroniClusterFacts {
+            members: member_facts,
+            leader: leaders.first().map(|m| m.name.clone()),
+            paused,
+            scheduled_switchover,
+        }));
     (result, Some(ClusterView { members, paused }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn doc(members: Value, pause: bool) -> Value {
         json!({"members": members, "pause": pause})

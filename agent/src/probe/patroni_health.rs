@@ -5,7 +5,10 @@
 
 use serde_json::Value;
 
-use super::ProbeId;
+use vigie_proto::Facts;
+use vigie_proto::v1::PatroniHealthFacts;
+
+use super::{Outcome, ProbeId};
 use crate::result::ProbeResult;
 
 /// Judges the `/patroni` fetch of this cycle (pure: tested below).
@@ -18,14 +21,20 @@ pub fn judge(fetched: &Result<Value, String>) -> ProbeResult {
     match doc["state"].as_str() {
         Some("running") => id
             .ok("Patroni reports PostgreSQL running")
-            .fact("state", "running"),
+            .with(facts("running")),
         Some(state) => id
             .critical(format!(
                 "Patroni reports PostgreSQL {state} (/health answers 503)"
             ))
-            .fact("state", state),
+            .with(facts(state)),
         None => id.critical("Patroni /patroni has no state"),
     }
+}
+
+fn facts(state: &str) -> Facts {
+    Facts::PatroniHealth(PatroniHealthFacts {
+        state: state.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -4,9 +4,12 @@
 
 use serde_json::Value;
 
-use super::ProbeId;
+use vigie_proto::Facts;
+use vigie_proto::v1::PatroniNodeFacts;
+
 pub use super::patroni_words::Role;
-use super::patroni_words::StateKind;
+use super::patroni_words::{StateKind, state_kind};
+use super::{Outcome, ProbeId};
 use crate::http;
 use crate::result::ProbeResult;
 
@@ -48,8 +51,10 @@ pub fn judge(doc: &Value, now_unix: i64) -> (ProbeResult, Option<NodeView>) {
     let id = ProbeId::PatroniNode;
     let Some(role_text) = doc["role"].as_str() else {
         return (
-            id.critical("Patroni /patroni has no role")
-                .facts(doc.clone()),
+            id.critical(format!(
+                "Patroni /patroni has no role: {}",
+                super::excerpt(&doc.to_string(), 200)
+            )),
             None,
         );
     };
@@ -60,7 +65,7 @@ pub fn judge(doc: &Value, now_unix: i64) -> (ProbeResult, Option<NodeView>) {
     let pending_restart = doc["pending_restart"].as_bool().unwrap_or(false);
     let dcs_age = doc["dcs_last_seen"].as_i64().map(|t| now_unix - t);
 
-    let kind = StateKind::of(&state);
+    let kind = state_kind(&state);
     let mut result = if kind == StateKind::Unknown {
         id.critical(format!(
             "{} is in a state this agent does not know: {state:?}",
@@ -98,30 +103,27 @@ pub fn judge(doc: &Value, now_unix: i64) -> (ProbeResult, Option<NodeView>) {
                 .unwrap_or_default()
         ))
     };
-    result = result
-        .fact("role", role.as_str())
-        .fact("role_known", role.known())
-        .fact("state", state.clone())
-        .fact("state_kind", kind.as_str())
-        .fact("pending_restart", pending_restart)
-        .fact("paused", paused);
-    if let Some(t) = timeline {
-        result = result.fact("timeline", t);
-    }
-    if let Some(a) = dcs_age {
-        result = result.fact("dcs_last_seen_age_s", a);
-    }
-    for key in [
-        "xlog",
-        "postmaster_start_time",
-        "server_version",
-        "patroni",
-        "replication_state",
-    ] {
-        if !doc[key].is_null() {
-            result = result.fact(key, doc[key].clone());
-        }
-    }
+    let text = |key: &str| doc[key].as_str().map(str::to_string);
+    let xlog = &doc["xlog"];
+    result = result.with(Facts::PatroniNode(PatroniNodeFacts {
+        role: role.as_str().to_string(),
+        role_known: role.known(),
+        state: state.clone(),
+        state_kind: kind as i32,
+        pending_restart,
+        paused,
+        timeline,
+        dcs_last_seen_age_s: dcs_age,
+        postmaster_start_time: text("postmaster_start_time"),
+        server_version: doc["server_version"]
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok()),
+        patroni_version: doc["patroni"]["version"].as_str().map(str::to_string),
+        replication_state: text("replication_state"),
+        wal_location: xlog["location"].as_u64(),
+        wal_received_location: xlog["received_location"].as_u64(),
+        wal_replayed_location: xlog["replayed_location"].as_u64(),
+    }));
     let view = NodeView {
         role,
         state,

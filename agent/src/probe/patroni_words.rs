@@ -3,6 +3,8 @@
 //! replica states `/cluster` derives from `replication_state`). A word not listed here is kept
 //! verbatim and judged as not healthy: a new Patroni must never be read as "fine" by default.
 
+pub use vigie_proto::v1::StateKind;
+
 /// A node's role; `master` (Patroni < 4), `primary` and `/cluster`'s `leader` are the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
@@ -61,55 +63,29 @@ impl Role {
     }
 }
 
-/// What a Patroni state word means for the node, sent as the `state_kind` fact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateKind {
-    /// `running`, and a replica's `streaming`.
-    Running,
-    /// A replica replaying from the WAL archive, not streaming (`in archive recovery`).
-    ArchiveRecovery,
-    /// Patroni is starting, stopping, restarting or building PostgreSQL.
-    Transitional,
-    /// `stopped`.
-    Stopped,
-    /// A failed start, restart, stop, initdb or bootstrap, or a crash.
-    Failed,
-    /// A word this agent does not know.
-    Unknown,
-}
-
-impl StateKind {
-    pub fn of(state: &str) -> StateKind {
-        match state {
-            "running" | "streaming" => StateKind::Running,
-            "in archive recovery" => StateKind::ArchiveRecovery,
-            "starting"
-            | "stopping"
-            | "restarting"
-            | "creating replica"
-            | "initializing new cluster"
-            | "running custom bootstrap script"
-            | "starting after custom bootstrap" => StateKind::Transitional,
-            "stopped" => StateKind::Stopped,
-            "start failed"
-            | "restart failed"
-            | "stop failed"
-            | "initdb failed"
-            | "custom bootstrap failed"
-            | "crashed" => StateKind::Failed,
-            _ => StateKind::Unknown,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StateKind::Running => "running",
-            StateKind::ArchiveRecovery => "archive_recovery",
-            StateKind::Transitional => "transitional",
-            StateKind::Stopped => "stopped",
-            StateKind::Failed => "failed",
-            StateKind::Unknown => "unknown",
-        }
+/// What a Patroni state word means for the node (the wire's `state_kind`): `running` and a
+/// replica's `streaming` run; a replica replaying from the archive; starting, stopping,
+/// restarting or building; stopped; a failed start, restart, stop, initdb or bootstrap, or a
+/// crash; or a word this agent does not know.
+pub fn state_kind(state: &str) -> StateKind {
+    match state {
+        "running" | "streaming" => StateKind::Running,
+        "in archive recovery" => StateKind::ArchiveRecovery,
+        "starting"
+        | "stopping"
+        | "restarting"
+        | "creating replica"
+        | "initializing new cluster"
+        | "running custom bootstrap script"
+        | "starting after custom bootstrap" => StateKind::Transitional,
+        "stopped" => StateKind::Stopped,
+        "start failed"
+        | "restart failed"
+        | "stop failed"
+        | "initdb failed"
+        | "custom bootstrap failed"
+        | "crashed" => StateKind::Failed,
+        _ => StateKind::Unknown,
     }
 }
 
@@ -165,7 +141,7 @@ mod tests {
             ("hibernating", StateKind::Unknown),
             ("", StateKind::Unknown),
         ] {
-            assert_eq!(StateKind::of(word), kind, "{word:?}");
+            assert_eq!(state_kind(word), kind, "{word:?}");
         }
     }
 }

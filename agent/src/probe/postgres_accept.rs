@@ -13,7 +13,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::postgres_session::{self, PgSnapshot};
-use super::{ProbeId, fmt_duration};
+use vigie_proto::Facts;
+use vigie_proto::v1::{self, PostgresAcceptFacts};
+
+use super::{Outcome, ProbeId, fmt_duration};
 use crate::procfs;
 use crate::result::ProbeResult;
 
@@ -50,13 +53,14 @@ impl Refusal {
         matches!(self, Refusal::Authentication | Refusal::MonitoringSetup)
     }
 
-    pub fn as_str(self) -> &'static str {
+    /// The wire's word for it.
+    pub fn wire(self) -> v1::Refusal {
         match self {
-            Refusal::TooManyConnections => "too_many_connections",
-            Refusal::CannotConnectNow => "cannot_connect_now",
-            Refusal::Authentication => "authentication",
-            Refusal::MonitoringSetup => "monitoring_setup",
-            Refusal::Other => "other",
+            Refusal::TooManyConnections => v1::Refusal::TooManyConnections,
+            Refusal::CannotConnectNow => v1::Refusal::CannotConnectNow,
+            Refusal::Authentication => v1::Refusal::Authentication,
+            Refusal::MonitoringSetup => v1::Refusal::MonitoringSetup,
+            Refusal::Other => v1::Refusal::Other,
         }
     }
 }
@@ -169,8 +173,11 @@ impl AcceptProbe {
                     "postmaster (pid {pid}) is stopped (state {}): new connections hang",
                     stat.state
                 ))
-                .fact("postmaster_pid", pid)
-                .fact("postmaster_state", stat.state.to_string());
+                .with(Facts::PostgresAccept(PostgresAcceptFacts {
+                    postmaster_pid: Some(pid),
+                    postmaster_state: Some(stat.state.to_string()),
+                    ..Default::default()
+                }));
         }
         let Some(last) = &self.last else {
             return id.unknown("no login tried yet");
@@ -183,6 +190,13 @@ impl AcceptProbe {
             ));
         }
         let age = last.at.elapsed().as_secs();
+        let mut facts = PostgresAcceptFacts {
+            login_age_s: Some(age),
+            address: Some(self.address.clone()),
+            postmaster_pid: postmaster.as_ref().map(|(pid, _)| *pid),
+            postmaster_state: postmaster.as_ref().map(|(_, stat)| stat.state.to_string()),
+            ..Default::default()
+        };
         let result = match &last.outcome {
             Ok(took) => id.ok(format!(
                 "accepts new logins (login {:.1} ms, {age}s ago{})",
@@ -213,24 +227,13 @@ impl AcceptProbe {
                     )),
                     Refusal::Other => id.critical(f.message.clone()),
                 };
-                let r = r
-                    .fact("refused", f.refusal.as_str())
-                    .fact("error", f.message.clone());
-                match &f.sqlstate {
-                    Some(code) => r.fact("sqlstate", code.clone()),
-                    None => r,
-                }
+                facts.refused = f.refusal.wire() as i32;
+                facts.error = Some(f.message.clone());
+                facts.sqlstate = f.sqlstate.clone();
+                r
             }
         };
-        let mut result = result
-            .fact("login_age_s", age)
-            .fact("address", self.address.clone());
-        if let Some((pid, stat)) = postmaster {
-            result = result
-                .fact("postmaster_pid", pid)
-                .fact("postmaster_state", stat.state.to_string());
-        }
-        result
+        result.with(Facts::PostgresAccept(facts))
     }
 }
 
@@ -294,7 +297,7 @@ mod tests {
         let r = p.judge(None);
         assert_eq!(r.status, Status::Critical, "{}", r.message);
         assert!(r.message.starts_with(&addr), "{}", r.message);
-        assert_eq!(r.facts["refused"], "other");
+        assert_eq!(r.json()["refused"], "other");
     }
 
     #[test]

@@ -5,8 +5,11 @@
 //! session and Patroni's superuser session still work. The warning threshold is the collector's
 //! (`[verdict] connections_warning_percent`); this probe only says when no slot is left.
 
-use super::ProbeId;
+use vigie_proto::Facts;
+use vigie_proto::v1::PostgresConnectionsFacts;
+
 use super::postgres_session::PgContext;
+use super::{Outcome, ProbeId};
 use crate::result::ProbeResult;
 
 pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
@@ -24,14 +27,15 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
             c.used_percent()
         ))
     };
-    result
-        .fact("client_backends", used)
-        .fact("max_connections", c.max_connections)
-        .fact("superuser_reserved", c.superuser_reserved)
-        .fact("reserved", c.reserved)
-        .fact("usable", usable)
-        .fact("free", c.free())
-        .fact("used_percent", (c.used_percent() * 10.0).round() / 10.0)
+    result.with(Facts::PostgresConnections(PostgresConnectionsFacts {
+        client_backends: used,
+        max_connections: c.max_connections,
+        superuser_reserved: c.superuser_reserved,
+        reserved: c.reserved,
+        usable,
+        free: c.free(),
+        used_percent: (c.used_percent() * 10.0).round() / 10.0,
+    }))
 }
 
 #[cfg(test)]
@@ -71,8 +75,8 @@ mod tests {
             };
             let r = judge(&ctx);
             assert_eq!(r.status, status, "{used}/{max}-{su}-{res}: {}", r.message);
-            assert_eq!(r.facts["usable"], usable);
-            assert_eq!(r.facts["free"], free);
+            assert_eq!(r.json()["usable"], usable);
+            assert_eq!(r.json()["free"], free);
         }
     }
 }

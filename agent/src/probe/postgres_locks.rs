@@ -1,8 +1,11 @@
 //! `postgres.locks`: sessions waiting on a lock and the longest current wait (the procedure's
 //! "Locks" standard probe).
 
-use super::ProbeId;
+use vigie_proto::Facts;
+use vigie_proto::v1::PostgresLocksFacts;
+
 use super::postgres_session::PgContext;
+use super::{Outcome, ProbeId};
 use crate::result::{ProbeResult, Status};
 
 pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
@@ -21,11 +24,12 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
         } else {
             Status::Ok
         };
-        ProbeResult::new(id.as_str(), status, text)
+        ProbeResult::new(id, status, text)
     };
-    result
-        .fact("waiting_sessions", waiting)
-        .fact("longest_wait_s", (longest * 10.0).round() / 10.0)
+    result.with(Facts::PostgresLocks(PostgresLocksFacts {
+        waiting_sessions: waiting,
+        longest_wait_s: (longest * 10.0).round() / 10.0,
+    }))
 }
 
 #[cfg(test)]

@@ -2,9 +2,12 @@
 //! now — a leader must be writable, a replica must be in recovery. After a failover nothing needs
 //! reconfiguring: the expectation follows the live role.
 
-use super::ProbeId;
+use vigie_proto::Facts;
+use vigie_proto::v1::PostgresRecoveryFacts;
+
 use super::patroni_node::Role;
 use super::postgres_session::PgContext;
+use super::{Outcome, ProbeId};
 use crate::result::ProbeResult;
 
 pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
@@ -34,13 +37,11 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
             role.as_str()
         )),
     };
-    let result = result
-        .fact("in_recovery", in_recovery)
-        .fact("patroni_role", ctx.role.map(|r| r.as_str().to_string()));
-    match ctx.snapshot.timeline {
-        Some(t) => result.fact("timeline", t),
-        None => result,
-    }
+    result.with(Facts::PostgresRecovery(PostgresRecoveryFacts {
+        in_recovery,
+        patroni_role: ctx.role.map(|r| r.as_str().to_string()),
+        timeline: ctx.snapshot.timeline.map(u64::from),
+    }))
 }
 
 #[cfg(test)]

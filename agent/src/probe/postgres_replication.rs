@@ -2,11 +2,12 @@
 //! (from config, or by default every other member Patroni lists) — which are streaming, which
 //! are missing, and how far behind each one's replay is.
 
-use serde_json::json;
+use vigie_proto::Facts;
+use vigie_proto::v1::{PostgresReplicationFacts, WalSender};
 
-use super::ProbeId;
 use super::patroni_node::Role;
 use super::postgres_session::{Lsn, PgContext};
+use super::{Outcome, ProbeId};
 use crate::result::ProbeResult;
 
 pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
@@ -18,7 +19,7 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
         .filter(|s| s.state.as_deref() == Some("streaming"))
         .filter_map(|s| s.application_name.as_deref())
         .collect();
-    let senders: Vec<_> = snap
+    let senders: Vec<WalSender> = snap
         .replication
         .iter()
         .map(|s| {
@@ -27,17 +28,27 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
                 (Some(cur), Some(rep)) => Some(cur.0.saturating_sub(rep.0)),
                 _ => None,
             };
-            json!({
-                "application_name": s.application_name, "client_addr": s.client_addr,
-                "state": s.state, "sync_state": s.sync_state, "sent_lsn": s.sent_lsn,
-                "replay_lsn": s.replay_lsn, "replay_lag_bytes": lag, "replay_lag_s": s.replay_lag_s,
-            })
+            WalSender {
+                application_name: s.application_name.clone(),
+                client_addr: s.client_addr.clone(),
+                state: s.state.clone(),
+                sync_state: s.sync_state.clone(),
+                sent_lsn: s.sent_lsn.as_deref().and_then(Lsn::parse).map(|l| l.0),
+                replay_lsn: replay.map(|l| l.0),
+                replay_lag_bytes: lag,
+                replay_lag_s: s.replay_lag_s,
+            }
         })
         .collect();
-    let base = |r: ProbeResult| {
-        r.fact("streaming", streaming.len())
-            .fact("senders", senders.clone())
+    let facts = |expected: Option<usize>, missing: Vec<String>| {
+        Facts::PostgresReplication(PostgresReplicationFacts {
+            streaming: streaming.len() as u32,
+            senders: senders.clone(),
+            expected: expected.map(|e| e as u32),
+            missing,
+        })
     };
+    let base = |r: ProbeResult| r.with(facts(None, Vec::new()));
     match ctx.role {
         None => {
             return base(id.unknown(format!(
@@ -94,9 +105,7 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
     } else {
         id.warning(format!("{text}; more than expected"))
     };
-    base(result)
-        .fact("expected", expected)
-        .fact("missing", missing)
+    result.with(facts(Some(expected), missing))
 }
 
 #[cfg(test)]
@@ -227,6 +236,6 @@ mod tests {
             cfg: &cfg,
         };
         let r = judge(&ctx);
-        assert_eq!(r.facts["senders"][0]["replay_lag_bytes"], 0x100_0000);
+        assert_eq!(r.json()["senders"][0]["replay_lag_bytes"], 0x100_0000);
     }
 }

@@ -3,8 +3,11 @@
 //! 0) and never read 0 on a broken stream (no stream means the lag is unknown). On the primary,
 //! its current LSN: the collector computes each replica's byte lag from it.
 
-use super::ProbeId;
+use vigie_proto::Facts;
+use vigie_proto::v1::PostgresReplicationLagFacts;
+
 use super::postgres_session::PgContext;
+use super::{Outcome, ProbeId};
 use crate::result::{ProbeResult, Status, human_bytes};
 
 /// Remembers when replay was last caught up with what was received (server clock), so that a
@@ -25,8 +28,10 @@ impl LagTracker {
             };
             return id
                 .ok(format!("primary at {lsn}"))
-                .fact("current_lsn", lsn.to_string())
-                .fact("current_lsn_bytes", lsn.0);
+                .with(Facts::PostgresReplicationLag(PostgresReplicationLagFacts {
+                    current_lsn: Some(lsn.0),
+                    ..Default::default()
+                }));
         }
         let (Some(received), Some(replayed)) = (snap.receive_lsn, snap.replay_lsn) else {
             return id.unknown("standby with no received or replayed WAL position yet");
@@ -53,13 +58,14 @@ impl LagTracker {
         let seconds = seconds.map(|s| (s * 10.0).round() / 10.0);
         let cfg = ctx.cfg;
         let base = |r: ProbeResult| {
-            r.fact("lag_bytes", bytes)
-                .fact("lag_seconds", if streaming { seconds } else { None })
-                .fact("receive_lsn", received.to_string())
-                .fact("receive_lsn_bytes", received.0)
-                .fact("replay_lsn", replayed.to_string())
-                .fact("replay_lsn_bytes", replayed.0)
-                .fact("streaming", streaming)
+            r.with(Facts::PostgresReplicationLag(PostgresReplicationLagFacts {
+                current_lsn: None,
+                receive_lsn: Some(received.0),
+                replay_lsn: Some(replayed.0),
+                lag_bytes: Some(bytes),
+                lag_seconds: if streaming { seconds } else { None },
+                streaming,
+            }))
         };
         if !streaming {
             return base(id.unknown(format!(
@@ -82,7 +88,7 @@ impl LagTracker {
         } else {
             Status::Ok
         };
-        base(ProbeResult::new(id.as_str(), status, text))
+        base(ProbeResult::new(id, status, text))
     }
 }
 
@@ -110,8 +116,8 @@ mod tests {
         let snap = snapshot(); // last replayed commit an hour ago, nothing pending
         let r = run(&mut LagTracker::default(), &snap);
         assert_eq!(r.status, Status::Ok, "{}", r.message);
-        assert_eq!(r.facts["lag_seconds"], 0.0);
-        assert_eq!(r.facts["lag_bytes"], 0);
+        assert_eq!(r.json()["lag_seconds"], 0.0);
+        assert_eq!(r.json()["lag_bytes"], 0);
     }
 
     #[test]
@@ -124,8 +130,8 @@ mod tests {
         snap.replay_timestamp = Some(snap.now - 45.0);
         let r = run(&mut t, &snap);
         assert_eq!(r.status, Status::Warning, "{}", r.message);
-        assert_eq!(r.facts["lag_bytes"], 20 * 1024 * 1024);
-        assert_eq!(r.facts["lag_seconds"], 40.0);
+        assert_eq!(r.json()["lag_bytes"], 20 * 1024 * 1024);
+        assert_eq!(r.json()["lag_seconds"], 40.0);
     }
 
     #[test]
@@ -136,7 +142,7 @@ mod tests {
         snap.now += 5.0;
         snap.receive_lsn = Some(Lsn(0x500_1000));
         let r = run(&mut t, &snap);
-        assert_eq!(r.facts["lag_seconds"], 5.0);
+        assert_eq!(r.json()["lag_seconds"], 5.0);
         assert_eq!(r.status, Status::Ok);
     }
 
@@ -146,7 +152,7 @@ mod tests {
         snap.wal_receiver = None;
         let r = run(&mut LagTracker::default(), &snap);
         assert_eq!(r.status, Status::Unknown);
-        assert!(r.facts["lag_seconds"].is_null());
+        assert!(r.json()["lag_seconds"].is_null());
     }
 
     #[test]
@@ -156,6 +162,6 @@ mod tests {
         snap.current_lsn = Some(Lsn(0x700_0000));
         let r = run(&mut LagTracker::default(), &snap);
         assert_eq!(r.status, Status::Ok);
-        assert_eq!(r.facts["current_lsn"], "0/7000000");
+        assert_eq!(r.json()["current_lsn"], 0x700_0000);
     }
 }

@@ -1,10 +1,11 @@
 //! `postgres.wal_receiver`: `pg_stat_wal_receiver`, judged by role — a replica must stream (and
 //! from the leader Patroni names), a primary has no receiver.
 
-use serde_json::json;
+use vigie_proto::Facts;
+use vigie_proto::v1::PostgresWalReceiverFacts;
 
-use super::ProbeId;
-use super::postgres_session::PgContext;
+use super::postgres_session::{Lsn, PgContext};
+use super::{Outcome, ProbeId};
 use crate::result::ProbeResult;
 
 pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
@@ -14,15 +15,18 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
     let last_msg_age = receiver
         .and_then(|w| w.last_msg_receipt)
         .map(|t| ((snap.now - t) * 10.0).round() / 10.0);
-    let facts = json!({
-        "present": receiver.is_some(),
-        "status": receiver.map(|w| w.status.clone()),
-        "sender_host": receiver.and_then(|w| w.sender_host.clone()),
-        "sender_port": receiver.and_then(|w| w.sender_port),
-        "received_tli": receiver.and_then(|w| w.received_tli),
-        "latest_end_lsn": receiver.and_then(|w| w.latest_end_lsn.clone()),
-        "last_msg_age_s": last_msg_age,
-        "slot_name": receiver.and_then(|w| w.slot_name.clone()),
+    let facts = Facts::PostgresWalReceiver(PostgresWalReceiverFacts {
+        present: receiver.is_some(),
+        status: receiver.map(|w| w.status.clone()),
+        sender_host: receiver.and_then(|w| w.sender_host.clone()),
+        sender_port: receiver.and_then(|w| w.sender_port),
+        received_tli: receiver.and_then(|w| w.received_tli),
+        latest_end_lsn: receiver
+            .and_then(|w| w.latest_end_lsn.as_deref())
+            .and_then(Lsn::parse)
+            .map(|l| l.0),
+        last_msg_age_s: last_msg_age,
+        slot_name: receiver.and_then(|w| w.slot_name.clone()),
     });
     let Some(expects_recovery) = ctx.role.and_then(|r| r.expects_recovery()) else {
         let seen = receiver.map_or("no WAL receiver".to_string(), |w| {
@@ -30,7 +34,7 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
         });
         return id
             .unknown(format!("{seen}; Patroni's role for this node is unknown"))
-            .facts(facts);
+            .with(facts);
     };
     let result = match (expects_recovery, receiver) {
         (false, None) => id.ok("primary: no WAL receiver, as expected"),
@@ -62,7 +66,7 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
             }
         }
     };
-    result.facts(facts)
+    result.with(facts)
 }
 
 #[cfg(test)]

@@ -5,9 +5,10 @@
 
 use std::path::Path;
 
-use serde_json::json;
+use vigie_proto::Facts;
+use vigie_proto::v1::ProcessFacts;
 
-use super::ProbeId;
+use super::{Outcome, ProbeId};
 use crate::config::ProcessMatch;
 use crate::procfs::{self, ProcStat};
 
@@ -37,11 +38,11 @@ impl ProcessProbe {
         match found {
             None => self.id.critical(format!("no process {what} is running")),
             Some((pid, stat)) => {
-                let facts = json!({
-                    "pid": pid,
-                    "state": stat.state.to_string(),
-                    "rss_bytes": stat.rss_pages * 4096,
-                    "cpu_ticks": stat.cpu_ticks,
+                let facts = Facts::Process(ProcessFacts {
+                    pid,
+                    state: stat.state.to_string(),
+                    rss_bytes: stat.rss_pages * 4096,
+                    cpu_ticks: stat.cpu_ticks,
                 });
                 let result = if stat.stopped() {
                     self.id.critical(format!(
@@ -51,7 +52,7 @@ impl ProcessProbe {
                 } else {
                     self.id.ok(format!("{what} running (pid {pid})"))
                 };
-                result.facts(facts)
+                result.with(facts)
             }
         }
     }

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::ProbeId;
+use vigie_proto::Facts;
+use vigie_proto::v1::SystemCpuFacts;
+
+use super::{Outcome, ProbeId};
 use crate::config::SystemConfig;
 use crate::procfs::{self, CpuTimes};
 use crate::result::ProbeResult;
@@ -68,16 +71,14 @@ impl CpuProbe {
                 "{l1:.2} {l5:.2} {l15:.2}"
             ))
         );
-        let mut result = judge(used, cfg, text)
-            .fact("used_percent", round1(used))
-            .fact("window_s", window.as_secs())
-            .fact("last_cycle_percent", round1(last_used))
-            .fact("iowait_percent", round1(io))
-            .fact("cpus", procfs::cpu_count());
-        if let Some((l1, l5, l15)) = load {
-            result = result.fact("load", vec![l1, l5, l15]);
-        }
-        result
+        judge(used, cfg, text).with(Facts::SystemCpu(SystemCpuFacts {
+            used_percent: round1(used),
+            window_s: window.as_secs(),
+            last_cycle_percent: round1(last_used),
+            iowait_percent: round1(io),
+            cpus: procfs::cpu_count() as u32,
+            load: load.map_or_else(Vec::new, |(l1, l5, l15)| vec![l1, l5, l15]),
+        }))
     }
 }
 
@@ -141,13 +142,13 @@ mod tests {
     async fn first_sample_is_since_boot_then_over_a_window() {
         let mut p = CpuProbe::default();
         let cfg = SystemConfig::default();
-        assert_eq!(p.probe(&cfg).facts["window_s"], 0);
+        assert_eq!(p.probe(&cfg).json()["window_s"], 0);
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert_eq!(p.probe(&cfg).facts["window_s"], 5);
+        assert_eq!(p.probe(&cfg).json()["window_s"], 5);
         tokio::time::advance(Duration::from_secs(120)).await;
         p.probe(&cfg);
         tokio::time::advance(Duration::from_secs(5)).await;
-        let w = p.probe(&cfg).facts["window_s"].as_u64().expect("window");
+        let w = p.probe(&cfg).json()["window_s"].as_u64().expect("window");
         assert!((5..=125).contains(&w), "{w}");
     }
 }

@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use serde_json::json;
+use vigie_proto::Facts;
+use vigie_proto::v1::{Filesystem, SystemDiskFacts};
 
 use super::ProbeId;
 use super::system_cpu::round1;
@@ -34,20 +35,28 @@ pub fn probe(cfg: &SystemConfig, paths: &[PathBuf]) -> ProbeResult {
                     u.used_percent,
                     human_bytes(u.available_bytes)
                 ));
-                facts.push(json!({
-                    "path": path.display().to_string(), "used_percent": round1(u.used_percent),
-                    "inodes_used_percent": round1(u.inodes_used_percent),
-                    "total_bytes": u.total_bytes, "available_bytes": u.available_bytes,
-                }));
+                facts.push(Filesystem {
+                    path: path.display().to_string(),
+                    used_percent: Some(round1(u.used_percent)),
+                    inodes_used_percent: Some(round1(u.inodes_used_percent)),
+                    total_bytes: Some(u.total_bytes),
+                    available_bytes: Some(u.available_bytes),
+                    error: None,
+                });
             }
             Err(e) => {
                 status = status.worst(Status::Unknown);
                 parts.push(format!("{}: {e}", path.display()));
-                facts.push(json!({"path": path.display().to_string(), "error": e.to_string()}));
+                facts.push(Filesystem {
+                    path: path.display().to_string(),
+                    error: Some(e.to_string()),
+                    ..Default::default()
+                });
             }
         }
     }
-    ProbeResult::new(id.as_str(), status, parts.join("; ")).fact("filesystems", facts)
+    ProbeResult::new(id, status, parts.join("; "))
+        .with(Facts::SystemDisk(SystemDiskFacts { filesystems: facts }))
 }
 
 #[cfg(test)]

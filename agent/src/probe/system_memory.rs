@@ -1,7 +1,10 @@
 //! `system.memory`: host memory in use (total − available) and swap, from `/proc/meminfo`.
 
-use super::ProbeId;
+use vigie_proto::Facts;
+use vigie_proto::v1::SystemMemoryFacts;
+
 use super::system_cpu::round1;
+use super::{Outcome, ProbeId};
 use crate::config::SystemConfig;
 use crate::procfs;
 use crate::result::{ProbeResult, human_bytes};
@@ -31,9 +34,10 @@ pub fn probe(cfg: &SystemConfig) -> ProbeResult {
     } else {
         id.ok(text)
     };
-    result
-        .fact("used_percent", round1(percent))
-        .fact("total_bytes", m.total)
-        .fact("available_bytes", m.available)
-        .fact("swap_used_bytes", swap_used)
+    result.with(Facts::SystemMemory(SystemMemoryFacts {
+        used_percent: round1(percent),
+        total_bytes: m.total,
+        available_bytes: m.available,
+        swap_used_bytes: swap_used,
+    }))
 }

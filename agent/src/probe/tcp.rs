@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
-use super::ProbeId;
+use vigie_proto::Facts;
+use vigie_proto::v1::{PortCheck, PortFacts};
+
+use super::{Outcome, ProbeId};
 use crate::result::ProbeResult;
 
 /// Whether this host listens on `address` (`host:port`), else opens (and at once closes) a TCP
@@ -16,22 +19,30 @@ pub async fn probe(id: ProbeId, address: &str) -> ProbeResult {
     if let Ok(addr) = address.parse::<SocketAddr>()
         && crate::sockdiag::serves(addr).unwrap_or(false)
     {
-        return id
-            .ok(format!("{address} is listening"))
-            .fact("address", address)
-            .fact("check", "listen");
+        return id.ok(format!("{address} is listening")).with(facts(
+            address,
+            PortCheck::Listen,
+            None,
+        ));
     }
     match TcpStream::connect(address).await {
         Ok(_) => id
             .ok(format!("{address} accepts TCP connections"))
-            .fact("address", address)
-            .fact("check", "connect"),
-        Err(e) => id
-            .critical(format!("{address}: {e}"))
-            .fact("address", address)
-            .fact("check", "connect")
-            .fact("error", e.to_string()),
+            .with(facts(address, PortCheck::Connect, None)),
+        Err(e) => id.critical(format!("{address}: {e}")).with(facts(
+            address,
+            PortCheck::Connect,
+            Some(e.to_string()),
+        )),
     }
+}
+
+fn facts(address: &str, check: PortCheck, error: Option<String>) -> Facts {
+    Facts::Port(PortFacts {
+        address: address.to_string(),
+        check: check as i32,
+        error,
+    })
 }
 
 #[cfg(test)]
@@ -47,11 +58,11 @@ mod tests {
         let open = listener.local_addr().expect("addr").to_string();
         let listed = probe(ProbeId::EtcdClientPort, &open).await;
         assert_eq!(listed.status, Status::Ok);
-        assert_eq!(listed.facts["check"], "listen");
+        assert_eq!(listed.json()["check"], "listen");
         drop(listener);
         let closed = probe(ProbeId::EtcdClientPort, &open).await;
         assert_eq!(closed.status, Status::Critical);
         assert!(closed.message.contains("refused"), "{}", closed.message);
-        assert_eq!(closed.facts["check"], "connect");
+        assert_eq!(closed.json()["check"], "connect");
     }
 }

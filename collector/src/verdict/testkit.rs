@@ -1,24 +1,33 @@
 //! Snapshot builder for the rules' table tests: a healthy lab-shaped cluster (node1 leader,
-//! node2 and node3 replicas, a HAProxy host) that each test bends into the case it needs.
+//! node2 and node3 replicas, a HAProxy host) that each test bends into the case it needs. The
+//! observations are the batches the real agents sent on the lab (`bench/fixtures/
+//! lab-batches.json`, recorded by `bench/record-batches.sh`), read into the wire's typed facts —
+//! never a hand-kept copy. Edits are JSON patches checked against the typed messages: a patch
+//! naming a fact the wire does not have fails the test.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde_json::{Value, json};
 
-use crate::model::{ClusterSnapshot, NodeState, Observation, Status};
+use crate::model::{ClusterSnapshot, Facts, NodeState, Observation, ProbeId, Status};
 
 pub const NOW: i64 = 1_000_000;
 pub const INTERVAL: u64 = 5_000;
+/// Every node's WAL position in the healthy lab.
+pub const LSN: u64 = 50_000_000;
+
+const FIXTURE: &str = include_str!("../../../bench/fixtures/lab-batches.json");
 
 #[derive(Debug, Clone)]
 pub struct Lab {
     pub snap: ClusterSnapshot,
 }
 
-fn obs(status: Status, facts: Value) -> Arc<Observation> {
+fn obs(status: Status, facts: Option<Facts>) -> Arc<Observation> {
     Arc::new(Observation {
         status,
         message: format!("{} (test)", status.as_str()),
+        unanswered: false,
         facts,
         started_ms: NOW - 1_100,
         duration_us: 1_000,
@@ -28,11 +37,11 @@ fn obs(status: Status, facts: Value) -> Arc<Observation> {
     })
 }
 
-fn node(name: &str, components: &[&str]) -> NodeState {
+fn node(name: &str, components: &[String]) -> NodeState {
     NodeState {
         name: name.to_string(),
         cluster: "demo".to_string(),
-        components: components.iter().map(|c| c.to_string()).collect(),
+        components: components.to_vec(),
         agent_version: "test".to_string(),
         interval_ms: INTERVAL,
         connected: true,
@@ -51,112 +60,118 @@ pub fn host(n: u8) -> String {
     format!("127.0.0.1{n}")
 }
 
+fn probe(name: &str) -> ProbeId {
+    ProbeId::from_name(name).unwrap_or_else(|| panic!("no probe {name}"))
+}
+
+/// Reads a probe's facts from JSON, failing on any field the typed message does not keep.
+pub fn typed(probe: ProbeId, facts: Value) -> Option<Facts> {
+    let read = probe
+        .facts_from_json(facts.clone())
+        .unwrap_or_else(|e| panic!("{probe} facts {facts}: {e}"));
+    let back = serde_json::to_value(&read).expect("facts serialize");
+    assert!(
+        contains(&back, &facts),
+        "{probe}: the wire has no such facts: {facts} (it keeps {back})"
+    );
+    read
+}
+
+/// Whether `whole` holds every field of `part` with the same value (numbers compared as such).
+fn contains(whole: &Value, part: &Value) -> bool {
+    match (whole, part) {
+        (Value::Object(w), Value::Object(p)) => p
+            .iter()
+            .all(|(k, v)| w.get(k).is_some_and(|wv| contains(wv, v))),
+        (Value::Array(w), Value::Array(p)) => {
+            w.len() == p.len() && w.iter().zip(p).all(|(a, b)| contains(a, b))
+        }
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (a, b) => a == b,
+    }
+}
+
+/// The recorded lab batches, with Patroni's recorded leader renamed `node{leader}`.
+fn recorded(leader: u8) -> Value {
+    static DOC: LazyLock<Value> =
+        LazyLock::new(|| serde_json::from_str(FIXTURE).expect("fixture is JSON"));
+    let recorded_leader = DOC["results"]["node1"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["id"] == "patroni.cluster")
+        .and_then(|r| r["facts"]["leader"].as_str())
+        .and_then(|l| l.strip_prefix("node"))
+        .and_then(|n| n.parse::<u8>().ok())
+        .expect("the fixture names a leader");
+    if recorded_leader == leader {
+        return DOC.clone();
+    }
+    let mut text = DOC.to_string();
+    for (a, b) in [
+        (format!("node{recorded_leader}"), format!("node{leader}")),
+        (host(recorded_leader), host(leader)),
+    ] {
+        text = text
+            .replace(&a, "\u{1}swap")
+            .replace(&b, &a)
+            .replace("\u{1}swap", &b);
+    }
+    serde_json::from_str(&text).expect("renamed fixture is JSON")
+}
+
 impl Lab {
-    /// A healthy cluster with `leader` as Patroni's leader.
+    /// A healthy cluster with `leader` as Patroni's leader, every node at [`LSN`], idle.
     pub fn healthy_with_leader(leader: u8) -> Lab {
-        let members: Vec<Value> = (1..=3u8)
-            .map(|n| {
-                json!({"name": format!("node{n}"), "host": host(n),
-                       "role": if n == leader { "leader" } else { "replica" }, "role_known": true,
-                       "state": "running", "state_kind": "running", "timeline": 1, "lag_bytes": if n == leader { Value::Null } else { json!(0) }})
-            })
-            .collect();
+        let doc = recorded(leader);
         let mut nodes = Vec::new();
-        for n in 1..=3u8 {
-            let mut s = node(
-                &format!("node{n}"),
-                &["patroni", "postgres", "etcd", "system"],
-            );
-            let primary = n == leader;
-            let role = if primary { "primary" } else { "replica" };
-            let ok = |facts: Value| obs(Status::Ok, facts);
-            let r = &mut s.results;
-            r.insert("patroni.node".into(), ok(json!({"role": role, "role_known": true, "state": "running", "state_kind": "running", "timeline": 1, "pending_restart": false, "paused": false})));
-            r.insert(
-                "patroni.cluster".into(),
-                ok(json!({"leader": format!("node{leader}"), "members": members, "paused": false})),
-            );
-            r.insert("patroni.health".into(), ok(json!({"http_status": 200})));
-            r.insert("patroni.api_port".into(), ok(json!({})));
-            r.insert("patroni.process".into(), ok(json!({"pid": 100 + n})));
-            r.insert(
-                "postgres.recovery".into(),
-                ok(json!({"in_recovery": !primary, "patroni_role": role, "timeline": 1})),
-            );
-            r.insert(
-                "postgres.wal_receiver".into(),
-                if primary {
-                    ok(json!({"present": false}))
-                } else {
-                    ok(json!({"present": true, "status": "streaming", "sender_host": host(leader), "sender_port": 5432, "received_tli": 1, "last_msg_age_s": 0.5}))
-                },
-            );
-            r.insert(
-                "postgres.replication".into(),
-                if primary {
-                    ok(json!({"expected": 2, "streaming": 2, "missing": []}))
-                } else {
-                    ok(json!({"streaming": 0}))
-                },
-            );
-            r.insert(
-                "postgres.replication_lag".into(),
-                if primary {
-                    ok(json!({"current_lsn_bytes": 50_000_000u64, "current_lsn": "0/2FAF080"}))
-                } else {
-                    ok(json!({"lag_bytes": 0, "lag_seconds": 0.0, "replay_lsn_bytes": 50_000_000u64, "receive_lsn_bytes": 50_000_000u64, "streaming": true}))
-                },
-            );
-            if primary {
-                // The leader has been at its position for a minute (idle).
-                std::sync::Arc::make_mut(&mut s.lsn_series).record(NOW - 60_000, 50_000_000);
-            }
-            r.insert("postgres.locks".into(), ok(json!({"waiting_sessions": 0})));
-            r.insert("postgres.accept".into(), ok(json!({})));
-            r.insert(
-                "postgres.connections".into(),
-                ok(json!({"client_backends": 6, "usable": 97, "free": 91, "used_percent": 6.2})),
-            );
-            for id in ["etcd.client_port", "etcd.peer_port", "etcd.process"] {
-                r.insert(id.into(), ok(json!({})));
-            }
-            r.insert("etcd.health".into(), ok(json!({"healthy": true, "members": [{"name": "etcd1"}, {"name": "etcd2"}, {"name": "etcd3"}], "leader_name": "etcd1"})));
-            for id in ["system.cpu", "system.memory", "system.disk"] {
-                r.insert(id.into(), ok(json!({})));
+        for name in ["node1", "node2", "node3", "haproxy"] {
+            let components: Vec<String> =
+                serde_json::from_value(doc["components"][name].clone()).expect("components");
+            let mut s = node(name, &components);
+            for r in doc["results"][name].as_array().expect("results") {
+                let id = probe(r["id"].as_str().expect("id"));
+                let status: Status = serde_json::from_value(r["status"].clone()).expect("status");
+                assert_eq!(
+                    status,
+                    Status::Ok,
+                    "{name} {id}: the fixture must be healthy"
+                );
+                let facts = id
+                    .facts_from_json(r["facts"].clone())
+                    .unwrap_or_else(|e| panic!("{name} {id}: re-record the fixture: {e}"));
+                s.results.insert(id, obs(status, facts));
             }
             nodes.push(s);
         }
-        let mut h = node("haproxy", &["haproxy", "system"]);
-        let replicas: Vec<String> = (1..=3u8)
-            .filter(|&n| n != leader)
-            .map(|n| format!("node{n}"))
-            .collect();
-        for id in [
-            "haproxy.rw_port",
-            "haproxy.ro_port",
-            "haproxy.process",
-            "system.cpu",
-            "system.memory",
-            "system.disk",
-        ] {
-            h.results.insert(id.into(), obs(Status::Ok, json!({})));
-        }
-        h.results.insert(
-            "haproxy.backends".into(),
-            obs(Status::Ok, json!({"proxies": [
-                {"application": "demo", "proxy": "demo_rw", "kind": "rw", "up": [format!("node{leader}")],
-                 "servers": (1..=3u8).map(|n| json!({"name": format!("node{n}"), "address": format!("{}:5432", host(n)),
-                     "status": if n == leader { "UP" } else { "DOWN" }, "check_status": if n == leader { "L7OK" } else { "L7STS" }})).collect::<Vec<_>>()},
-                {"application": "demo", "proxy": "demo_ro", "kind": "ro", "up": replicas, "servers": []},
-            ]})),
-        );
-        nodes.push(h);
-        Lab {
+        let mut lab = Lab {
             snap: ClusterSnapshot {
                 scope: "demo".to_string(),
                 nodes,
             },
+        };
+        for n in 1..=3u8 {
+            let name = format!("node{n}");
+            let lsns = if n == leader {
+                json!({"current_lsn": LSN})
+            } else {
+                json!({"receive_lsn": LSN, "replay_lsn": LSN, "lag_bytes": 0, "lag_seconds": 0.0})
+            };
+            lab = lab.patch(&name, "postgres.replication_lag", Status::Ok, lsns);
+            if n != leader {
+                // Just heard from the leader.
+                lab = lab.patch(
+                    &name,
+                    "postgres.wal_receiver",
+                    Status::Ok,
+                    json!({"last_msg_age_s": 0.5}),
+                );
+            }
         }
+        // The leader has been at its position for a minute (idle).
+        Arc::make_mut(&mut lab.node_mut(&format!("node{leader}")).lsn_series)
+            .record(NOW - 60_000, LSN);
+        lab
     }
 
     pub fn healthy() -> Lab {
@@ -172,42 +187,63 @@ impl Lab {
     }
 
     /// Edits every member Patroni's `/cluster` lists, as seen by each of `observers`.
-    pub fn edit_members(mut self, observers: &[&str], mut edit: impl FnMut(&mut Value)) -> Lab {
+    pub fn edit_members(
+        mut self,
+        observers: &[&str],
+        mut edit: impl FnMut(&mut crate::model::wire::PatroniMember),
+    ) -> Lab {
         for n in observers {
             let o = self
                 .node_mut(n)
                 .results
-                .get_mut("patroni.cluster")
+                .get_mut(&ProbeId::PatroniCluster)
                 .map(Arc::make_mut)
                 .expect("patroni.cluster");
-            for m in o.facts["members"].as_array_mut().into_iter().flatten() {
-                edit(m);
-            }
+            let Some(Facts::PatroniCluster(c)) = &mut o.facts else {
+                panic!("{n}: no /cluster facts");
+            };
+            c.members.iter_mut().for_each(&mut edit);
         }
         self
     }
 
-    /// Replaces a probe's result on a node.
-    pub fn set(mut self, node: &str, probe: &str, status: Status, facts: Value) -> Lab {
+    /// Replaces a probe's result on a node (`facts` as JSON, `null` for none).
+    pub fn set(mut self, node: &str, probe_name: &str, status: Status, facts: Value) -> Lab {
+        let id = probe(probe_name);
         self.node_mut(node)
             .results
-            .insert(probe.to_string(), obs(status, facts));
+            .insert(id, obs(status, typed(id, facts)));
         self
     }
 
     /// Changes some facts of a probe (keeping the others) and its status.
-    pub fn patch(mut self, node: &str, probe: &str, status: Status, facts: Value) -> Lab {
+    pub fn patch(mut self, node: &str, probe_name: &str, status: Status, facts: Value) -> Lab {
+        let id = probe(probe_name);
         let o = self
             .node_mut(node)
             .results
-            .get_mut(probe)
+            .get_mut(&id)
             .map(Arc::make_mut)
-            .unwrap_or_else(|| panic!("no {probe} on {node}"));
+            .unwrap_or_else(|| panic!("no {probe_name} on {node}"));
         o.status = status;
-        if let (Some(map), Some(extra)) = (o.facts.as_object_mut(), facts.as_object()) {
+        let mut merged = serde_json::to_value(&o.facts).expect("facts serialize");
+        if merged.is_null() {
+            merged = serde_json::Value::Null;
+        }
+        if let (Some(map), Some(extra)) = (merged.as_object_mut(), facts.as_object()) {
             for (k, v) in extra {
                 map.insert(k.clone(), v.clone());
             }
+        }
+        o.facts = typed(id, merged);
+        self
+    }
+
+    /// Marks a probe's result as not answered within its timeout.
+    pub fn unanswered(mut self, node: &str, probe_name: &str) -> Lab {
+        let id = probe(probe_name);
+        if let Some(o) = self.node_mut(node).results.get_mut(&id).map(Arc::make_mut) {
+            o.unanswered = true;
         }
         self
     }
@@ -242,7 +278,7 @@ impl Lab {
                 leader,
                 "postgres.replication_lag",
                 Status::Ok,
-                json!({"current_lsn_bytes": lsn}),
+                json!({"current_lsn": lsn}),
             );
         }
         self
@@ -258,8 +294,13 @@ impl Lab {
             "postgres.locks",
             "postgres.connections",
         ] {
-            self = self.set(node, id, Status::Critical, json!({}));
-            if let Some(o) = self.node_mut(node).results.get_mut(id).map(Arc::make_mut) {
+            self = self.set(node, id, Status::Critical, Value::Null);
+            if let Some(o) = self
+                .node_mut(node)
+                .results
+                .get_mut(&probe(id))
+                .map(Arc::make_mut)
+            {
                 o.message = format!("PostgreSQL query failed: {why}");
             }
         }

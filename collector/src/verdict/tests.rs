@@ -25,7 +25,7 @@ fn mutated() -> impl Strategy<Value = Lab> {
         let mut lab = Lab::healthy();
         for (n, p, s) in muts {
             let node = lab.node_mut(NODES[n]);
-            let ids: Vec<String> = node.results.keys().cloned().collect();
+            let ids: Vec<_> = node.results.keys().copied().collect();
             let id = &ids[p % ids.len()];
             if let Some(o) = node.results.get_mut(id).map(Arc::make_mut) {
                 o.status = s;
@@ -52,8 +52,8 @@ proptest! {
         let before = evaluate(&lab.snap, NOW, &policy);
         let mut lab = lab;
         let node = lab.node_mut(NODES[n]);
-        let ids: Vec<String> = node.results.keys().cloned().collect();
-        let id = ids[p % ids.len()].clone();
+        let ids: Vec<_> = node.results.keys().copied().collect();
+        let id = ids[p % ids.len()];
         if let Some(o) = node.results.get_mut(&id).map(Arc::make_mut) {
             o.status = Status::Critical;
         }

@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use super::{Evidence, Policy};
 use crate::clock::Now;
-use crate::model::{ClusterSnapshot, NodeState, Observation, Status};
+pub use crate::model::wire::StateKind;
+use crate::model::wire::{self, PatroniMember};
+use crate::model::{ClusterSnapshot, NodeState, Observation, ProbeId, Status};
 
 #[derive(Debug)]
 pub struct View<'a> {
@@ -41,19 +41,19 @@ impl<'a> NodeView<'a> {
     }
 
     /// A probe's latest observation, only while it is fresh itself and its agent too.
-    pub fn result(&self, probe: &str) -> Option<&'a Observation> {
+    pub fn result(&self, probe: ProbeId) -> Option<&'a Observation> {
         if !self.fresh {
             return None;
         }
         self.state
             .results
-            .get(probe)
+            .get(&probe)
             .map(|o| &**o)
             .filter(|o| self.now_mono_ms - o.received_mono_ms <= self.limit_ms)
     }
 
     /// Probes this node used to report that are no longer fresh while its agent is.
-    pub fn dropped_probes(&self) -> Vec<(&'a str, i64)> {
+    pub fn dropped_probes(&self) -> Vec<(ProbeId, i64)> {
         if !self.fresh {
             return Vec::new();
         }
@@ -61,26 +61,20 @@ impl<'a> NodeView<'a> {
             .results
             .iter()
             .filter(|(_, o)| self.now_mono_ms - o.received_mono_ms > self.limit_ms)
-            .map(|(id, o)| (id.as_str(), self.now_mono_ms - o.received_mono_ms))
+            .map(|(id, o)| (*id, self.now_mono_ms - o.received_mono_ms))
             .collect()
     }
 
-    pub fn status(&self, probe: &str) -> Option<Status> {
+    pub fn status(&self, probe: ProbeId) -> Option<Status> {
         self.result(probe).map(|o| o.status)
     }
 
-    pub fn fact(&self, probe: &str, key: &str) -> Option<&'a Value> {
-        self.result(probe)
-            .map(|o| o.fact(key))
-            .filter(|v| !v.is_null())
-    }
-
     /// Evidence from one of this node's observations.
-    pub fn evidence(&self, probe: &str) -> Option<Evidence> {
+    pub fn evidence(&self, probe: ProbeId) -> Option<Evidence> {
         let o = self.result(probe)?;
         Some(Evidence {
             node: self.state.name.clone(),
-            probe: probe.to_string(),
+            probe: probe.name().to_string(),
             observed: format!("{}: {}", o.status.as_str(), o.message),
             at_ms: o.received_ms,
         })
@@ -88,17 +82,45 @@ impl<'a> NodeView<'a> {
 
     /// `pg_is_in_recovery()` as this node's last successful SQL snapshot says.
     pub fn in_recovery(&self) -> Option<bool> {
-        self.fact("postgres.recovery", "in_recovery")?.as_bool()
+        Some(self.recovery()?.in_recovery)
     }
 
     /// Patroni's role for this node (`primary`, `replica`, …).
     pub fn patroni_role(&self) -> Option<&'a str> {
-        self.fact("patroni.node", "role")?.as_str()
+        Some(self.patroni_node()?.role.as_str())
     }
 
     pub fn is_db(&self) -> bool {
         self.state.has("postgres") || self.state.has("patroni")
     }
+}
+
+macro_rules! typed_facts {
+    ($($method:ident => $probe:ident, $read:ident, $message:ident;)*) => {
+        /// This node's fresh facts, by probe.
+        impl<'a> NodeView<'a> {
+            $(
+                pub fn $method(&self) -> Option<&'a wire::$message> {
+                    self.result(ProbeId::$probe)?.$read()
+                }
+            )*
+        }
+    };
+}
+
+typed_facts! {
+    backends => HaproxyBackends, haproxy_backends, HaproxyBackendsFacts;
+    etcd => EtcdHealth, etcd_health, EtcdHealthFacts;
+    patroni_health => PatroniHealth, patroni_health, PatroniHealthFacts;
+    patroni_node => PatroniNode, patroni_node, PatroniNodeFacts;
+    patroni_cluster => PatroniCluster, patroni_cluster, PatroniClusterFacts;
+    locks => PostgresLocks, postgres_locks, PostgresLocksFacts;
+    connections => PostgresConnections, postgres_connections, PostgresConnectionsFacts;
+    wal_receiver => PostgresWalReceiver, postgres_wal_receiver, PostgresWalReceiverFacts;
+    recovery => PostgresRecovery, postgres_recovery, PostgresRecoveryFacts;
+    replication => PostgresReplication, postgres_replication, PostgresReplicationFacts;
+    lag => PostgresReplicationLag, postgres_replication_lag, PostgresReplicationLagFacts;
+    accept => PostgresAccept, postgres_accept, PostgresAcceptFacts;
 }
 
 impl<'a> View<'a> {
@@ -156,8 +178,8 @@ impl<'a> View<'a> {
     pub fn patroni_leader(&self) -> Option<String> {
         let mut votes: BTreeMap<&str, (usize, i64)> = BTreeMap::new();
         for n in self.fresh() {
-            if let Some(obs) = n.result("patroni.cluster")
-                && let Some(leader) = obs.fact("leader").as_str()
+            if let Some(obs) = n.result(ProbeId::PatroniCluster)
+                && let Some(leader) = obs.patroni_cluster().and_then(|c| c.leader.as_deref())
             {
                 let e = votes.entry(leader).or_insert((0, 0));
                 e.0 += 1;
@@ -196,22 +218,18 @@ impl<'a> View<'a> {
     }
 
     /// The member list Patroni publishes (from the freshest view), by name.
-    pub fn patroni_members(&self) -> BTreeMap<String, Value> {
+    pub fn patroni_members(&self) -> BTreeMap<&str, &PatroniMember> {
         let newest = self
             .fresh()
-            .filter_map(|n| n.result("patroni.cluster"))
+            .filter_map(|n| n.result(ProbeId::PatroniCluster))
+            .filter(|o| o.patroni_cluster().is_some())
             .max_by_key(|o| o.received_ms);
-        let mut out = BTreeMap::new();
-        if let Some(obs) = newest
-            && let Some(members) = obs.fact("members").as_array()
-        {
-            for m in members {
-                if let Some(name) = m["name"].as_str() {
-                    out.insert(name.to_string(), m.clone());
-                }
-            }
-        }
-        out
+        newest
+            .and_then(|o| o.patroni_cluster())
+            .into_iter()
+            .flat_map(|c| &c.members)
+            .map(|m| (m.name.as_str(), m))
+            .collect()
     }
 
     /// A transition in progress that the fresh nodes show, said in words: a member starting,
@@ -219,42 +237,40 @@ impl<'a> View<'a> {
     /// state within the last interval. (A recent leader change is added by the history.)
     pub fn transition(&self) -> Option<String> {
         for n in self.fresh().filter(|n| n.is_db()) {
-            if state_kind(n.fact("patroni.node", "state_kind")) == Some(StateKind::Transitional)
-                && let Some(state) = n.fact("patroni.node", "state").and_then(Value::as_str)
+            if let Some(p) = n.patroni_node()
+                && p.state_kind() == StateKind::Transitional
             {
-                return Some(format!("Patroni on {} is {state}", n.name()));
+                return Some(format!("Patroni on {} is {}", n.name(), p.state));
             }
             if let Some(role) = n.patroni_role()
                 && TRANSITIONAL_ROLES.contains(&role)
             {
                 return Some(format!("{} is {role}", n.name()));
             }
-            if let Some(at) = n.fact("patroni.cluster", "scheduled_switchover") {
-                return Some(format!("a switchover is scheduled ({at})"));
+            if let Some(s) = n
+                .patroni_cluster()
+                .and_then(|c| c.scheduled_switchover.as_ref())
+            {
+                return Some(format!("a switchover is scheduled ({})", s.at));
             }
         }
         for (name, m) in self.patroni_members() {
-            if state_kind(Some(&m["state_kind"])) == Some(StateKind::Transitional)
-                && let Some(state) = m["state"].as_str()
-            {
-                return Some(format!("Patroni lists {name} as {state}"));
+            if m.state_kind() == StateKind::Transitional {
+                return Some(format!("Patroni lists {name} as {}", m.state));
             }
         }
         for h in self.fresh().filter(|n| n.state.has("haproxy")) {
             let window_ms = h.state.interval_ms as i64 + 1_000;
-            let proxies = h
-                .fact("haproxy.backends", "proxies")
-                .and_then(Value::as_array);
-            for p in proxies.into_iter().flatten() {
-                for s in p["servers"].as_array().into_iter().flatten() {
-                    if let Some(age) = s["lastchg_s"].as_i64()
-                        && age * 1_000 < window_ms
+            for p in h.backends().into_iter().flat_map(|b| &b.proxies) {
+                for s in &p.servers {
+                    if let Some(age) = s.lastchg_s
+                        && (age as i64) * 1_000 < window_ms
                     {
                         return Some(format!(
                             "HAProxy on {}: {}/{} changed state {age}s ago",
                             h.name(),
-                            p["proxy"].as_str().unwrap_or("?"),
-                            s["name"].as_str().unwrap_or("?")
+                            p.proxy,
+                            s.name
                         ));
                     }
                 }
@@ -272,32 +288,6 @@ impl<'a> View<'a> {
             .unwrap_or(0)
             + 1_000
     }
-}
-
-/// The agent's reading of a Patroni state word (its `state_kind` fact).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateKind {
-    Running,
-    ArchiveRecovery,
-    /// Starting, stopping, restarting, building a replica, bootstrapping.
-    Transitional,
-    Stopped,
-    Failed,
-    /// A word the agent does not know (shown verbatim, judged not healthy).
-    Unknown,
-}
-
-/// Reads a `state_kind` fact; `None` when absent or unrecognised by this collector.
-pub fn state_kind(fact: Option<&Value>) -> Option<StateKind> {
-    Some(match fact?.as_str()? {
-        "running" => StateKind::Running,
-        "archive_recovery" => StateKind::ArchiveRecovery,
-        "transitional" => StateKind::Transitional,
-        "stopped" => StateKind::Stopped,
-        "failed" => StateKind::Failed,
-        "unknown" => StateKind::Unknown,
-        _ => return None,
-    })
 }
 
 /// Patroni roles of a node changing sides (Patroni 4's `/patroni`).

@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
-use crate::verdict::view::{NodeView, StateKind, View, state_kind};
+use crate::model::ProbeId;
+use crate::model::wire::PatroniMember;
+use crate::verdict::view::{NodeView, StateKind, View};
 use crate::verdict::{Code, Evidence, Finding, Severity};
 
 /// How recent a replica's last message from its sender must be to vouch for the sender: an
@@ -29,11 +29,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
         }
         let is_leader = leader.as_deref() == Some(name);
         let seen_by_others = match members.get(name) {
-            Some(m) => format!(
-                "Patroni still lists it as {} {}",
-                m["state"].as_str().unwrap_or("?"),
-                m["role"].as_str().unwrap_or("?")
-            ),
+            Some(m) => format!("Patroni still lists it as {} {}", m.state, m.role),
             None if n.is_db() && !members.is_empty() => {
                 "Patroni no longer lists it: the host or its Patroni is likely down".to_string()
             }
@@ -61,8 +57,8 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
         if let Some(m) = members.get(name) {
             f.evidence.push(Evidence {
                 node: "patroni".to_string(),
-                probe: "patroni.cluster".to_string(),
-                observed: m.to_string(),
+                probe: ProbeId::PatroniCluster.to_string(),
+                observed: serde_json::to_string(m).unwrap_or_default(),
                 at_ms: view.now_ms,
             });
         }
@@ -82,22 +78,21 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
         }
     }
     // Patroni members whose agent the collector has never heard from.
-    for (name, m) in &members {
+    for (&name, m) in &members {
         if view.node(name).is_none() {
             let vouched = vouchers(view, name, &members);
             let mut f = Finding::new(
                 Code::AgentStale,
                 Severity::Warning,
-                vec![name.clone()],
+                vec![name.to_string()],
                 format!(
                     "no agent has reported for {name}; Patroni lists it as {} {}",
-                    m["state"].as_str().unwrap_or("?"),
-                    m["role"].as_str().unwrap_or("?")
+                    m.state, m.role
                 ),
             );
             f.evidence.extend(vouched.iter().cloned());
             findings.push(f);
-            if leader.as_deref() == Some(name.as_str()) && vouched.len() < VOUCHERS_NEEDED {
+            if leader.as_deref() == Some(name) && vouched.len() < VOUCHERS_NEEDED {
                 blind.push(format!(
                     "the leader {name} has no agent: cannot tell whether it is writable"
                 ));
@@ -121,7 +116,9 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
             vec![name.to_string()],
             format!("agent on {name} no longer reports {}", list.join(", ")),
         ));
-        let sql_gone = dropped.iter().any(|(id, _)| *id == "postgres.recovery");
+        let sql_gone = dropped
+            .iter()
+            .any(|(id, _)| *id == ProbeId::PostgresRecovery);
         if sql_gone && leader.as_deref() == Some(name) {
             blind.push(format!(
                 "the agent of the leader {name} no longer reports its SQL: cannot tell whether it is writable"
@@ -143,26 +140,27 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
 /// What the other nodes still observe of `name`, one piece of evidence per independent
 /// observer: Patroni's DCS view (from another node), the WAL streams replicas receive from it,
 /// HAProxy's health checks of it.
-fn vouchers(view: &View<'_>, name: &str, members: &BTreeMap<String, Value>) -> Vec<Evidence> {
+fn vouchers(
+    view: &View<'_>,
+    name: &str,
+    members: &BTreeMap<&str, &PatroniMember>,
+) -> Vec<Evidence> {
     let mut out = Vec::new();
     let member = members.get(name);
-    let host = member.and_then(|m| m["host"].as_str());
+    let host = member.and_then(|m| m.host.as_deref());
     if let Some(m) = member
-        && state_kind(Some(&m["state_kind"])) == Some(StateKind::Running)
+        && m.state_kind() == StateKind::Running
     {
         let by = view
             .fresh()
             .filter(|o| o.name() != name)
-            .filter_map(|o| o.result("patroni.cluster").map(|r| (o, r)))
+            .filter_map(|o| o.result(ProbeId::PatroniCluster).map(|r| (o, r)))
             .max_by_key(|(_, r)| r.received_ms);
         if let Some((o, r)) = by {
             out.push(Evidence {
                 node: o.name().to_string(),
-                probe: "patroni.cluster".to_string(),
-                observed: format!(
-                    "Patroni's DCS (running {})",
-                    m["role"].as_str().unwrap_or("member")
-                ),
+                probe: ProbeId::PatroniCluster.to_string(),
+                observed: format!("Patroni's DCS (running {})", m.role),
                 at_ms: r.received_ms,
             });
         }
@@ -172,12 +170,12 @@ fn vouchers(view: &View<'_>, name: &str, members: &BTreeMap<String, Value>) -> V
             .fresh()
             .filter(|o| o.name() != name)
             .filter_map(|o| {
-                let r = o.result("postgres.wal_receiver")?;
-                let recent = r
-                    .fact("last_msg_age_s")
-                    .as_f64()
-                    .is_some_and(|a| a <= WAL_VOUCH_S);
-                (r.fact("status") == "streaming" && r.fact("sender_host") == host && recent)
+                let r = o.result(ProbeId::PostgresWalReceiver)?;
+                let w = r.postgres_wal_receiver()?;
+                let recent = w.last_msg_age_s.is_some_and(|a| a <= WAL_VOUCH_S);
+                (w.status.as_deref() == Some("streaming")
+                    && w.sender_host.as_deref() == Some(host)
+                    && recent)
                     .then_some((o, r.received_ms))
             })
             .collect();
@@ -185,35 +183,30 @@ fn vouchers(view: &View<'_>, name: &str, members: &BTreeMap<String, Value>) -> V
             let names: Vec<&str> = streaming.iter().map(|(o, _)| o.name()).collect();
             out.push(Evidence {
                 node: names.join(","),
-                probe: "postgres.wal_receiver".to_string(),
+                probe: ProbeId::PostgresWalReceiver.to_string(),
                 observed: format!("the WAL stream to {}", names.join(", ")),
                 at_ms: at,
             });
         }
     }
     for h in view.fresh().filter(|h| h.state.has("haproxy")) {
-        let Some(r) = h.result("haproxy.backends") else {
+        let Some(r) = h.result(ProbeId::HaproxyBackends) else {
             continue;
         };
         let up = r
-            .fact("proxies")
-            .as_array()
+            .haproxy_backends()
             .into_iter()
-            .flatten()
+            .flat_map(|b| &b.proxies)
             .filter(|p| {
-                p["up"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
+                p.up.iter()
                     .any(|s| super::haproxy::same_node(p, s, name, members))
             })
-            .filter_map(|p| p["proxy"].as_str())
+            .map(|p| p.proxy.as_str())
             .collect::<Vec<_>>();
         if !up.is_empty() {
             out.push(Evidence {
                 node: h.name().to_string(),
-                probe: "haproxy.backends".to_string(),
+                probe: ProbeId::HaproxyBackends.to_string(),
                 observed: format!("HAProxy's checks ({} UP)", up.join(", ")),
                 at_ms: r.received_ms,
             });
@@ -294,9 +287,9 @@ mod tests {
     /// replicas' receivers have no stream, and no HAProxy host is watched.
     fn unvouched(lab: Lab) -> Lab {
         let mut lab = lab.edit_members(&["node2", "node3"], |m| {
-            if m["name"] == "node1" {
-                m["state"] = json!("stopped");
-                m["state_kind"] = json!("stopped");
+            if m.name == "node1" {
+                m.state = "stopped".into();
+                m.state_kind = crate::model::wire::StateKind::Stopped as i32;
             }
         });
         for n in ["node2", "node3"] {
@@ -316,8 +309,8 @@ mod tests {
         // The DCS view alone: one observer.
         let lab = Lab::healthy().silent("node1", 60_000);
         let dcs_only = unvouched(lab.clone()).edit_members(&["node2", "node3"], |m| {
-            m["state"] = json!("running");
-            m["state_kind"] = json!("running");
+            m.state = "running".into();
+            m.state_kind = crate::model::wire::StateKind::Running as i32;
         });
         assert_eq!(dcs_only.verdict().health, Health::Unknown);
         // The replicas' WAL streams alone: one observer; with HAProxy's checks: two.
@@ -426,7 +419,7 @@ mod tests {
         let mut lab = Lab::healthy();
         let n = lab.node_mut("node1");
         for (id, o) in n.results.iter_mut() {
-            if id.starts_with("postgres.") {
+            if id.component() == "postgres" {
                 let o = std::sync::Arc::make_mut(o);
                 o.received_mono_ms = NOW - 60_000;
                 o.received_ms = NOW - 60_000;
@@ -468,11 +461,11 @@ mod tests {
             let o = lab
                 .node_mut(n)
                 .results
-                .get_mut("patroni.cluster")
+                .get_mut(&crate::model::ProbeId::PatroniCluster)
                 .map(std::sync::Arc::make_mut)
                 .expect("cluster");
-            if let Some(members) = o.facts["members"].as_array_mut() {
-                members.retain(|m| m["name"] != "node3");
+            if let Some(crate::model::Facts::PatroniCluster(c)) = &mut o.facts {
+                c.members.retain(|m| m.name != "node3");
             }
         }
         let v = lab.verdict();

@@ -1,8 +1,9 @@
 //! PATRONI_DOWN, POSTGRES_DOWN: a database node's Patroni daemon or PostgreSQL is down (or
 //! accepts no new connections). Critical on the leader, a warning on a replica.
 
-use crate::model::Status;
-use crate::verdict::view::{NodeView, StateKind, View, state_kind};
+use crate::model::wire::Refusal;
+use crate::model::{ProbeId, Status};
+use crate::verdict::view::{NodeView, StateKind, View};
 use crate::verdict::{Code, Finding, Severity};
 
 pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<String>) {
@@ -14,9 +15,9 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
             Severity::Warning
         };
         let role = view.role_words(&name);
-        let critical = |probe: &str| n.status(probe) == Some(Status::Critical);
+        let critical = |probe: ProbeId| n.status(probe) == Some(Status::Critical);
 
-        if critical("patroni.process") || critical("patroni.api_port") {
+        if critical(ProbeId::PatroniProcess) || critical(ProbeId::PatroniApiPort) {
             findings.push(
                 Finding::new(
                     Code::PatroniDown,
@@ -24,26 +25,25 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
                     vec![name.clone()],
                     format!("Patroni is down on {name} ({role})"),
                 )
-                .with_all(n.evidence("patroni.process"))
-                .with_all(n.evidence("patroni.api_port")),
+                .with_all(n.evidence(ProbeId::PatroniProcess))
+                .with_all(n.evidence(ProbeId::PatroniApiPort)),
             );
         }
         // vigie's own login refused (pg_hba, password, privilege, TLS files) while Patroni says
         // PostgreSQL runs: a monitoring fault, not an outage — but its SQL (writability, slots)
         // is unobserved, so a critical condition cannot be excluded.
         let ours = matches!(
-            n.fact("postgres.accept", "refused")
-                .and_then(|v| v.as_str()),
-            Some("authentication" | "monitoring_setup")
+            n.accept().map(|a| a.refused()),
+            Some(Refusal::Authentication | Refusal::MonitoringSetup)
         );
         // (Only while the agent's session fails too: a refusal kept from the last login, up to
         // `accept_check_interval` old, says nothing once the SQL answers again.)
-        let sql_failed =
-            n.status("postgres.recovery") == Some(Status::Critical) && n.in_recovery().is_none();
-        if ours && sql_failed && n.status("patroni.health") == Some(Status::Ok) {
+        let sql_failed = n.status(ProbeId::PostgresRecovery) == Some(Status::Critical)
+            && n.in_recovery().is_none();
+        if ours && sql_failed && n.status(ProbeId::PatroniHealth) == Some(Status::Ok) {
             let why = n
-                .fact("postgres.accept", "error")
-                .and_then(|v| v.as_str())
+                .accept()
+                .and_then(|a| a.error.as_deref())
                 .unwrap_or("refused");
             blind.push(format!(
                 "{name} ({role}): vigie's own PostgreSQL login is refused ({why}); Patroni says PostgreSQL runs, but its SQL (writability, connection slots, locks) is unobserved"
@@ -55,7 +55,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
             // restart it runs) gets the transition grace; a crash Patroni has not seen yet
             // does not.
             let managed = matches!(
-                state_kind(n.fact("patroni.node", "state_kind")),
+                n.patroni_node().map(|p| p.state_kind()),
                 Some(StateKind::Transitional | StateKind::Stopped)
             );
             let grace = if managed {
@@ -72,10 +72,10 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
                     vec![name.clone()],
                     format!("PostgreSQL on {name} ({role}) {message}"),
                 )
-                .with_all(n.evidence("postgres.recovery"))
-                .with_all(n.evidence("postgres.accept"))
-                .with_all(n.evidence("patroni.health"))
-                .with_all(n.evidence("patroni.node"))
+                .with_all(n.evidence(ProbeId::PostgresRecovery))
+                .with_all(n.evidence(ProbeId::PostgresAccept))
+                .with_all(n.evidence(ProbeId::PatroniHealth))
+                .with_all(n.evidence(ProbeId::PatroniNode))
                 .grace(grace)
                 // One statement timeout (a disk-sync stall) is not an outage yet.
                 .confirmed_later(),
@@ -87,19 +87,17 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
 /// Why PostgreSQL counts as down on this node, if it does.
 fn postgres_down(n: &NodeView<'_>) -> Option<String> {
     let sql_failed =
-        n.status("postgres.recovery") == Some(Status::Critical) && n.in_recovery().is_none();
+        n.status(ProbeId::PostgresRecovery) == Some(Status::Critical) && n.in_recovery().is_none();
     // A login refused for want of a connection slot is CONNECTIONS_SATURATED's.
-    let accept_failed = n.status("postgres.accept") == Some(Status::Critical)
-        && n.fact("postgres.accept", "refused")
-            .and_then(|v| v.as_str())
-            != Some("too_many_connections");
-    let patroni_says_down = n.status("patroni.health") == Some(Status::Critical)
-        && n.status("patroni.api_port") != Some(Status::Critical);
+    let accept_failed = n.status(ProbeId::PostgresAccept) == Some(Status::Critical)
+        && n.accept().map(|a| a.refused()) != Some(Refusal::TooManyConnections);
+    let patroni_says_down = n.status(ProbeId::PatroniHealth) == Some(Status::Critical)
+        && n.status(ProbeId::PatroniApiPort) != Some(Status::Critical);
     if sql_failed && (accept_failed || patroni_says_down) {
         let why = n
-            .result("postgres.accept")
+            .result(ProbeId::PostgresAccept)
             .filter(|_| accept_failed)
-            .or(n.result("postgres.recovery"));
+            .or(n.result(ProbeId::PostgresRecovery));
         return Some(format!(
             "is down: {}",
             why.map_or("no answer", |o| o.message.as_str())
@@ -107,13 +105,13 @@ fn postgres_down(n: &NodeView<'_>) -> Option<String> {
     }
     if accept_failed {
         let why = n
-            .result("postgres.accept")
+            .result(ProbeId::PostgresAccept)
             .map_or("", |o| o.message.as_str());
         return Some(format!("accepts no new connections: {why}"));
     }
     if sql_failed {
         let why = n
-            .result("postgres.recovery")
+            .result(ProbeId::PostgresRecovery)
             .map_or("", |o| o.message.as_str());
         return Some(format!("does not answer the agent: {why}"));
     }
@@ -132,8 +130,18 @@ mod tests {
     fn table() {
         let replica_pg_down = Lab::healthy()
             .sql_failed("node3", "cannot connect: connection refused")
-            .set("node3", "postgres.accept", Status::Critical, json!({}))
-            .set("node3", "patroni.health", Status::Critical, json!({}));
+            .set(
+                "node3",
+                "postgres.accept",
+                Status::Critical,
+                serde_json::Value::Null,
+            )
+            .set(
+                "node3",
+                "patroni.health",
+                Status::Critical,
+                serde_json::Value::Null,
+            );
         let cases = [
             (
                 "replica PostgreSQL down",
@@ -144,14 +152,24 @@ mod tests {
             ),
             (
                 "leader postmaster frozen",
-                Lab::healthy().set("node1", "postgres.accept", Status::Critical, json!({})),
+                Lab::healthy().set(
+                    "node1",
+                    "postgres.accept",
+                    Status::Critical,
+                    serde_json::Value::Null,
+                ),
                 Code::PostgresDown,
                 "node1",
                 Severity::Critical,
             ),
             (
                 "replica Patroni down",
-                Lab::healthy().set("node2", "patroni.process", Status::Critical, json!({})),
+                Lab::healthy().set(
+                    "node2",
+                    "patroni.process",
+                    Status::Critical,
+                    serde_json::Value::Null,
+                ),
                 Code::PatroniDown,
                 "node2",
                 Severity::Warning,
@@ -165,7 +183,12 @@ mod tests {
             assert!(!f.evidence.is_empty(), "{name}: no evidence");
         }
         let v = Lab::healthy()
-            .set("node1", "postgres.accept", Status::Critical, json!({}))
+            .set(
+                "node1",
+                "postgres.accept",
+                Status::Critical,
+                serde_json::Value::Null,
+            )
             .verdict();
         assert_eq!(v.health, Health::Critical);
     }
@@ -179,7 +202,12 @@ mod tests {
         let down = |state: &str| {
             Lab::healthy()
                 .sql_failed("node1", "connection refused")
-                .set("node1", "postgres.accept", Status::Critical, json!({}))
+                .set(
+                    "node1",
+                    "postgres.accept",
+                    Status::Critical,
+                    serde_json::Value::Null,
+                )
                 .patch(
                     "node1",
                     "patroni.node",
@@ -224,7 +252,12 @@ mod tests {
     fn the_old_leader_down_after_another_took_over_is_a_warning() {
         let lab = Lab::healthy_with_leader(2)
             .sql_failed("node1", "connection refused")
-            .set("node1", "postgres.accept", Status::Critical, json!({}));
+            .set(
+                "node1",
+                "postgres.accept",
+                Status::Critical,
+                serde_json::Value::Null,
+            );
         let v = lab.verdict();
         let f = v
             .findings

@@ -3,8 +3,8 @@
 //! reserved…") while the agent's and Patroni's long-lived sessions still work: critical where
 //! writes are served, a warning on a replica. Above `connections_warning_percent`, a warning.
 
-use serde_json::Value;
-
+use crate::model::ProbeId;
+use crate::model::wire::Refusal;
 use crate::verdict::view::View;
 use crate::verdict::{Code, Finding, Severity};
 
@@ -12,15 +12,15 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
     let threshold = view.policy.connections_warning_percent;
     for n in view.fresh().filter(|n| n.is_db()) {
         let name = n.name().to_string();
-        let num = |key: &str| n.fact("postgres.connections", key).and_then(Value::as_f64);
-        let refused = n.fact("postgres.accept", "refused").and_then(Value::as_str)
-            == Some("too_many_connections");
-        let used = num("client_backends");
-        let usable = num("usable");
-        let full = refused || num("free") == Some(0.0);
-        let slots = match (used, usable) {
-            (Some(u), Some(m)) => format!("{u:.0} client sessions, {m:.0} slots usable"),
-            _ => "connection slots unknown".to_string(),
+        let slots = n.connections();
+        let refused = n.accept().map(|a| a.refused()) == Some(Refusal::TooManyConnections);
+        let full = refused || slots.is_some_and(|c| c.free == 0);
+        let slots_text = match slots {
+            Some(c) => format!(
+                "{} client sessions, {} slots usable",
+                c.client_backends, c.usable
+            ),
+            None => "connection slots unknown".to_string(),
         };
         let role = view.role_words(&name);
         let finding = if full {
@@ -30,8 +30,8 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                 Severity::Warning
             };
             let why = n
-                .fact("postgres.accept", "error")
-                .and_then(Value::as_str)
+                .accept()
+                .and_then(|a| a.error.as_deref())
                 .filter(|_| refused)
                 .map_or(String::new(), |e| {
                     format!("; the monitoring role's login: {e}")
@@ -41,10 +41,10 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                 severity,
                 vec![name.clone()],
                 format!(
-                    "{name} ({role}) refuses new logins, no connection slot left for applications ({slots}){why}"
+                    "{name} ({role}) refuses new logins, no connection slot left for applications ({slots_text}){why}"
                 ),
             )
-        } else if let Some(pct) = num("used_percent")
+        } else if let Some(pct) = slots.map(|c| c.used_percent)
             && pct >= threshold
         {
             Finding::new(
@@ -52,7 +52,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                 Severity::Warning,
                 vec![name.clone()],
                 format!(
-                    "{name} ({role}): {pct:.0}% of its connection slots in use ({slots}; warning from {threshold:.0}%)"
+                    "{name} ({role}): {pct:.0}% of its connection slots in use ({slots_text}; warning from {threshold:.0}%)"
                 ),
             )
         } else {
@@ -60,8 +60,8 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
         };
         findings.push(
             finding
-                .with_all(n.evidence("postgres.connections"))
-                .with_all(n.evidence("postgres.accept").filter(|_| refused))
+                .with_all(n.evidence(ProbeId::PostgresConnections))
+                .with_all(n.evidence(ProbeId::PostgresAccept).filter(|_| refused))
                 // One busy instant is not saturation yet: a second observation confirms it.
                 .confirmed_later(),
         );

@@ -4,6 +4,7 @@
 //! agent, and health reads that timed out (as they do during an election), count neither way.
 //! A lost quorum is critical only once a second observation confirms it.
 
+use crate::model::ProbeId;
 use crate::model::Status;
 use crate::verdict::view::View;
 use crate::verdict::{Code, Finding, Severity};
@@ -16,11 +17,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
     // The cluster's size as etcd itself reports it (members list), else the agents we know.
     let size = members
         .iter()
-        .filter_map(|n| {
-            n.fact("etcd.health", "members")
-                .and_then(|m| m.as_array())
-                .map(Vec::len)
-        })
+        .filter_map(|n| n.etcd().map(|e| e.members.len()))
         .max()
         .unwrap_or(members.len())
         .max(members.len());
@@ -28,10 +25,10 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
     let mut healthy = 0;
     let mut down = Vec::new();
     for n in &members {
-        let Some(obs) = n.result("etcd.health") else {
+        let Some(obs) = n.result(ProbeId::EtcdHealth) else {
             continue; // silent agent, or no fresh health read: unknown
         };
-        let unanswered = obs.fact("unanswered").as_bool() == Some(true);
+        let unanswered = obs.unanswered;
         match obs.status {
             Status::Ok => healthy += 1,
             _ if unanswered => {}
@@ -54,7 +51,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
             )
             .confirmed_later();
             for n in &down {
-                f.evidence.extend(n.evidence("etcd.health"));
+                f.evidence.extend(n.evidence(ProbeId::EtcdHealth));
             }
             findings.push(f);
             return;
@@ -75,8 +72,8 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
                     "etcd member on {name} is down ({healthy}/{size} healthy, {unknown} unobserved, quorum {quorum})"
                 ),
             )
-            .with_all(n.evidence("etcd.health"))
-            .with_all(n.evidence("etcd.process")),
+            .with_all(n.evidence(ProbeId::EtcdHealth))
+            .with_all(n.evidence(ProbeId::EtcdProcess)),
         );
     }
 }
@@ -99,19 +96,15 @@ mod tests {
     }
 
     fn timed_out(lab: Lab, n: &str) -> Lab {
-        lab.set(
-            n,
-            "etcd.health",
-            Status::Critical,
-            json!({"unanswered": true}),
-        )
+        lab.set(n, "etcd.health", Status::Critical, serde_json::Value::Null)
+            .unanswered(n, "etcd.health")
     }
 
     /// etcd runs on node3 too, but no agent watches it there.
     fn unwatched(mut lab: Lab, n: &str) -> Lab {
         let node = lab.node_mut(n);
         node.components.retain(|c| c != "etcd");
-        node.results.remove("etcd.health");
+        node.results.remove(&crate::model::ProbeId::EtcdHealth);
         lab
     }
 
@@ -201,7 +194,7 @@ mod tests {
             let o = next
                 .node_mut(n)
                 .results
-                .get_mut("etcd.health")
+                .get_mut(&crate::model::ProbeId::EtcdHealth)
                 .map(std::sync::Arc::make_mut)
                 .expect("etcd.health");
             o.received_ms += 1_000;

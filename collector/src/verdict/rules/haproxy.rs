@@ -2,9 +2,10 @@
 //! routes to exactly the writable leader and nothing else, its RO port to at least one server.
 //! (Replicas DOWN with L7STS/503 in the RW proxy are by design and say nothing here.)
 
-use serde_json::Value;
+use std::collections::BTreeMap;
 
-use crate::model::Status;
+use crate::model::wire::{HaproxyProxy, PatroniMember, ProxyKind};
+use crate::model::{ProbeId, Status};
 use crate::verdict::view::View;
 use crate::verdict::{Code, Finding, Severity};
 
@@ -18,7 +19,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
     let members = view.patroni_members();
     for h in view.fresh().filter(|n| n.state.has("haproxy")) {
         let name = h.name().to_string();
-        let proc_down = h.status("haproxy.process") == Some(Status::Critical);
+        let proc_down = h.status(ProbeId::HaproxyProcess) == Some(Status::Critical);
         if proc_down {
             findings.push(
                 Finding::new(
@@ -27,31 +28,21 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
                     vec![name.clone()],
                     format!("HAProxy is not running on {name}"),
                 )
-                .with_all(h.evidence("haproxy.process")),
+                .with_all(h.evidence(ProbeId::HaproxyProcess)),
             );
         }
-        let proxies = h
-            .fact("haproxy.backends", "proxies")
-            .and_then(Value::as_array);
-        let of_kind = |kind: &str| -> Vec<&Value> {
+        let proxies = h.backends().map(|b| &b.proxies);
+        let of_kind = |kind: ProxyKind| -> Vec<&HaproxyProxy> {
             proxies
                 .into_iter()
                 .flatten()
-                .filter(|p| p["kind"] == kind)
-                .collect()
-        };
-        let up = |p: &Value| -> Vec<String> {
-            p["up"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.as_str().map(str::to_string))
+                .filter(|p| p.kind() == kind)
                 .collect()
         };
 
         // RW
-        let rw_port_down = h.status("haproxy.rw_port") == Some(Status::Critical);
-        let rw = of_kind("rw");
+        let rw_port_down = h.status(ProbeId::HaproxyRwPort) == Some(Status::Critical);
+        let rw = of_kind(ProxyKind::Rw);
         if proc_down || rw_port_down {
             findings.push(
                 Finding::new(
@@ -60,7 +51,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
                     vec![name.clone()],
                     format!("the RW endpoint on {name} does not listen: writes fail"),
                 )
-                .with_all(h.evidence("haproxy.rw_port")),
+                .with_all(h.evidence(ProbeId::HaproxyRwPort)),
             );
         } else if proxies.is_none() {
             blind.push(format!(
@@ -68,8 +59,8 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
             ));
         } else {
             for p in rw {
-                let servers = up(p);
-                let proxy = p["proxy"].as_str().unwrap_or("?");
+                let servers = &p.up;
+                let proxy = &p.proxy;
                 if servers.is_empty() {
                     findings.push(
                         Finding::new(
@@ -78,7 +69,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
                             vec![name.clone()],
                             format!("{proxy} on {name} has no server UP: writes fail"),
                         )
-                        .with_all(h.evidence("haproxy.backends"))
+                        .with_all(h.evidence(ProbeId::HaproxyBackends))
                         .grace(view.observation_skew_ms()),
                     );
                     continue;
@@ -105,7 +96,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
                                 target.as_deref().unwrap_or("?")
                             ),
                         )
-                        .with_all(h.evidence("haproxy.backends"))
+                        .with_all(h.evidence(ProbeId::HaproxyBackends))
                         .grace(view.observation_skew_ms()),
                     );
                 }
@@ -113,11 +104,11 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
         }
 
         // RO
-        let ro_port_down = h.status("haproxy.ro_port") == Some(Status::Critical);
-        let ro_empty: Vec<String> = of_kind("ro")
+        let ro_port_down = h.status(ProbeId::HaproxyRoPort) == Some(Status::Critical);
+        let ro_empty: Vec<&str> = of_kind(ProxyKind::Ro)
             .into_iter()
-            .filter(|p| up(p).is_empty())
-            .map(|p| p["proxy"].as_str().unwrap_or("?").to_string())
+            .filter(|p| p.up.is_empty())
+            .map(|p| p.proxy.as_str())
             .collect();
         if !proc_down && (ro_port_down || !ro_empty.is_empty()) {
             let what = if ro_port_down {
@@ -132,7 +123,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
                     vec![name.clone()],
                     format!("the RO endpoint on {name} {what}: reads fail"),
                 )
-                .with_all(h.evidence("haproxy.backends")),
+                .with_all(h.evidence(ProbeId::HaproxyBackends)),
             );
         }
     }
@@ -141,21 +132,20 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
 /// Whether HAProxy's server `server` (in proxy `p`) is the node `node`: by name, or by the
 /// address Patroni publishes for it.
 pub(super) fn same_node(
-    p: &Value,
+    p: &HaproxyProxy,
     server: &str,
     node: &str,
-    members: &std::collections::BTreeMap<String, Value>,
+    members: &BTreeMap<&str, &PatroniMember>,
 ) -> bool {
     if server == node {
         return true;
     }
-    let address = p["servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == server)
-        .and_then(|s| s["address"].as_str());
-    let host = members.get(node).and_then(|m| m["host"].as_str());
+    let address = p
+        .servers
+        .iter()
+        .find(|s| s.name == server)
+        .map(|s| s.address.as_str());
+    let host = members.get(node).and_then(|m| m.host.as_deref());
     match (address, host) {
         (Some(a), Some(h)) => a.rsplit_once(':').map_or(a, |(ip, _)| ip) == h,
         _ => false,
@@ -183,14 +173,24 @@ mod tests {
             ("healthy", Lab::healthy(), Health::Healthy, None, &[][..]),
             (
                 "process down",
-                Lab::healthy().set("haproxy", "haproxy.process", Status::Critical, json!({})),
+                Lab::healthy().set(
+                    "haproxy",
+                    "haproxy.process",
+                    Status::Critical,
+                    serde_json::Value::Null,
+                ),
                 Health::Critical,
                 Some(Code::HaproxyDown),
                 &["haproxy"][..],
             ),
             (
                 "rw port down",
-                Lab::healthy().set("haproxy", "haproxy.rw_port", Status::Critical, json!({})),
+                Lab::healthy().set(
+                    "haproxy",
+                    "haproxy.rw_port",
+                    Status::Critical,
+                    serde_json::Value::Null,
+                ),
                 Health::Critical,
                 Some(Code::RwEndpointDown),
                 &["haproxy"][..],
@@ -262,7 +262,12 @@ mod tests {
     #[test]
     fn unreadable_stats_leave_the_verdict_blind() {
         let v = Lab::healthy()
-            .set("haproxy", "haproxy.backends", Status::Critical, json!({}))
+            .set(
+                "haproxy",
+                "haproxy.backends",
+                Status::Critical,
+                serde_json::Value::Null,
+            )
             .verdict();
         assert_eq!(v.health, Health::Unknown, "{:?}", v.findings);
     }

@@ -1,6 +1,7 @@
 //! RESOURCE_PRESSURE, LOCK_WAITS, CLOCK_SKEW: host resources, sessions stuck on locks, and an
 //! agent clock that disagrees with the collector's.
 
+use crate::model::ProbeId;
 use crate::model::Status;
 use crate::verdict::view::View;
 use crate::verdict::{Code, Finding, Severity};
@@ -16,10 +17,13 @@ fn severity(s: Option<Status>) -> Option<Severity> {
 pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
     for n in view.fresh() {
         let name = n.name().to_string();
-        for probe in ["system.cpu", "system.memory", "system.disk"] {
+        for probe in [
+            ProbeId::SystemCpu,
+            ProbeId::SystemMemory,
+            ProbeId::SystemDisk,
+        ] {
             if let Some(sev) = severity(n.status(probe))
-                && n.result(probe)
-                    .is_some_and(|o| o.facts.as_object().is_some_and(|m| !m.is_empty()))
+                && n.result(probe).is_some_and(|o| o.facts.is_some())
             {
                 let msg = n.result(probe).map_or("", |o| o.message.as_str());
                 findings.push(
@@ -34,11 +38,11 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
             }
         }
         // A failed SQL snapshot says nothing about locks (POSTGRES_DOWN speaks for it).
-        if let Some(sev) = severity(n.status("postgres.locks"))
-            && n.fact("postgres.locks", "waiting_sessions").is_some()
+        if let Some(sev) = severity(n.status(ProbeId::PostgresLocks))
+            && n.locks().is_some()
         {
             let msg = n
-                .result("postgres.locks")
+                .result(ProbeId::PostgresLocks)
                 .map_or("", |o| o.message.as_str());
             findings.push(
                 Finding::new(
@@ -47,7 +51,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                     vec![name.clone()],
                     format!("{name}: {msg}"),
                 )
-                .with_all(n.evidence("postgres.locks")),
+                .with_all(n.evidence(ProbeId::PostgresLocks)),
             );
         }
         if let Some(offset) = n.state.clock_offset_ms

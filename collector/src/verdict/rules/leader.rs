@@ -1,6 +1,7 @@
 //! NO_LEADER, SPLIT_BRAIN, LEADER_NOT_WRITABLE: exactly one writable primary across the nodes,
 //! and it is the node Patroni names leader.
 
+use crate::model::ProbeId;
 use crate::verdict::view::View;
 use crate::verdict::{Code, Finding, Severity};
 
@@ -23,14 +24,18 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, _blind: &mut [String]
         )
         .grace(view.observation_skew_ms());
         for n in &writable {
-            f.evidence.extend(n.evidence("postgres.recovery"));
+            f.evidence.extend(n.evidence(ProbeId::PostgresRecovery));
         }
         findings.push(f);
     }
 
     let Some(leader) = leader else {
         // Only say so when someone fresh could have told us.
-        if view.fresh().any(|n| n.result("patroni.cluster").is_some()) || !writable.is_empty() {
+        if view
+            .fresh()
+            .any(|n| n.result(ProbeId::PatroniCluster).is_some())
+            || !writable.is_empty()
+        {
             let mut f = Finding::new(
                 Code::NoLeader,
                 Severity::Critical,
@@ -39,7 +44,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, _blind: &mut [String]
             )
             .grace(view.observation_skew_ms());
             for n in view.fresh().filter(|n| n.is_db()) {
-                f.evidence.extend(n.evidence("patroni.cluster"));
+                f.evidence.extend(n.evidence(ProbeId::PatroniCluster));
             }
             findings.push(f);
         } else if view.fresh().any(|n| n.is_db()) {
@@ -77,8 +82,8 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, _blind: &mut [String]
                 format!("Patroni's leader {leader} is in recovery (read-only): writes fail{also}"),
             )
             .grace(view.observation_skew_ms());
-            f.evidence.extend(node.evidence("postgres.recovery"));
-            f.evidence.extend(node.evidence("patroni.node"));
+            f.evidence.extend(node.evidence(ProbeId::PostgresRecovery));
+            f.evidence.extend(node.evidence(ProbeId::PatroniNode));
             findings.push(f);
         }
         Some(false) => {}
@@ -153,9 +158,24 @@ mod tests {
                 Status::Critical,
                 json!({"in_recovery": false}),
             )
-            .set("node1", "patroni.process", Status::Critical, json!({}))
-            .set("node1", "patroni.node", Status::Critical, json!({}))
-            .set("node1", "patroni.cluster", Status::Critical, json!({}));
+            .set(
+                "node1",
+                "patroni.process",
+                Status::Critical,
+                serde_json::Value::Null,
+            )
+            .set(
+                "node1",
+                "patroni.node",
+                Status::Critical,
+                serde_json::Value::Null,
+            )
+            .set(
+                "node1",
+                "patroni.cluster",
+                Status::Critical,
+                serde_json::Value::Null,
+            );
         let v = lab.verdict();
         assert!(
             has(&v, Code::SplitBrain, &["node1", "node2"]),

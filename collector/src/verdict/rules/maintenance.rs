@@ -1,15 +1,15 @@
 //! MAINTENANCE_MODE, PENDING_RESTART: Patroni paused (it will not fail over), a node waiting
 //! for a restart to apply settings.
 
+use crate::model::ProbeId;
 use crate::verdict::view::View;
 use crate::verdict::{Code, Finding, Severity};
 
 pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
-    if let Some(n) = view.fresh().find(|n| {
-        n.fact("patroni.cluster", "paused")
-            .and_then(|v| v.as_bool())
-            == Some(true)
-    }) {
+    if let Some(n) = view
+        .fresh()
+        .find(|n| n.patroni_cluster().is_some_and(|c| c.paused))
+    {
         findings.push(
             Finding::new(
                 Code::MaintenanceMode,
@@ -18,14 +18,11 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                 "Patroni is in maintenance mode: it will neither fail over nor restart PostgreSQL"
                     .to_string(),
             )
-            .with_all(n.evidence("patroni.cluster")),
+            .with_all(n.evidence(ProbeId::PatroniCluster)),
         );
     }
     for n in view.fresh() {
-        if n.fact("patroni.node", "pending_restart")
-            .and_then(|v| v.as_bool())
-            == Some(true)
-        {
+        if n.patroni_node().is_some_and(|p| p.pending_restart) {
             let name = n.name().to_string();
             findings.push(
                 Finding::new(
@@ -34,7 +31,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                     vec![name.clone()],
                     format!("{name} needs a restart to apply its settings"),
                 )
-                .with_all(n.evidence("patroni.node")),
+                .with_all(n.evidence(ProbeId::PatroniNode)),
             );
         }
     }

@@ -4,18 +4,18 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
-
-use crate::verdict::view::{StateKind, View, state_kind};
+use crate::model::ProbeId;
+use crate::verdict::view::{StateKind, View};
 use crate::verdict::{Code, Finding, Severity};
 
 pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
     let mut seen = BTreeSet::new();
     // What each node's Patroni says of itself, then what the members list says of the others.
     for n in view.fresh().filter(|n| n.is_db()) {
-        if let Some(words) = unknown_words(n.fact("patroni.node", "state_kind"), |k| {
-            n.fact("patroni.node", k)
-        }) {
+        let Some(p) = n.patroni_node() else {
+            continue;
+        };
+        if let Some(words) = unknown_words(p.state_kind(), &p.state, p.role_known, &p.role) {
             let name = n.name().to_string();
             seen.insert(name.clone());
             findings.push(
@@ -25,31 +25,25 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                     vec![name.clone()],
                     format!("Patroni on {name} reports {words}: vigie does not know it, so cannot call it healthy"),
                 )
-                .with_all(n.evidence("patroni.node")),
+                .with_all(n.evidence(ProbeId::PatroniNode)),
             );
         }
     }
     for n in view.fresh() {
-        let members = n
-            .fact("patroni.cluster", "members")
-            .and_then(Value::as_array);
-        for m in members.into_iter().flatten() {
-            let Some(name) = m["name"].as_str() else {
-                continue;
-            };
-            if seen.contains(name) {
+        for m in n.patroni_cluster().into_iter().flat_map(|c| &c.members) {
+            if seen.contains(&m.name) {
                 continue;
             }
-            if let Some(words) = unknown_words(Some(&m["state_kind"]), |k| m.get(k)) {
-                seen.insert(name.to_string());
+            if let Some(words) = unknown_words(m.state_kind(), &m.state, m.role_known, &m.role) {
+                seen.insert(m.name.clone());
                 findings.push(
                     Finding::new(
                         Code::PatroniUnknownState,
                         Severity::Warning,
-                        vec![name.to_string()],
-                        format!("Patroni lists {name} with {words}: vigie does not know it, so cannot call it healthy"),
+                        vec![m.name.clone()],
+                        format!("Patroni lists {} with {words}: vigie does not know it, so cannot call it healthy", m.name),
                     )
-                    .with_all(n.evidence("patroni.cluster")),
+                    .with_all(n.evidence(ProbeId::PatroniCluster)),
                 );
             }
         }
@@ -57,22 +51,13 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
 }
 
 /// The words at fault, verbatim (`state "hibernating"`, `role "archiver"`), if any.
-fn unknown_words<'v>(
-    kind: Option<&'v Value>,
-    fact: impl Fn(&str) -> Option<&'v Value>,
-) -> Option<String> {
+fn unknown_words(kind: StateKind, state: &str, role_known: bool, role: &str) -> Option<String> {
     let mut words = Vec::new();
-    if state_kind(kind) == Some(StateKind::Unknown) {
-        words.push(format!(
-            "state {:?}",
-            fact("state").and_then(Value::as_str).unwrap_or("")
-        ));
+    if kind == StateKind::Unknown {
+        words.push(format!("state {state:?}"));
     }
-    if fact("role_known").and_then(Value::as_bool) == Some(false) {
-        words.push(format!(
-            "role {:?}",
-            fact("role").and_then(Value::as_str).unwrap_or("")
-        ));
+    if !role_known {
+        words.push(format!("role {role:?}"));
     }
     (!words.is_empty()).then(|| words.join(" and "))
 }
@@ -132,9 +117,9 @@ mod tests {
     #[test]
     fn a_member_listed_with_an_unknown_state_is_named_once() {
         let lab = Lab::healthy().edit_members(&["node1", "node2", "node3"], |m| {
-            if m["name"] == "node3" {
-                m["state"] = json!("hibernating");
-                m["state_kind"] = json!("unknown");
+            if m.name == "node3" {
+                m.state = "hibernating".into();
+                m.state_kind = crate::model::wire::StateKind::Unknown as i32;
             }
         });
         let v = lab.verdict();

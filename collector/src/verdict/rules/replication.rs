@@ -7,9 +7,11 @@
 
 use serde::Serialize;
 
+use crate::model::ProbeId;
 use crate::model::{Passed, Status};
 use crate::verdict::view::{NodeView, View};
 use crate::verdict::{Code, Finding, Severity};
+use vigie_proto::probes::human_bytes;
 
 /// One replica's lag, measured across nodes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,23 +45,22 @@ pub fn lags(view: &View<'_>) -> Vec<ReplicaLag> {
 
 /// `r`'s lag behind `leader` (whose SQL may be unobserved: then only the replica's own view).
 fn measure(leader: Option<&NodeView<'_>>, r: &NodeView<'_>) -> Option<ReplicaLag> {
-    let obs = r.result("postgres.replication_lag")?;
-    let replay = obs.fact("replay_lsn_bytes").as_u64();
+    let obs = r.result(ProbeId::PostgresReplicationLag)?;
+    let own = obs.postgres_replication_lag()?;
+    let replay = own.replay_lsn;
     // What was replayed was received: a standby just restarted reports a receive position
     // behind its replay until its receiver has streamed something.
-    let receive = obs.fact("receive_lsn_bytes").as_u64().max(replay);
-    let last_msg_age_s = r
-        .fact("postgres.wal_receiver", "last_msg_age_s")
-        .and_then(|v| v.as_f64());
+    let receive = own.receive_lsn.max(replay);
+    let last_msg_age_s = r.wal_receiver().and_then(|w| w.last_msg_age_s);
     let series = leader
-        .filter(|l| l.result("postgres.replication_lag").is_some())
+        .filter(|l| l.result(ProbeId::PostgresReplicationLag).is_some())
         .map(|l| &*l.state.lsn_series);
     let latest = series.and_then(|s| s.latest());
     let Some((_, leader_lsn)) = latest else {
         // No cross-node figure: the replica's own (receive − replay), no seconds.
         return Some(ReplicaLag {
             node: r.name().to_string(),
-            lag_bytes: obs.fact("lag_bytes").as_u64(),
+            lag_bytes: own.lag_bytes,
             receive_lag_bytes: None,
             receive_lag_s: None,
             replay_lag_s: None,
@@ -100,27 +101,21 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
     let leader = view.node(&leader_name).filter(|n| n.fresh);
     let members = view.patroni_members();
     let leader_host = members
-        .get(&leader_name)
-        .and_then(|m| m["host"].as_str())
-        .map(str::to_string);
-    let leader_tli = leader
-        .and_then(|l| l.fact("postgres.recovery", "timeline"))
-        .and_then(|v| v.as_u64());
+        .get(leader_name.as_str())
+        .and_then(|m| m.host.clone());
+    let leader_tli = leader.and_then(|l| l.recovery()).and_then(|r| r.timeline);
 
     if let Some(l) = leader
         && matches!(
-            l.status("postgres.replication"),
+            l.status(ProbeId::PostgresReplication),
             Some(Status::Warning | Status::Critical)
         )
-        && let Some(obs) = l.result("postgres.replication")
+        && let Some(obs) = l.result(ProbeId::PostgresReplication)
     {
         let missing: Vec<String> = obs
-            .fact("missing")
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
+            .postgres_replication()
+            .map(|r| r.missing.clone())
+            .unwrap_or_default();
         // Writes still work: redundancy is what is lost (degraded), whatever the count.
         let severity = Severity::Warning;
         let mut nodes = vec![leader_name.clone()];
@@ -132,7 +127,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                 nodes,
                 format!("leader {leader_name}: {}", obs.message),
             )
-            .with_all(l.evidence("postgres.replication")),
+            .with_all(l.evidence(ProbeId::PostgresReplication)),
         );
     }
 
@@ -147,9 +142,8 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
             None => {
                 // SQL unreadable on a replica: the leader's walsenders tell whether it streams.
                 let missing = leader
-                    .and_then(|l| l.fact("postgres.replication", "missing"))
-                    .and_then(|m| m.as_array())
-                    .is_some_and(|m| m.iter().any(|x| x == name.as_str()));
+                    .and_then(|l| l.replication())
+                    .is_some_and(|r| r.missing.contains(&name));
                 if missing {
                     findings.push(
                         Finding::new(
@@ -158,18 +152,15 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                             vec![name.clone()],
                             format!("replica {name} is not streaming: the leader {leader_name} has no walsender for it"),
                         )
-                        .with_all(leader.and_then(|l| l.evidence("postgres.replication")))
-                        .with_all(r.evidence("postgres.recovery")),
+                        .with_all(leader.and_then(|l| l.evidence(ProbeId::PostgresReplication)))
+                        .with_all(r.evidence(ProbeId::PostgresRecovery)),
                     );
                 }
                 continue;
             }
         }
-        let receiver = r.result("postgres.wal_receiver");
-        let streaming = r
-            .fact("postgres.wal_receiver", "status")
-            .and_then(|v| v.as_str())
-            == Some("streaming");
+        let receiver = r.result(ProbeId::PostgresWalReceiver);
+        let streaming = r.wal_receiver().and_then(|w| w.status.as_deref()) == Some("streaming");
         if !streaming {
             findings.push(
                 Finding::new(
@@ -181,25 +172,24 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                         receiver.map_or("no WAL receiver", |o| o.message.as_str())
                     ),
                 )
-                .with_all(r.evidence("postgres.wal_receiver"))
-                .with_all(leader.and_then(|l| l.evidence("postgres.replication"))),
+                .with_all(r.evidence(ProbeId::PostgresWalReceiver))
+                .with_all(leader.and_then(|l| l.evidence(ProbeId::PostgresReplication))),
             );
             continue;
         }
-        let sender = r
-            .fact("postgres.wal_receiver", "sender_host")
-            .and_then(|v| v.as_str());
+        let sender = r.wal_receiver().and_then(|w| w.sender_host.as_deref());
         if let (Some(sender), Some(lh)) = (sender, leader_host.as_deref())
             && sender != lh
         {
             findings.push(
                 Finding::new(Code::WrongUpstream, Severity::Warning, vec![name.clone()], format!("replica {name} streams from {sender}, not from the leader {leader_name} ({lh})"))
-                    .with_all(r.evidence("postgres.wal_receiver")),
+                    .with_all(r.evidence(ProbeId::PostgresWalReceiver)),
             );
         }
         let tli = r
-            .fact("postgres.wal_receiver", "received_tli")
-            .and_then(|v| v.as_u64());
+            .wal_receiver()
+            .and_then(|w| w.received_tli)
+            .and_then(|t| u64::try_from(t).ok());
         if let (Some(t), Some(lt)) = (tli, leader_tli)
             && t != lt
         {
@@ -210,8 +200,8 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                     vec![name.clone()],
                     format!("replica {name} is on timeline {t}, the leader on {lt}"),
                 )
-                .with_all(r.evidence("postgres.wal_receiver"))
-                .with_all(leader.and_then(|l| l.evidence("postgres.recovery"))),
+                .with_all(r.evidence(ProbeId::PostgresWalReceiver))
+                .with_all(leader.and_then(|l| l.evidence(ProbeId::PostgresRecovery))),
             );
         }
         let Some(lag) = measure(leader, r) else {
@@ -236,17 +226,15 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                         if lag.at_least { "at least " } else { "" },
                     ),
                 )
-                .with_all(r.evidence("postgres.wal_receiver"))
-                .with_all(r.evidence("postgres.replication_lag"))
-                .with_all(leader.and_then(|l| l.evidence("postgres.replication_lag"))),
+                .with_all(r.evidence(ProbeId::PostgresWalReceiver))
+                .with_all(r.evidence(ProbeId::PostgresReplicationLag))
+                .with_all(leader.and_then(|l| l.evidence(ProbeId::PostgresReplicationLag))),
             );
             continue;
         }
         let bytes = lag.lag_bytes.unwrap_or(0);
         // Seconds across nodes when the leader is observed; else the replica's own measure.
-        let own_seconds = r
-            .fact("postgres.replication_lag", "lag_seconds")
-            .and_then(|v| v.as_f64());
+        let own_seconds = r.lag().and_then(|l| l.lag_seconds);
         let seconds = lag.replay_lag_s.or(own_seconds).unwrap_or(0.0);
         let severity = if bytes >= p.lag_critical_bytes || seconds >= p.lag_critical_s {
             Some(Severity::Critical)
@@ -267,26 +255,10 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                         if lag.at_least { "at least " } else { "" },
                     ),
                 )
-                .with_all(r.evidence("postgres.replication_lag"))
-                .with_all(leader.and_then(|l| l.evidence("postgres.replication_lag"))),
+                .with_all(r.evidence(ProbeId::PostgresReplicationLag))
+                .with_all(leader.and_then(|l| l.evidence(ProbeId::PostgresReplicationLag))),
             );
         }
-    }
-}
-
-/// `1.5 MiB`, `512 B`.
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
 
@@ -377,7 +349,7 @@ mod tests {
                     "node2",
                     "postgres.replication_lag",
                     Status::Ok,
-                    json!({"replay_lsn_bytes": 10_000_000u64}),
+                    json!({"replay_lsn": 10_000_000u64}),
                 ),
                 Health::Degraded,
                 Some(Code::ReplicationLag),
@@ -392,7 +364,7 @@ mod tests {
                         "node2",
                         "postgres.replication_lag",
                         Status::Ok,
-                        json!({"replay_lsn_bytes": 49_999_000u64, "lag_seconds": 0.0}),
+                        json!({"replay_lsn": 49_999_000u64, "lag_seconds": 0.0}),
                     ),
                 Health::Critical,
                 Some(Code::ReplicationLag),
@@ -443,7 +415,7 @@ mod tests {
                         "node2",
                         "postgres.replication_lag",
                         Status::Ok,
-                        json!({"receive_lsn_bytes": 48_000_000u64}),
+                        json!({"receive_lsn": 48_000_000u64}),
                     )
                     .patch(
                         "node2",
@@ -495,7 +467,7 @@ mod tests {
                 "node3",
                 "postgres.replication_lag",
                 Status::Ok,
-                json!({"replay_lsn_bytes": 50_008_000u64, "receive_lsn_bytes": 50_008_000u64}),
+                json!({"replay_lsn": 50_008_000u64, "receive_lsn": 50_008_000u64}),
             )
             .verdict();
         let lag = v
