@@ -8,28 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+pub use vigie_config::ConfigError;
 pub use vigie_proto::tls::TlsFiles;
 
 /// Environment variables starting with this prefix override the file (`__` separates levels):
 /// `VIGIE_AGENT__POSTGRES__PASSWORD` sets `postgres.password`.
 pub const ENV_PREFIX: &str = "VIGIE_AGENT";
-
-/// Invalid configuration: the field at fault and what is wrong with it.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {field}: {message}")]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// A secret (a password): never printed, never serialised.
 #[derive(Clone, Default, Deserialize)]
@@ -555,23 +539,11 @@ fn opt_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<reqwest::Url>, D::E
 /// Loads the configuration from `path`, with overrides from `env` (the process environment in
 /// production; tests pass their own map), then validates it.
 pub fn load(path: &Path, env: HashMap<String, String>) -> Result<AgentConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
-    })?;
-    let built = config::Config::builder()
-        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
-        .add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("__")
-                .separator("__")
-                .source(Some(env.into_iter().collect())),
-        )
-        .build()
-        .map_err(from_config_error)?;
+    let source = vigie_config::Source::read(path, ENV_PREFIX, env)?;
     // Defaults that follow other fields: only where the file and the environment are silent.
-    let timeout_set = built.get_string("timeout").is_ok();
-    let statement_timeout_set = built.get_string("postgres.statement_timeout").is_ok();
-    let mut cfg: AgentConfig = built.try_deserialize().map_err(from_config_error)?;
+    let timeout_set = source.is_set("timeout");
+    let statement_timeout_set = source.is_set("postgres.statement_timeout");
+    let mut cfg: AgentConfig = source.deserialize()?;
     derive_defaults(&mut cfg, timeout_set, statement_timeout_set);
     resolve_secrets(&mut cfg)?;
     validate(&cfg)?;
@@ -590,47 +562,6 @@ fn derive_defaults(cfg: &mut AgentConfig, timeout_set: bool, statement_timeout_s
     {
         pg.statement_timeout = default_statement_timeout().min(cfg.timeout);
     }
-}
-
-/// Turns the `config` crate's error into one naming the field (`a.b`, `a.list[0].c`).
-fn from_config_error(e: config::ConfigError) -> ConfigError {
-    let text = e.to_string();
-    let between = |start: &str, end: char| {
-        text.split_once(start)
-            .and_then(|(_, rest)| rest.split(end).next())
-            .map(str::to_string)
-    };
-    // config writes "… for key `a.b`" when it knows where, and names missing fields in quotes.
-    let key = between(" for key `", '`').map(|k| dot_after_index(&k));
-    let unknown = text
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split('`').next())
-        .map(str::to_string);
-    let field = match (key, unknown, between("missing configuration field \"", '"')) {
-        (_, _, Some(missing)) => missing,
-        (Some(parent), Some(name), _) => format!("{parent}.{name}"),
-        (Some(k), None, _) => k,
-        (None, Some(name), _) => name,
-        (None, None, None) => "(file)".to_string(),
-    };
-    ConfigError::new(field, text)
-}
-
-/// config writes `list[0]name`; people write `list[0].name`.
-fn dot_after_index(key: &str) -> String {
-    let mut out = String::with_capacity(key.len() + 2);
-    let mut chars = key.chars().peekable();
-    while let Some(c) = chars.next() {
-        out.push(c);
-        if c == ']'
-            && chars
-                .peek()
-                .is_some_and(|n| n.is_alphanumeric() || *n == '_')
-        {
-            out.push('.');
-        }
-    }
-    out
 }
 
 fn resolve_secrets(cfg: &mut AgentConfig) -> Result<(), ConfigError> {
@@ -1129,6 +1060,40 @@ mod tests {
         assert_eq!(e.field, "postgres.user");
         let e = load_str(&format!("{MINIMAL}\nport = 1"), &[]).expect_err("invalid");
         assert_eq!(e.field, "patroni.port");
+    }
+
+    #[test]
+    fn wrong_types_unknown_and_missing_keys_name_the_full_path() {
+        let app = "node = \"h\"\ncluster = \"c\"\n[haproxy]\nstats_socket = \"/x\"\n\
+                   [[haproxy.applications]]\nname = \"a\"\nrw = \"127.0.0.1:5000\"\n";
+        let pg = format!("{MINIMAL}[postgres]\nuser = \"v\"\n");
+        for (text, field) in [
+            (format!("{pg}port = \"fivefour\"\n"), "postgres.port"),
+            (format!("{pg}lag_warning = 30\n"), "postgres.lag_warning"),
+            (format!("{pg}sslmode = \"always\"\n"), "postgres.sslmode"),
+            (
+                format!("{MINIMAL}[system]\ndisk_paths = \"/\"\n"),
+                "system.disk_paths",
+            ),
+            (format!("{app}rww = \"x\"\n"), "haproxy.applications[0].rww"),
+            (
+                format!("{app}[[haproxy.applications]]\nname = \"b\"\nrw = [1]\n"),
+                "haproxy.applications[1].rw",
+            ),
+            (
+                format!("{app}[[haproxy.applications]]\nname = \"b\"\n"),
+                "haproxy.applications[1].rw",
+            ),
+            (
+                format!("{app}[haproxy.process]\nexecutable = \"haproxy\"\nexe = \"x\"\n"),
+                "haproxy.process.exe",
+            ),
+        ] {
+            let e = load_str(&text, &[]).expect_err(&text);
+            assert_eq!(e.field, field, "{e}");
+        }
+        let e = load_str(&pg, &[("VIGIE_AGENT__POSTGRES__PORT", "x")]).expect_err("invalid");
+        assert_eq!(e.field, "postgres.port", "{e}");
     }
 
     #[test]

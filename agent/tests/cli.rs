@@ -45,6 +45,13 @@ fn check_config_accepts_a_shipped_example() {
     );
 }
 
+const HAPROXY_BAD_RW: &str = "node = \"h\"\ncluster = \"c\"\n[haproxy]\nstats_socket = \"/x\"\n\
+    [[haproxy.applications]]\nname = \"a\"\nrw = \"nowhere\"\n";
+
+const HAPROXY_UNKNOWN_KEY: &str = "node = \"h\"\ncluster = \"c\"\n[haproxy]\nstats_socket = \"/x\"\n\
+    [[haproxy.applications]]\nname = \"a\"\nrw = \"127.0.0.1:5000\"\n\
+    [[haproxy.applications]]\nname = \"b\"\nrw = \"127.0.0.1:5001\"\nrww = \"x\"\n";
+
 #[test]
 fn invalid_config_exits_64_naming_the_field() {
     let cases = [
@@ -54,13 +61,23 @@ fn invalid_config_exits_64_naming_the_field() {
         ),
         (
             "node = \"n\"\ncluster = \"c\"\n[patroni]\nurll = \"x\"\n",
-            "urll",
+            "patroni.urll",
         ),
         ("cluster = \"c\"\n[patroni]\n", "node"),
         (
             "node = \"n\"\ncluster = \"c\"\n[postgres]\nuser = \"v\"\n",
             "postgres",
         ),
+        (
+            "node = \"n\"\ncluster = \"c\"\n[patroni]\n[postgres]\nuser = \"v\"\nlag_warning = \"late\"\n",
+            "postgres.lag_warning",
+        ),
+        (
+            "node = \"n\"\ncluster = \"c\"\n[patroni]\n[postgres]\nuser = \"v\"\nport = \"high\"\n",
+            "postgres.port",
+        ),
+        (HAPROXY_BAD_RW, "haproxy.applications[0].rw"),
+        (HAPROXY_UNKNOWN_KEY, "haproxy.applications[1].rww"),
         ("this is not toml", "(file)"),
     ];
     for (text, field) in cases {
@@ -73,8 +90,10 @@ fn invalid_config_exits_64_naming_the_field() {
             .expect("run");
         assert_eq!(out.status.code(), Some(64), "{text}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("invalid configuration"), "{stderr}");
-        assert!(stderr.contains(field), "{field} not named in: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid configuration: {field}: ")),
+            "{field} not named in: {stderr}"
+        );
     }
     let out = Command::new(AGENT)
         .args(["--config", "/nonexistent/agent.toml", "--check-config"])

@@ -7,26 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+pub use vigie_config::ConfigError;
 
 use crate::verdict::Policy;
 
 pub const ENV_PREFIX: &str = "VIGIE_COLLECTOR";
-
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {field}: {message}")]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -426,38 +411,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 /// Loads and validates the configuration; `env` overrides the file.
 pub fn load(path: &Path, env: HashMap<String, String>) -> Result<CollectorConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
-    })?;
-    let cfg: CollectorConfig = config::Config::builder()
-        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
-        .add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("__")
-                .separator("__")
-                .source(Some(env.into_iter().collect())),
-        )
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(|e| {
-            let text = e.to_string();
-            let field = text
-                .split_once(" for key `")
-                .and_then(|(_, k)| k.split('`').next())
-                .map(str::to_string)
-                .or_else(|| {
-                    text.split_once("field `")
-                        .and_then(|(_, k)| k.split('`').next())
-                        .map(str::to_string)
-                })
-                .or_else(|| {
-                    text.split_once("field \"")
-                        .and_then(|(_, k)| k.split('"').next())
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| "(file)".to_string());
-            ConfigError::new(field, text)
-        })?;
+    let cfg: CollectorConfig = vigie_config::Source::read(path, ENV_PREFIX, env)?.deserialize()?;
     validate(&cfg)?;
     Ok(cfg)
 }
@@ -640,6 +594,37 @@ mod tests {
         ))
         .expect_err("invalid");
         assert_eq!(e.field, "api.tokens[0].file");
+    }
+
+    #[test]
+    fn wrong_types_unknown_and_missing_keys_name_the_full_path() {
+        let base = format!("{BASE}plaintext = true\n");
+        let token = "[[api.tokens]]\nname = \"x\"\nfile = \"/x\"\n";
+        for (text, field) in [
+            (
+                "[verdict]\nstale_intervals = \"three\"\n".to_string(),
+                "verdict.stale_intervals",
+            ),
+            ("[events]\nretention = 30\n".to_string(), "events.retention"),
+            ("[api]\nauth = \"maybe\"\n".to_string(), "api.auth"),
+            ("[api]\nopen_healthz = []\n".to_string(), "api.open_healthz"),
+            (format!("{token}scope = \"root\"\n"), "api.tokens[0].scope"),
+            (token.to_string(), "api.tokens[0].scope"),
+            (
+                format!("{token}scope = \"read\"\nfiel = \"y\"\n"),
+                "api.tokens[0].fiel",
+            ),
+            (
+                "[[webhooks]]\nurl = \"http://127.0.0.1:1/h\"\nsecret_file = \"/x\"\n\
+                 [[webhooks]]\nurl = \"not a url\"\nsecret_file = \"/x\"\n"
+                    .to_string(),
+                "webhooks[1].url",
+            ),
+            ("[verdcit]\nstale_intervals = 3\n".to_string(), "verdcit"),
+        ] {
+            let e = load_str(&format!("{base}{text}")).expect_err(&text);
+            assert_eq!(e.field, field, "{e}");
+        }
     }
 
     #[test]

@@ -310,6 +310,35 @@ fn invalid_collector_config_exits_64_naming_the_field() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A key in a list of tables is named by its full path, unknown keys and wrong types alike.
+    for (text, field) in [
+        (
+            "[[api.tokens]]\nname = \"x\"\nscope = \"read\"\nfile = \"/x\"\nfiel = \"y\"\n",
+            "api.tokens[0].fiel",
+        ),
+        (
+            "[verdict]\nstale_intervals = \"three\"\n",
+            "verdict.stale_intervals",
+        ),
+    ] {
+        std::fs::write(
+            &path,
+            format!("grpc_listen = \"127.0.0.1:9701\"\nhttp_listen = \"127.0.0.1:9700\"\nplaintext = true\n{text}"),
+        )
+        .expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_vigie-collector"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check-config")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{stderr}");
+        assert!(
+            stderr.contains(&format!("invalid configuration: {field}: ")),
+            "{field} not named in: {stderr}"
+        );
+    }
     let lab = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/lab/collector.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_vigie-collector"))
         .args(["--config", lab, "--check-config"])

@@ -85,15 +85,23 @@ pub async fn read_socket(path: &Path) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// Parses `show stat` CSV by its header (`# pxname,svname,…`), keeping server rows only.
+/// Parses `show stat` CSV by its header (`# pxname,svname,…`), keeping server rows only. Fields
+/// are read as CSV, not split on commas: HAProxy quotes those that hold one (`check_desc`,
+/// `last_chk`, `agent_desc`).
 pub fn parse_stat_csv(text: &str) -> Result<Vec<ServerRow>, String> {
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header = lines
-        .next()
-        .and_then(|h| h.strip_prefix("# "))
+    let body = text
+        .trim_start()
+        .strip_prefix("# ")
         .ok_or_else(|| format!("no `# pxname,…` header in \"{}\"", super::excerpt(text, 60)))?;
-    let columns: HashMap<&str, usize> =
-        header.split(',').enumerate().map(|(i, c)| (c, i)).collect();
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .comment(Some(b'#'))
+        .from_reader(body.as_bytes());
+    let header = reader
+        .headers()
+        .map_err(|e| format!("stats header: {e}"))?
+        .clone();
+    let columns: HashMap<&str, usize> = header.iter().enumerate().map(|(i, c)| (c, i)).collect();
     let col = |name: &str| {
         columns
             .get(name)
@@ -103,26 +111,25 @@ pub fn parse_stat_csv(text: &str) -> Result<Vec<ServerRow>, String> {
     let (px, sv, st) = (col("pxname")?, col("svname")?, col("status")?);
     let (cs, cc, addr) = (col("check_status")?, col("check_code")?, col("addr").ok());
     let lastchg = col("lastchg").ok();
-    Ok(lines
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split(',').collect();
-            let get = |i: usize| f.get(i).copied().unwrap_or("").to_string();
-            let server = get(sv);
-            if server == "FRONTEND" || server == "BACKEND" || f.len() <= st {
-                return None;
-            }
-            Some(ServerRow {
-                proxy: get(px),
-                server,
-                status: get(st),
-                check_status: get(cs),
-                check_code: get(cc),
-                address: addr.map(get).unwrap_or_default(),
-                last_change_s: lastchg.and_then(|i| get(i).parse().ok()),
-            })
-        })
-        .collect())
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let f = record.map_err(|e| format!("stats line: {e}"))?;
+        let get = |i: usize| f.get(i).unwrap_or("").to_string();
+        let server = get(sv);
+        if server == "FRONTEND" || server == "BACKEND" || f.len() <= st {
+            continue;
+        }
+        rows.push(ServerRow {
+            proxy: get(px),
+            server,
+            status: get(st),
+            check_status: get(cs),
+            check_code: get(cc),
+            address: addr.map(get).unwrap_or_default(),
+            last_change_s: lastchg.and_then(|i| get(i).parse().ok()),
+        });
+    }
+    Ok(rows)
 }
 
 /// Judges the server rows of every application: `(name, rw proxy, ro proxy)` (pure).
@@ -330,9 +337,62 @@ mod tests {
     }
 
     #[test]
+    fn a_quoted_field_with_a_comma_keeps_the_columns_aligned() {
+        // HAProxy's order: the descriptions come before `addr`, so a comma split there would
+        // shift the address (and every later column) by one.
+        let text = "# pxname,svname,status,lastchg,check_status,check_code,last_chk,check_desc,agent_desc,addr,\n\
+                    demo_rw,node2,DOWN,7,L7STS,503,\"HTTP status check returned code <3C>503<3E>\",\"Layer7 wrong status, code: 503\",\"agent says \"\"no, drain\"\"\",127.0.0.2:8008,\n\
+                    demo_rw,node1,UP,9,L7OK,200,,\"Layer7 check passed\",,127.0.0.1:8008,\n";
+        let rows = parse_stat_csv(text).expect("parses");
+        assert_eq!(
+            rows,
+            vec![
+                ServerRow {
+                    proxy: "demo_rw".into(),
+                    server: "node2".into(),
+                    status: "DOWN".into(),
+                    check_status: "L7STS".into(),
+                    check_code: "503".into(),
+                    address: "127.0.0.2:8008".into(),
+                    last_change_s: Some(7),
+                },
+                ServerRow {
+                    proxy: "demo_rw".into(),
+                    server: "node1".into(),
+                    status: "UP".into(),
+                    check_status: "L7OK".into(),
+                    check_code: "200".into(),
+                    address: "127.0.0.1:8008".into(),
+                    last_change_s: Some(9),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn blank_lines_crlf_and_repeated_headers_are_skipped() {
+        let mut text = format!("\r\n{}", HEADER.replace('\n', "\r\n"));
+        text.push_str(&row("demo_rw", "node1", "UP", "L7OK", "200").replace('\n', "\r\n"));
+        text.push_str("\r\n");
+        text.push_str(HEADER);
+        text.push_str(&row("demo_ro", "node2", "UP", "L7OK", "200"));
+        let rows = parse_stat_csv(&text).expect("parses");
+        let names: Vec<_> = rows
+            .iter()
+            .map(|r| (r.proxy.as_str(), r.server.as_str()))
+            .collect();
+        assert_eq!(names, [("demo_rw", "node1"), ("demo_ro", "node2")]);
+        assert_eq!(rows[0].check_code, "200");
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(parse_stat_csv("HTTP/1.0 200 OK\r\n\r\nhello").is_err());
         assert!(parse_stat_csv("").is_err());
         assert!(parse_stat_csv("# a,b\nx,y\n").is_err());
+        let e = parse_stat_csv("# pxname,svname,status,check_status\n").expect_err("no code");
+        assert_eq!(e, "no `check_code` column in the stats header");
+        let e = parse_stat_csv("pxname,svname\n").expect_err("no header");
+        assert!(e.starts_with("no `# pxname,…` header"), "{e}");
     }
 }
