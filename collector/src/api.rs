@@ -131,6 +131,7 @@ pub fn detail(entry: &Arc<ClusterEntry>, recent: Vec<Value>, now: i64) -> Value 
                 "interval_ms": n.interval_ms,
                 "clock_offset_ms": n.clock_offset_ms,
                 "dropped_batches": n.dropped_batches,
+                "untyped_facts": n.untyped_facts,
                 "results": crate::model::results_by_name(&n.results, serde_json::value::Serializer)
                     .unwrap_or_default(),
             })

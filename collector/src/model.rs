@@ -92,6 +92,9 @@ pub struct NodeState {
     pub clock_offset_ms: Option<i64>,
     /// Batches the agent reported dropped, in total.
     pub dropped_batches: u64,
+    /// The last batch came from an agent older than the typed wire (probes named by text, facts
+    /// as JSON the collector no longer reads): its statuses are judged, its facts are missing.
+    pub untyped_facts: bool,
     /// Shared with the published snapshots: a batch replaces observations, never edits them.
     #[serde(serialize_with = "results_by_name")]
     pub results: Results,

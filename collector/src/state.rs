@@ -69,6 +69,8 @@ pub struct Batch {
     pub dropped: u64,
     /// When the agent's cycle ended (agent clock), from its results.
     pub agent_end_ms: Option<i64>,
+    /// Results named by text, as agents before the typed wire send them (their facts unread).
+    pub untyped: usize,
 }
 
 impl Batch {
@@ -80,6 +82,11 @@ impl Batch {
                 .saturating_add(i64::try_from(r.duration_us / 1000).unwrap_or(0))
         };
         let agent_end_ms = batch.results.iter().map(end_of).max();
+        let untyped = batch
+            .results
+            .iter()
+            .filter(|r| r.probe == ProbeId::Unspecified as i32 && !r.id.is_empty())
+            .count();
         let results = batch
             .results
             .into_iter()
@@ -114,6 +121,7 @@ impl Batch {
             results,
             dropped: batch.dropped,
             agent_end_ms,
+            untyped,
         }
     }
 }
@@ -319,6 +327,7 @@ impl Store {
                         last_batch_mono_ms: None,
                         clock_offset_ms: None,
                         dropped_batches: 0,
+                        untyped_facts: false,
                         results: BTreeMap::new(),
                         last_known: BTreeMap::new(),
                         lsn_series: Default::default(),
@@ -352,6 +361,7 @@ impl Store {
                 state.last_batch_mono_ms = Some(at.mono_ms);
                 state.connected = true;
                 state.dropped_batches += batch.dropped;
+                state.untyped_facts = batch.untyped > 0;
                 state.results.extend(batch.results);
                 // A primary's position from this batch (not a previous one kept in `results`).
                 if let Some((observed, lsn)) = state
@@ -547,6 +557,64 @@ mod tests {
             }],
             dropped: 0,
         }
+    }
+
+    /// `ProbeResult` as agents before the typed wire encode it.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct OldProbeResult {
+        #[prost(string, tag = "1")]
+        id: String,
+        #[prost(enumeration = "v1::Status", tag = "2")]
+        status: i32,
+        #[prost(string, tag = "3")]
+        message: String,
+        #[prost(int64, tag = "4")]
+        started_unix_ms: i64,
+        #[prost(uint64, tag = "5")]
+        duration_us: u64,
+        #[prost(string, tag = "6")]
+        facts_json: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct OldResultBatch {
+        #[prost(uint64, tag = "1")]
+        seq: u64,
+        #[prost(message, repeated, tag = "2")]
+        results: Vec<OldProbeResult>,
+        #[prost(uint64, tag = "3")]
+        dropped: u64,
+    }
+
+    #[test]
+    fn an_older_agents_batch_is_read_by_probe_name_without_facts() {
+        use prost::Message;
+        let old = OldResultBatch {
+            seq: 1,
+            results: vec![
+                OldProbeResult {
+                    id: "postgres.recovery".into(),
+                    status: v1::Status::Critical as i32,
+                    message: "PostgreSQL query failed".into(),
+                    started_unix_ms: 1,
+                    duration_us: 1,
+                    facts_json: r#"{"in_recovery": false}"#.into(),
+                },
+                OldProbeResult {
+                    id: "postgres.some_future_probe".into(),
+                    ..Default::default()
+                },
+            ],
+            dropped: 0,
+        };
+        let wire = v1::ResultBatch::decode(old.encode_to_vec().as_slice()).expect("decodes");
+        let batch = Batch::from_wire(wire, Now::same(20));
+        assert_eq!(batch.untyped, 2);
+        assert_eq!(batch.results.len(), 1, "an unknown probe is left out");
+        let (id, obs) = &batch.results[0];
+        assert_eq!(*id, ProbeId::PostgresRecovery);
+        assert_eq!(obs.status, Status::Critical);
+        assert!(obs.facts.is_none());
     }
 
     #[test]

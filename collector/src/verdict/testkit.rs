@@ -50,6 +50,7 @@ fn node(name: &str, components: &[String]) -> NodeState {
         last_batch_mono_ms: Some(NOW - 1_000),
         clock_offset_ms: Some(5),
         dropped_batches: 0,
+        untyped_facts: false,
         results: Default::default(),
         last_known: Default::default(),
         lsn_series: Default::default(),

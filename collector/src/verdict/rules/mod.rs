@@ -11,6 +11,7 @@ mod leader;
 mod maintenance;
 mod patroni_words;
 pub mod replication;
+mod skew;
 
 use super::Finding;
 use super::view::View;
@@ -26,4 +27,5 @@ pub fn run_all(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Str
     maintenance::check(view, findings);
     patroni_words::check(view, findings);
     host::check(view, findings);
+    skew::check(view, blind);
 }

@@ -105,29 +105,28 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
         .and_then(|m| m.host.clone());
     let leader_tli = leader.and_then(|l| l.recovery()).and_then(|r| r.timeline);
 
+    // The leader's walsenders against the replicas expected (its agent's `expected_replicas`,
+    // else every other member Patroni lists), judged here from the facts.
     if let Some(l) = leader
-        && matches!(
-            l.status(ProbeId::PostgresReplication),
-            Some(Status::Warning | Status::Critical)
-        )
-        && let Some(obs) = l.result(ProbeId::PostgresReplication)
+        && let Some(rep) = l.replication()
+        && let Some(expected) = rep.expected
+        && rep.streaming != expected
     {
-        let missing: Vec<String> = obs
-            .postgres_replication()
-            .map(|r| r.missing.clone())
-            .unwrap_or_default();
+        let mut text = format!(
+            "leader {leader_name}: {}/{expected} replicas streaming",
+            rep.streaming
+        );
+        if !rep.missing.is_empty() {
+            text.push_str(&format!("; missing {}", rep.missing.join(", ")));
+        } else if rep.streaming > expected {
+            text.push_str("; more than expected");
+        }
         // Writes still work: redundancy is what is lost (degraded), whatever the count.
-        let severity = Severity::Warning;
         let mut nodes = vec![leader_name.clone()];
-        nodes.extend(missing);
+        nodes.extend(rep.missing.iter().cloned());
         findings.push(
-            Finding::new(
-                Code::ReplicaCountMismatch,
-                severity,
-                nodes,
-                format!("leader {leader_name}: {}", obs.message),
-            )
-            .with_all(l.evidence(ProbeId::PostgresReplication)),
+            Finding::new(Code::ReplicaCountMismatch, Severity::Warning, nodes, text)
+                .with_all(l.evidence(ProbeId::PostgresReplication)),
         );
     }
 
@@ -313,6 +312,20 @@ mod tests {
                     "node1",
                     "postgres.replication",
                     Status::Warning,
+                    json!({"streaming": 1, "missing": ["node2"]}),
+                ),
+                Health::Degraded,
+                Some(Code::ReplicaCountMismatch),
+                &["node1", "node2"][..],
+            ),
+            (
+                // The count is the collector's to judge, from the facts: whatever status the
+                // leader's agent gave it (its thresholds serve its own `--once` check).
+                "leader misses a replica, its agent's status ok",
+                Lab::healthy().patch(
+                    "node1",
+                    "postgres.replication",
+                    Status::Ok,
                     json!({"streaming": 1, "missing": ["node2"]}),
                 ),
                 Health::Degraded,

@@ -1,0 +1,76 @@
+//! Agent ↔ collector version skew: an agent older than the typed wire names its probes by text
+//! and sends its facts in a form this collector no longer reads. Its statuses are still judged
+//! (a probe it reports critical still counts), but every fact the rules correlate — roles, WAL
+//! positions, members, HAProxy's routing — is missing from that node: each is a blind spot,
+//! named with the agent's version, so the verdict is never `healthy` on statuses alone.
+
+use crate::verdict::view::View;
+
+pub fn check(view: &View<'_>, blind: &mut Vec<String>) {
+    for n in view.fresh().filter(|n| n.state.untyped_facts) {
+        let missing: Vec<&str> = n
+            .state
+            .results
+            .iter()
+            .filter(|(_, o)| o.facts.is_none())
+            .map(|(id, _)| id.name())
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        blind.push(format!(
+            "the agent on {} (version {}) predates the typed wire: its statuses are judged, but its facts are unread ({}); upgrade it",
+            n.name(),
+            n.state.agent_version,
+            missing.join(", ")
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::model::Status;
+    use crate::verdict::testkit::{Lab, has};
+    use crate::verdict::{Code, Health};
+
+    /// `node`'s agent is an older one: the same statuses, no typed facts.
+    fn older_agent(mut lab: Lab, node: &str) -> Lab {
+        let n = lab.node_mut(node);
+        n.untyped_facts = true;
+        n.agent_version = "0.1.0".into();
+        for o in n.results.values_mut() {
+            Arc::make_mut(o).facts = None;
+        }
+        lab
+    }
+
+    #[test]
+    fn an_older_agent_is_judged_on_its_statuses_and_its_missing_facts_are_named() {
+        let v = older_agent(Lab::healthy(), "node2").verdict();
+        assert_eq!(v.health, Health::Unknown, "{:?}", v.findings);
+        let spot = v
+            .blind_spots
+            .iter()
+            .find(|b| b.contains("node2 (version 0.1.0)"))
+            .expect("a blind spot naming the agent");
+        assert!(
+            spot.contains("postgres.recovery") && spot.contains("patroni.cluster"),
+            "{spot}"
+        );
+
+        // What it still reports is used: its Patroni down is found.
+        let down = older_agent(Lab::healthy(), "node2").set(
+            "node2",
+            "patroni.process",
+            Status::Critical,
+            serde_json::Value::Null,
+        );
+        let v = down.verdict();
+        assert!(has(&v, Code::PatroniDown, &["node2"]), "{:?}", v.findings);
+
+        // An up-to-date agent with the same results is no blind spot.
+        assert_eq!(Lab::healthy().verdict().health, Health::Healthy);
+    }
+}
