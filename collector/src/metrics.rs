@@ -368,6 +368,12 @@ mod tests {
                 "postgres.replication_lag",
                 Status::Ok,
                 serde_json::json!({"replay_lsn": 49_999_877u64, "lag_bytes": 0}),
+            )
+            .patch(
+                "node1",
+                "postgres.connections",
+                Status::Ok,
+                serde_json::json!({"client_backends": 6, "usable": 97}),
             );
         let verdict = lab.verdict();
         let mut p = Published {

@@ -3,6 +3,8 @@
 //! rule is a small function in `rules/`; `history` adds `since` and grace windows across
 //! evaluations.
 
+#[cfg(test)]
+mod contract;
 pub mod history;
 pub mod rules;
 pub mod view;

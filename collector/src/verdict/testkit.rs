@@ -16,7 +16,7 @@ pub const INTERVAL: u64 = 5_000;
 /// Every node's WAL position in the healthy lab.
 pub const LSN: u64 = 50_000_000;
 
-const FIXTURE: &str = include_str!("../../../bench/fixtures/lab-batches.json");
+pub const FIXTURE: &str = include_str!("../../../bench/fixtures/lab-batches.json");
 
 #[derive(Debug, Clone)]
 pub struct Lab {
@@ -168,6 +168,20 @@ impl Lab {
                     json!({"last_msg_age_s": 0.5}),
                 );
             }
+        }
+        // HAProxy's servers have been in their states for an hour (recorded just after `up`).
+        let backends = lab
+            .node_mut("haproxy")
+            .results
+            .get_mut(&ProbeId::HaproxyBackends)
+            .map(Arc::make_mut)
+            .and_then(|o| match &mut o.facts {
+                Some(Facts::HaproxyBackends(b)) => Some(b),
+                _ => None,
+            })
+            .expect("the fixture has HAProxy's backends");
+        for s in backends.proxies.iter_mut().flat_map(|p| &mut p.servers) {
+            s.lastchg_s = Some(3_600);
         }
         // The leader has been at its position for a minute (idle).
         Arc::make_mut(&mut lab.node_mut(&format!("node{leader}")).lsn_series)
