@@ -4,6 +4,7 @@
 
 mod agent_cost;
 mod child;
+mod compare;
 mod detection;
 mod procfs;
 mod report;
@@ -50,6 +51,18 @@ enum Cmd {
     },
     /// Collector scale: N simulated agents over gRPC, verdict freshness and API latency.
     CollectorScale(scale::Options),
+    /// Two collector-scale runs side by side (`bench/collector-scale.sh --baseline REV`).
+    CollectorCompare {
+        /// The earlier build's figures: its `--out` JSON, or the Markdown its driver printed.
+        #[arg(long)]
+        before: PathBuf,
+        /// This build's figures, as `before`.
+        #[arg(long)]
+        after: PathBuf,
+        /// The command that produced them, for the doc.
+        #[arg(long, default_value = "bench/collector-scale.sh --baseline")]
+        command: String,
+    },
     /// Runs a command and prints the CPU (µs) and peak RSS (KiB) it and its children used.
     Rusage {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -99,6 +112,16 @@ fn main() {
             }
             Cmd::Detection { times, command } => detection::run(&times, &command),
             Cmd::CollectorScale(opts) => scale::run(opts).await,
+            Cmd::CollectorCompare {
+                before,
+                after,
+                command,
+            } => {
+                if let Err(e) = compare::run(&before, &after, &command) {
+                    eprintln!("collector-compare: {e}");
+                    std::process::exit(1);
+                }
+            }
             Cmd::Rusage { .. } => {}
             Cmd::Sink { listen } => {
                 let listener = tokio::net::TcpListener::bind(listen)

@@ -87,11 +87,16 @@ pub fn commit() -> String {
 
 /// Prints `body` and writes it as section `name` of bench/README.md.
 pub fn publish(name: &str, title: &str, command: &str, body: &str) {
+    publish_at(name, title, command, &commit(), body);
+}
+
+/// `publish`, stamped with `commit` instead of the work tree's (for figures read from a run that
+/// came before this process, which may have rewritten the doc since).
+pub fn publish_at(name: &str, title: &str, command: &str, commit: &str, body: &str) {
     let stamp = format!(
-        "Measured {} on {} at commit `{}` with `{command}`.",
+        "Measured {} on {} at commit `{commit}` with `{command}`.",
         run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         machine(),
-        commit()
     );
     let section = format!("### {title}\n\n{stamp}\n\n{body}\n");
     println!("\n{section}");

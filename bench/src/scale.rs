@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use vigie_collector::state::now_ms;
@@ -21,13 +21,15 @@ use vigie_proto::ProbeId;
 use vigie_proto::v1::ingest_client::IngestClient;
 use vigie_proto::v1::{self, AgentMessage, agent_message::Msg, collector_message};
 
-use crate::report::{Table, publish, quantile, repo_root};
+use crate::report::{Table, commit, machine, publish_at, quantile, repo_root};
 use crate::{child, procfs};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    #[arg(long, default_value = "target/release/vigie-collector")]
-    collector: PathBuf,
+    /// The collector to measure (default: `vigie-collector` beside this binary; a relative path is
+    /// taken from the repository's root).
+    #[arg(long)]
+    collector: Option<PathBuf>,
     /// Fleet sizes to try, in order; stops after the first the collector does not sustain.
     #[arg(
         long,
@@ -50,6 +52,9 @@ pub struct Options {
     /// Profile the collector with `perf record` into this file (for development).
     #[arg(long)]
     perf: Option<PathBuf>,
+    /// Also write the figures as JSON to this file (what `vigie-bench collector-compare` reads).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// Node roles of a simulated cluster, in fixture names.
@@ -287,6 +292,10 @@ struct Server {
 
 impl Server {
     fn collector(opts: &Options) -> Server {
+        let bin = opts
+            .collector
+            .as_deref()
+            .expect("the collector's path is resolved in run");
         let tmp = tempfile::tempdir().expect("a temporary directory");
         let dir = tmp.path();
         let config = dir.join("collector.toml");
@@ -306,15 +315,12 @@ impl Server {
                 c.args(["record", "-F", "999", "-g", "-o"])
                     .arg(out)
                     .arg("--")
-                    .arg(&opts.collector);
+                    .arg(bin);
                 c
             }
-            None => Command::new(&opts.collector),
+            None => Command::new(bin),
         };
-        let child = child::spawn(
-            cmd.arg("--config").arg(&config),
-            &opts.collector.display().to_string(),
-        );
+        let child = child::spawn(cmd.arg("--config").arg(&config), &bin.display().to_string());
         Server {
             child,
             _dir: Some(tmp),
@@ -578,7 +584,14 @@ fn q_ms(v: &[f64], q: f64) -> String {
 
 pub async fn run(mut opts: Options) {
     let root = repo_root();
-    for p in [&mut opts.collector, &mut opts.fixture] {
+    // Before `publish` rewrites the doc (which would make the tree dirty).
+    let measured = commit();
+    let collector = opts.collector.take().unwrap_or_else(|| {
+        let me = std::env::current_exe().expect("our own path");
+        me.with_file_name("vigie-collector")
+    });
+    opts.collector = Some(collector);
+    for p in opts.collector.iter_mut().chain([&mut opts.fixture]) {
         if p.is_relative() {
             *p = root.join(&*p);
         }
@@ -688,10 +701,111 @@ pub async fn run(mut opts: Options) {
         opts.tracers,
         opts.window.as_secs_f64()
     );
-    publish(
+    publish_at(
         "collector-scale",
         "Collector scale",
         "bench/collector-scale.sh",
+        &measured,
         &body,
     );
+    if let Some(out) = &opts.out {
+        let doc = figures_json(&measured, opts.window, &collector_steps, &bare_steps);
+        let text = serde_json::to_string_pretty(&doc).expect("JSON of numbers and strings");
+        std::fs::write(out, text + "\n").unwrap_or_else(|e| panic!("write {}: {e}", out.display()));
+        eprintln!("collector-scale: wrote {}", out.display());
+    }
+}
+
+/// The figures of a run as JSON, for `--out`: what `vigie-bench collector-compare` reads
+/// (`commit`, `window_s`, and per step `agents`, `sustained`, `collector` / `bare`
+/// `cpu_per_batch_us`), and the rest of the table for whoever else wants it.
+fn figures_json(commit: &str, window: Duration, collector: &[Step], bare: &[Step]) -> Value {
+    let quantiles = |v: &[f64]| json!({"p50": quantile(v, 0.5), "p99": quantile(v, 0.99), "max": quantile(v, 1.0)});
+    let steps: Vec<Value> = collector
+        .iter()
+        .zip(bare)
+        .map(|(c, b)| {
+            let s = c.samples.as_ref();
+            let refresh = s.map(|s| s.refresh.as_slice()).unwrap_or_default();
+            json!({
+                "agents": c.agents,
+                "sustained": c.sustained(),
+                "connected": c.connected,
+                "sent": c.sent,
+                "acked": c.acked,
+                "backlog": c.backlog + c.queue_full,
+                "refresh_s": quantiles(refresh),
+                "refresh_samples": refresh.len(),
+                "refresh_timeouts": s.map_or(0, |s| s.refresh_timeouts),
+                "api_cluster_s": quantiles(s.map(|s| s.api_cluster.as_slice()).unwrap_or_default()),
+                "api_list_s": quantiles(s.map(|s| s.api_list.as_slice()).unwrap_or_default()),
+                "generator_cpu_pct": c.generator_cpu_pct,
+                "collector": {
+                    "cpu_pct": c.server_cpu_pct,
+                    "cpu_per_batch_us": c.cpu_per_batch_us(window),
+                    "rss_kib": c.server_rss_kib,
+                    "idle_rss_kib": c.server_idle_rss_kib,
+                },
+                "bare": {
+                    "cpu_pct": b.server_cpu_pct,
+                    "cpu_per_batch_us": b.cpu_per_batch_us(window),
+                    "acked": b.acked,
+                    "rss_kib": b.server_rss_kib,
+                },
+            })
+        })
+        .collect();
+    json!({
+        "benchmark": "collector-scale",
+        "commit": commit,
+        "machine": machine(),
+        "window_s": window.as_secs_f64(),
+        "largest_sustained": collector.iter().filter(|s| s.sustained()).map(|s| s.agents).max(),
+        "steps": steps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(cpu_pct: f64, samples: Option<Samples>) -> Step {
+        Step {
+            agents: 40,
+            connected: 40,
+            sent: 200,
+            acked: 200,
+            backlog: 0,
+            queue_full: 0,
+            server_cpu_pct: cpu_pct,
+            server_rss_kib: 4096,
+            server_idle_rss_kib: 2048,
+            generator_cpu_pct: 3.0,
+            samples,
+        }
+    }
+
+    #[test]
+    fn the_json_of_out_is_what_collector_compare_reads() {
+        let samples = Samples {
+            refresh: vec![0.2, 0.4],
+            ..Samples::default()
+        };
+        let (c, b) = (step(50.0, Some(samples)), step(25.0, None));
+        let doc = figures_json("abc", Duration::from_secs(5), &[c], &[b]);
+        let run = crate::compare::Run::from_json(&doc.to_string()).expect("the JSON is read");
+        assert_eq!(run.commit, "abc");
+        assert_eq!(run.window_s, Some(5.0));
+        // Half a core over 5 s is 2.5 s of CPU, over 200 batches.
+        assert_eq!(
+            run.steps,
+            vec![crate::compare::StepFigures {
+                agents: 40,
+                sustained: true,
+                collector_us: 12500.0,
+                bare_us: 6250.0,
+            }]
+        );
+        assert_eq!(doc["largest_sustained"], 40);
+    }
 }
