@@ -120,7 +120,7 @@ fn every_fact_the_rules_read_is_filled_by_the_real_agents() {
         .filter(|p| p.kind() == ProxyKind::Ro)
         .collect();
     assert_eq!(rw.len(), 1, "{b:?}");
-    assert_eq!(rw[0].up, [leader.clone()]);
+    assert_eq!(rw[0].up, std::slice::from_ref(&leader));
     assert!(!ro.is_empty() && !ro[0].up.is_empty(), "{b:?}");
     for s in rw[0].servers.iter() {
         assert!(!s.address.is_empty() && s.lastchg_s.is_some(), "{s:?}");
