@@ -11,7 +11,7 @@ use vigie_proto::v1::ingest_server::IngestServer;
 
 use crate::config::CollectorConfig;
 use crate::ingest::IngestService;
-use crate::{api, state};
+use crate::{http::api, state};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -51,7 +51,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     vigie_proto::tls::install_crypto_provider();
-    let access = crate::auth::Access::from_config(&cfg.api).map_err(RunError::Tokens)?;
+    let access = crate::http::auth::Access::from_config(&cfg.api).map_err(RunError::Tokens)?;
     if cfg.api.auth == crate::config::ApiAuth::None && !cfg.http_listen.ip().is_loopback() {
         tracing::warn!(http = %cfg.http_listen, "The HTTP API is open (api.auth = none) on a non-loopback address");
     }
@@ -87,7 +87,7 @@ pub async fn run(
             .trim()
             .as_bytes()
             .to_vec();
-        targets.push(crate::webhook::Target {
+        targets.push(crate::notify::webhook::Target {
             url: w.url.clone(),
             secret,
             client,
@@ -127,8 +127,8 @@ pub async fn run(
         ));
         tx
     });
-    let webhooks =
-        (!targets.is_empty()).then(|| crate::webhook::spawn(targets, stopped(stop_rx.clone())));
+    let webhooks = (!targets.is_empty())
+        .then(|| crate::notify::webhook::spawn(targets, stopped(stop_rx.clone())));
     let notify = (alertmanager.is_some() || webhooks.is_some()).then(|| state::Notify {
         notifier: crate::notify::Notifier::new(cfg.notify.holds()),
         alertmanager,

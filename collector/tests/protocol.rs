@@ -654,7 +654,7 @@ async fn webhooks_are_signed_and_their_ids_survive_a_collector_restart() {
     assert!(first.0.starts_with("demo:HAPROXY_DOWN:lb1:"), "{}", first.0);
     assert_eq!(
         first.1,
-        vigie_collector::webhook::signature(b"s3cret-for-tests", first.2.as_bytes())
+        vigie_collector::notify::webhook::signature(b"s3cret-for-tests", first.2.as_bytes())
     );
     let body: Value = serde_json::from_str(&first.2).expect("json");
     assert_eq!(body["delivery_id"], first.0.as_str());

@@ -281,7 +281,7 @@ async fn an_https_webhook_with_a_test_ca_and_a_client_certificate_gets_the_signe
         .expect("signed");
     assert_eq!(
         sig,
-        vigie_collector::webhook::signature(b"s3cret-for-tests", delivery.body.as_bytes())
+        vigie_collector::notify::webhook::signature(b"s3cret-for-tests", delivery.body.as_bytes())
     );
     let _ = stop.send(());
 }

@@ -482,7 +482,7 @@ async fn kill_primary_pg_fires_one_alert_group_in_alertmanager_that_resolves() {
     let during = stack
         .wait_demo("critical", CLUSTER_CHANGE, |d| verdict(d) == "critical")
         .await;
-    let (line, code) = vigie_collector::check::check_line(&during);
+    let (line, code) = vigie_collector::cli::check::check_line(&during);
     assert_eq!(code, 2, "{line}");
     assert!(line.starts_with("VIGIE CRITICAL - demo critical"), "{line}");
     let firing = wait_until(

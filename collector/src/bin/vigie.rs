@@ -222,7 +222,7 @@ async fn check(client: &reqwest::Client, cli: &Cli, scope: &str) -> ExitCode {
     let base = cli.collector.trim_end_matches('/');
     match get(client, &format!("{base}/api/v1/clusters/{scope}")).await {
         Ok(d) => {
-            let (line, code) = vigie_collector::check::check_line(&d);
+            let (line, code) = vigie_collector::cli::check::check_line(&d);
             println!("{line}");
             ExitCode::from(code)
         }

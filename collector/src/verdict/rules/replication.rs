@@ -7,8 +7,8 @@
 
 use serde::Serialize;
 
-use crate::model::ProbeId;
 use crate::model::Passed;
+use crate::model::ProbeId;
 use crate::verdict::view::{NodeView, View};
 use crate::verdict::{Code, Finding, Severity};
 use vigie_proto::probes::human_bytes;

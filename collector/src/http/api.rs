@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::state::{ClusterEntry, Readers, now_ms};
 
-pub fn router(readers: Readers, access: crate::auth::Access) -> Router {
+pub fn router(readers: Readers, access: crate::http::auth::Access) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -27,7 +27,7 @@ pub fn router(readers: Readers, access: crate::auth::Access) -> Router {
         .with_state(readers)
         .layer(axum::middleware::from_fn_with_state(
             access,
-            crate::auth::require,
+            crate::http::auth::require,
         ))
 }
 
@@ -73,8 +73,8 @@ async fn metrics(State(r): State<Readers>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&p, now_ms(), refused)
-            + &crate::metrics::render_health(&r.store.report(), r.state_running()),
+        crate::http::metrics::render(&p, now_ms(), refused)
+            + &crate::http::metrics::render_health(&r.store.report(), r.state_running()),
     )
         .into_response()
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+pub mod webhook;
+
 use crate::verdict::{Code, Finding, Severity, Verdict};
 
 /// How long a finding must hold before it notifies, by code (after its grace window).

@@ -17,6 +17,8 @@ use vigie_proto::v1::{Ack, AgentMessage, CollectorMessage, collector_message};
 use crate::clock::Now;
 use crate::state::Command;
 
+pub mod batch;
+
 /// How long an agent may take to say `Hello` after opening its stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -150,7 +152,7 @@ impl Ingest for IngestService {
                             stream,
                             cluster: cluster.clone(),
                             node: node.clone(),
-                            batch: crate::state::Batch::from_wire(batch, at),
+                            batch: batch::Batch::from_wire(batch, at),
                             at,
                         }
                     }

@@ -1,0 +1,3 @@
+//! The `vigie` CLI's logic that is worth testing without a terminal: the Nagios-mode check.
+
+pub mod check;
