@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
+use vigie_collector::model::ProbeId;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Format {
@@ -324,27 +325,21 @@ fn render(d: &Value) -> String {
             .to_vec(),
     ];
     for n in d["nodes"].as_array().into_iter().flatten() {
-        let r = &n["results"];
-        let fact = |probe: &str, key: &str| r[probe]["facts"][key].clone();
-        let role = fact("patroni.node", "role")
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| {
-                if n["components"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|x| x == "haproxy"))
-                {
-                    "haproxy".into()
-                } else {
-                    "-".into()
-                }
-            });
-        let state = fact("patroni.node", "state")
-            .as_str()
-            .unwrap_or("-")
-            .to_string();
-        let tl = fact("patroni.node", "timeline")
-            .as_u64()
+        let patroni = vigie_collector::cli::facts(n, ProbeId::PatroniNode);
+        let patroni = patroni.as_ref().and_then(|f| f.patroni_node());
+        let role = patroni.map(|p| p.role.clone()).unwrap_or_else(|| {
+            if n["components"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|x| x == "haproxy"))
+            {
+                "haproxy".into()
+            } else {
+                "-".into()
+            }
+        });
+        let state = patroni.map_or("-".to_string(), |p| p.state.clone());
+        let tl = patroni
+            .and_then(|p| p.timeline)
             .map_or("-".to_string(), |t| t.to_string());
         let lag = d["replication"]
             .as_array()
@@ -360,7 +355,7 @@ fn render(d: &Value) -> String {
             format!("SILENT {age:.0}s")
         };
         let (mut ok, mut bad) = (0, 0);
-        for (_, o) in r.as_object().into_iter().flatten() {
+        for (_, o) in n["results"].as_object().into_iter().flatten() {
             if o["status"] == "ok" {
                 ok += 1
             } else {

@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use crate::model::ProbeId;
+
 /// The check's output line and exit code for one cluster document.
 pub fn check_line(d: &Value) -> (String, u8) {
     let (state, code) = match d["verdict"].as_str() {
@@ -58,20 +60,20 @@ pub fn check_line(d: &Value) -> (String, u8) {
     };
     let mut perf = Vec::new();
     let members = nodes.iter().find_map(|n| {
-        n["results"]["patroni.cluster"]["facts"]["members"]
-            .as_array()
-            .map(Vec::len)
+        super::facts(n, ProbeId::PatroniCluster)?
+            .patroni_cluster()
+            .map(|c| c.members.len())
     });
     if let Some(m) = members {
         perf.push(format!("members={m}"));
     }
     for n in &nodes {
         let name = n["name"].as_str().unwrap_or("?");
-        let facts = |p: &str| n["results"][p]["facts"].clone();
-        if let Some(s) = facts("postgres.replication")["streaming"].as_u64()
-            && let Some(e) = facts("postgres.replication")["expected"].as_u64()
+        if let Some(rep) = super::facts(n, ProbeId::PostgresReplication)
+            && let Some(rep) = rep.postgres_replication()
+            && let Some(e) = rep.expected
         {
-            perf.push(format!("replicas_streaming={s};;{e}:"));
+            perf.push(format!("replicas_streaming={};;{e}:", rep.streaming));
         }
         let lag = lag_of(name);
         if let Some(b) = lag["lag_bytes"].as_u64() {
