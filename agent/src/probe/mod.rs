@@ -2,6 +2,7 @@
 //! a few beyond it). The ids, and the typed facts each probe reports, are the wire's
 //! (`vigie_proto::probes`): the single registry both sides read.
 
+pub mod blocking;
 pub mod etcd_health;
 pub mod haproxy_backends;
 pub mod haproxy_port;
