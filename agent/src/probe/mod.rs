@@ -53,14 +53,6 @@ where
     result.timed(started, t0.elapsed())
 }
 
-/// Stamps a synchronous probe's result.
-pub fn timed_sync(probe: impl FnOnce() -> ProbeResult) -> ProbeResult {
-    let started = SystemTime::now();
-    let t0 = Instant::now();
-    let result = probe();
-    result.timed(started, t0.elapsed())
-}
-
 /// The first `max` characters of a peer's answer, for messages about garbage.
 pub fn excerpt(text: &str, max: usize) -> String {
     let cleaned: String = text
