@@ -1,6 +1,9 @@
 //! One host's agent: the long-lived resources (HTTP clients, the PostgreSQL session, remembered
-//! pids, previous samples) and the probe cycle. A cycle runs every configured probe, each under
-//! its own timeout and concurrently with the others, so one hung target never delays the rest.
+//! pids, previous samples) and the probe cycle. A cycle gathers first, then judges: all I/O runs
+//! concurrently, each probe under its own timeout and the blocking reads (`/proc`, `statvfs`) off
+//! the runtime's thread, so one hung target or filesystem never delays or silences the rest; the
+//! reads that need this cycle's SQL snapshot follow it (a cycle takes at most two timeouts). The
+//! judgement of what was gathered does no I/O.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -8,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::config::AgentConfig;
+use crate::probe::blocking::OffThread;
 use crate::probe::haproxy_port::Port;
 use crate::probe::patroni_cluster::ClusterView;
 use crate::probe::patroni_node::NodeView;
@@ -16,12 +20,14 @@ use crate::probe::postgres_replication_lag::LagTracker;
 use crate::probe::postgres_session::{PgContext, PgSession, PgSnapshot};
 use crate::probe::process::ProcessProbe;
 use crate::probe::system_cpu::CpuProbe;
+use crate::probe::system_disk::FsUsageReader;
 use crate::probe::{
     Outcome, ProbeId, etcd_health, fmt_duration, haproxy_backends, haproxy_port, patroni_cluster,
-    patroni_health, patroni_node, postgres_connections, postgres_locks, postgres_recovery,
-    postgres_replication, postgres_wal_receiver, system_disk, system_memory, tcp, timed,
-    timed_sync,
+    patroni_health, patroni_node, postgres_accept, postgres_connections, postgres_locks,
+    postgres_recovery, postgres_replication, postgres_wal_receiver, system_disk, system_memory,
+    tcp, timed,
 };
+use crate::procfs::ProcStat;
 use crate::result::{ProbeResult, unix_ms};
 
 /// The agent of one host.
@@ -29,16 +35,24 @@ use crate::result::{ProbeResult, unix_ms};
 pub struct Agent {
     cfg: AgentConfig,
     http: HttpClients,
-    processes: Vec<ProcessProbe>,
-    cpu: CpuProbe,
+    haproxy_process: Option<OffThread<ProcessProbe>>,
+    etcd_process: Option<OffThread<ProcessProbe>>,
+    patroni_process: Option<OffThread<ProcessProbe>>,
+    cpu: OffThread<CpuProbe>,
+    memory: OffThread<()>,
+    disk: OffThread<FsUsageReader>,
     pg: Option<PgState>,
     disk_paths: Vec<PathBuf>,
 }
+
+/// The postmaster's pid and state, when it runs on this host.
+type Postmaster = Option<(u32, ProcStat)>;
 
 #[derive(Debug)]
 struct PgState {
     session: PgSession,
     accept: AcceptProbe,
+    postmaster: OffThread<(), Postmaster>,
     lag: LagTracker,
     last_failed: bool,
     /// The last snapshot showed (almost) no free connection slot.
@@ -92,22 +106,9 @@ impl Agent {
     pub fn try_new(cfg: AgentConfig) -> Result<Agent, crate::config::ConfigError> {
         vigie_proto::tls::install_crypto_provider();
         let http = HttpClients::new(&cfg)?;
-        let mut processes = Vec::new();
-        if let Some(h) = &cfg.haproxy {
-            processes.push(ProcessProbe::new(
-                ProbeId::HaproxyProcess,
-                h.process.clone(),
-            ));
-        }
-        if let Some(e) = &cfg.etcd {
-            processes.push(ProcessProbe::new(ProbeId::EtcdProcess, e.process.clone()));
-        }
-        if let Some(p) = &cfg.patroni {
-            processes.push(ProcessProbe::new(
-                ProbeId::PatroniProcess,
-                p.process.clone(),
-            ));
-        }
+        let process = |id, matcher: &crate::config::ProcessMatch| {
+            OffThread::new(id, ProcessProbe::new(id, matcher.clone()))
+        };
         let pg =
             match &cfg.postgres {
                 Some(p) => Some(PgSession::new(p, cfg.timeout).map_err(|e| {
@@ -131,6 +132,7 @@ impl Agent {
             PgState {
                 session,
                 accept,
+                postmaster: OffThread::new(ProbeId::PostgresAccept, ()),
                 lag: LagTracker::default(),
                 last_failed: false,
                 slots_tight: false,
@@ -138,13 +140,33 @@ impl Agent {
         });
         let disk_paths = cfg.system.disk_paths.clone();
         Ok(Agent {
+            haproxy_process: cfg
+                .haproxy
+                .as_ref()
+                .map(|h| process(ProbeId::HaproxyProcess, &h.process)),
+            etcd_process: cfg
+                .etcd
+                .as_ref()
+                .map(|e| process(ProbeId::EtcdProcess, &e.process)),
+            patroni_process: cfg
+                .patroni
+                .as_ref()
+                .map(|p| process(ProbeId::PatroniProcess, &p.process)),
             cfg,
             http,
-            processes,
-            cpu: CpuProbe::default(),
+            cpu: OffThread::new(ProbeId::SystemCpu, CpuProbe::default()),
+            memory: OffThread::new(ProbeId::SystemMemory, ()),
+            disk: OffThread::new(ProbeId::SystemDisk, FsUsageReader::default()),
             pg,
             disk_paths,
         })
+    }
+
+    /// The agent, reading filesystem usage with `read` instead of `statvfs`.
+    #[cfg(test)]
+    fn with_fs_usage(mut self, read: FsUsageReader) -> Agent {
+        self.disk = OffThread::new(ProbeId::SystemDisk, read);
+        self
     }
 
     pub fn config(&self) -> &AgentConfig {
@@ -161,28 +183,34 @@ impl Agent {
         let Agent {
             cfg,
             http,
-            processes,
+            haproxy_process,
+            etcd_process,
+            patroni_process,
             cpu,
+            memory,
+            disk,
             pg,
             disk_paths,
         } = self;
         let t = cfg.timeout;
-        let mut results = Vec::with_capacity(ProbeId::ALL.len());
 
-        // Cheap synchronous probes: a few /proc reads each.
-        for p in processes.iter_mut() {
-            results.push(timed_sync(|| p.probe()));
-        }
-        if cfg.system.enabled {
-            results.push(timed_sync(|| cpu.probe(&cfg.system)));
-            results.push(timed_sync(|| system_memory::probe(&cfg.system)));
-        }
-
+        // Gather, stage 1: every probe at once.
+        let system = async {
+            if !cfg.system.enabled {
+                return Vec::new();
+            }
+            let (for_cpu, for_memory) = (cfg.system.clone(), cfg.system.clone());
+            let (c, m) = tokio::join!(
+                cpu.probe(t, move |cpu| cpu.probe(&for_cpu)),
+                memory.probe(t, move |_| system_memory::probe(&for_memory)),
+            );
+            vec![c, m]
+        };
         let haproxy = async {
-            let Some(h) = &cfg.haproxy else {
+            let (Some(h), Some(process)) = (&cfg.haproxy, haproxy_process) else {
                 return Vec::new();
             };
-            let (rw, ro, backends) = tokio::join!(
+            let (rw, ro, backends, process) = tokio::join!(
                 timed(ProbeId::HaproxyRwPort, t, haproxy_port::probe(h, Port::Rw)),
                 timed(ProbeId::HaproxyRoPort, t, haproxy_port::probe(h, Port::Ro)),
                 timed(
@@ -190,15 +218,16 @@ impl Agent {
                     t,
                     haproxy_backends::probe(&http.haproxy, h)
                 ),
+                process.probe(t, ProcessProbe::probe),
             );
-            vec![rw, ro, backends]
+            vec![rw, ro, backends, process]
         };
         let etcd = async {
-            let Some(e) = &cfg.etcd else {
+            let (Some(e), Some(process)) = (&cfg.etcd, etcd_process) else {
                 return Vec::new();
             };
             let (client, peer) = (e.client_address(), e.peer());
-            let (c, p, h) = tokio::join!(
+            let (c, p, h, process) = tokio::join!(
                 timed(
                     ProbeId::EtcdClientPort,
                     t,
@@ -214,11 +243,12 @@ impl Agent {
                     t,
                     etcd_health::probe(&http.etcd, &e.client_url)
                 ),
+                process.probe(t, ProcessProbe::probe),
             );
-            vec![c, p, h]
+            vec![c, p, h, process]
         };
         let patroni = async {
-            let Some(p) = &cfg.patroni else {
+            let (Some(p), Some(process)) = (&cfg.patroni, patroni_process) else {
                 return (Vec::new(), None, None);
             };
             let api = crate::config::url_address(&p.url);
@@ -242,7 +272,7 @@ impl Agent {
                     view,
                 )
             };
-            let (port, (health, node, view), cluster) = tokio::join!(
+            let (port, (health, node, view), cluster, process) = tokio::join!(
                 timed(
                     ProbeId::PatroniApiPort,
                     t,
@@ -254,8 +284,13 @@ impl Agent {
                     t,
                     patroni_cluster::probe(&http.patroni, &p.url, &cfg.node, lag_warning)
                 ),
+                process.probe(t, ProcessProbe::probe),
             );
-            (vec![port, health, node, cluster.0], view, cluster.1)
+            (
+                vec![port, health, node, cluster.0, process],
+                view,
+                cluster.1,
+            )
         };
         let postgres = async {
             let state = pg.as_mut()?;
@@ -276,35 +311,64 @@ impl Agent {
                 .is_ok_and(|s| s.connections.free() <= (s.connections.usable() / 10).max(1));
             Some((snapshot, started, t0.elapsed()))
         };
+        let (system, h, e, (p, node, cluster), snapshot) =
+            tokio::join!(system, haproxy, etcd, patroni, postgres);
 
-        let (h, e, (p, node, cluster), snapshot) = tokio::join!(haproxy, etcd, patroni, postgres);
+        // Gather, stage 2: the reads that need the snapshot (the data directory, the backend's pid).
+        let snap = snapshot.as_ref().and_then(|(s, _, _)| s.as_ref().ok());
+        if let Some(dir) = snap.and_then(|s| s.data_directory.as_ref())
+            && disk_paths.is_empty()
+        {
+            disk_paths.push(PathBuf::from(dir));
+        }
+        if cfg.system.enabled && disk_paths.is_empty() {
+            disk_paths.push(PathBuf::from("/"));
+        }
+        let disk = async {
+            if !cfg.system.enabled {
+                return None;
+            }
+            let (sys, paths) = (cfg.system.clone(), disk_paths.clone());
+            Some(
+                disk.probe(t, move |read| system_disk::probe(&sys, &paths, read))
+                    .await,
+            )
+        };
+        let backend = snap.map(|s| s.backend_pid);
+        let postmaster = async {
+            let (Some(state), Some(backend)) = (pg.as_mut(), backend) else {
+                return None;
+            };
+            // Unread, the postmaster is judged like one in another pid namespace: by the login.
+            state
+                .postmaster
+                .call(t, move |_| postgres_accept::postmaster_of(backend))
+                .await
+                .unwrap_or_else(|r| {
+                    tracing::debug!(message = %r.message, "Postmaster state unread");
+                    None
+                })
+        };
+        let (disk, postmaster) = tokio::join!(disk, postmaster);
+
+        // Judge.
+        let mut results = Vec::with_capacity(ProbeId::ALL.len());
+        results.extend(system);
         results.extend(h);
         results.extend(e);
         results.extend(p);
-
         if let (Some(pg_cfg), Some(state), Some(snapshot)) = (&cfg.postgres, pg.as_mut(), snapshot)
         {
-            if let Ok(snap) = &snapshot.0
-                && disk_paths.is_empty()
-                && let Some(dir) = &snap.data_directory
-            {
-                disk_paths.push(PathBuf::from(dir));
-            }
             let ctx = SqlInputs {
                 node: &cfg.node,
                 cfg: pg_cfg,
                 role: node.as_ref(),
                 cluster: cluster.as_ref(),
+                postmaster,
             };
             results.extend(sql_results(state, &ctx, snapshot));
         }
-        if cfg.system.enabled {
-            if disk_paths.is_empty() {
-                disk_paths.push(PathBuf::from("/"));
-            }
-            results.push(timed_sync(|| system_disk::probe(&cfg.system, disk_paths)));
-        }
-
+        results.extend(disk);
         results.sort_by_key(|r| ProbeId::ALL.iter().position(|id| *id == r.id));
         results
     }
@@ -316,6 +380,7 @@ struct SqlInputs<'a> {
     cfg: &'a crate::config::PostgresConfig,
     role: Option<&'a NodeView>,
     cluster: Option<&'a ClusterView>,
+    postmaster: Postmaster,
 }
 
 /// The SQL-derived probes of one cycle: all judged from one snapshot, or all failed with its
@@ -357,7 +422,11 @@ fn sql_results(
             .map(|id| id.critical(format!("PostgreSQL query failed: {e}")))
             .collect(),
     };
-    out.push(state.accept.judge(snapshot.as_ref().ok()));
+    out.push(
+        state
+            .accept
+            .judge(snapshot.as_ref().ok(), inputs.postmaster),
+    );
     out.into_iter().map(|r| r.timed(started, took)).collect()
 }
 
@@ -374,4 +443,100 @@ where
     })
     .await;
     (result, view)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::probe::blocking::Gate;
+    use crate::procfs::FsUsage;
+    use crate::result::Status;
+
+    /// Patroni on a closed loopback port, 200 ms timeout, system probes on.
+    fn agent() -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        let toml = "node = \"node1\"\ncluster = \"demo\"\ninterval = \"2s\"\ntimeout = \"200ms\"\n\
+                    [patroni]\nurl = \"http://127.0.0.1:1\"\n";
+        std::fs::write(&path, toml).expect("write");
+        Agent::new(crate::config::load(&path, HashMap::new()).expect("valid"))
+    }
+
+    fn find(results: &[ProbeResult], id: ProbeId) -> &ProbeResult {
+        results
+            .iter()
+            .find(|r| r.id == id)
+            .unwrap_or_else(|| panic!("no {id} result"))
+    }
+
+    #[tokio::test]
+    async fn a_hung_statvfs_makes_system_disk_critical_on_time_while_the_others_report() {
+        let (gate, reads) = (Arc::new(Gate::default()), Arc::new(AtomicUsize::new(0)));
+        let (g, n) = (gate.clone(), reads.clone());
+        let mut agent = agent().with_fs_usage(FsUsageReader::new(move |_| {
+            n.fetch_add(1, Ordering::SeqCst);
+            g.wait();
+            Ok(FsUsage {
+                total_bytes: 100 << 30,
+                available_bytes: 90 << 30,
+                used_percent: 10.0,
+                inodes_used_percent: 1.0,
+            })
+        }));
+        let timeout = agent.config().timeout;
+
+        let t0 = Instant::now();
+        let results = agent.cycle().await;
+        assert!(
+            t0.elapsed() < 2 * timeout + Duration::from_secs(1),
+            "{:?}",
+            t0.elapsed()
+        );
+        let disk = find(&results, ProbeId::SystemDisk);
+        assert_eq!(disk.status, Status::Critical);
+        assert!(disk.unanswered);
+        assert_eq!(disk.message, "timed out after 200ms");
+        for id in [
+            ProbeId::SystemCpu,
+            ProbeId::SystemMemory,
+            ProbeId::PatroniProcess,
+            ProbeId::PatroniApiPort,
+        ] {
+            let r = find(&results, id);
+            assert!(!r.unanswered, "{id}: {}", r.message);
+        }
+        assert!(
+            find(&results, ProbeId::SystemMemory)
+                .message
+                .contains("used")
+        );
+
+        // Still hung: answered at once, and no second statvfs is started.
+        let t0 = Instant::now();
+        let results = agent.cycle().await;
+        assert!(t0.elapsed() < timeout + Duration::from_secs(1));
+        let disk = find(&results, ProbeId::SystemDisk);
+        assert!(disk.unanswered && disk.message.starts_with("still blocked for"));
+        assert!(!find(&results, ProbeId::SystemCpu).unanswered);
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+
+        gate.open();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let disk = loop {
+            let results = agent.cycle().await;
+            let disk = find(&results, ProbeId::SystemDisk).clone();
+            if !disk.unanswered {
+                break disk;
+            }
+            assert!(Instant::now() < deadline, "{}", disk.message);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(disk.status, Status::Ok, "{}", disk.message);
+        assert_eq!(disk.message, "/: 10.0% used, 90.0 GiB free");
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+    }
 }

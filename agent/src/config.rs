@@ -381,7 +381,7 @@ impl HaproxyApplication {
 }
 
 /// Host resource thresholds.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SystemConfig {
     /// Turn the `system.*` probes off (default on).

@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let mut agent = match Agent::try_new(cfg) {
             Ok(a) => a,
             Err(e) => {
@@ -108,7 +108,11 @@ fn main() -> ExitCode {
         };
         run::run(agent, uplink, shutdown_signal()).await;
         ExitCode::SUCCESS
-    })
+    });
+    // Dropping the runtime would wait for a probe's read still hung in the kernel (a dead NFS
+    // mount) for ever.
+    runtime.shutdown_background();
+    code
 }
 
 /// Resolves on SIGTERM or SIGINT.

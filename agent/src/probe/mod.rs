@@ -2,6 +2,7 @@
 //! a few beyond it). The ids, and the typed facts each probe reports, are the wire's
 //! (`vigie_proto::probes`): the single registry both sides read.
 
+pub mod blocking;
 pub mod etcd_health;
 pub mod haproxy_backends;
 pub mod haproxy_port;
@@ -49,14 +50,6 @@ where
             .critical(format!("timed out after {}", fmt_duration(timeout)))
             .unanswered(),
     };
-    result.timed(started, t0.elapsed())
-}
-
-/// Stamps a synchronous probe's result.
-pub fn timed_sync(probe: impl FnOnce() -> ProbeResult) -> ProbeResult {
-    let started = SystemTime::now();
-    let t0 = Instant::now();
-    let result = probe();
     result.timed(started, t0.elapsed())
 }
 

@@ -160,11 +160,14 @@ impl AcceptProbe {
         self.last = Some(Login { at, outcome });
     }
 
-    /// Judges from the postmaster's state (through this cycle's `snapshot`, when the query
-    /// succeeded) and the last login.
-    pub fn judge(&self, snapshot: Option<&PgSnapshot>) -> ProbeResult {
+    /// Judges from this cycle's `snapshot` (when the query succeeded), the `postmaster`'s state
+    /// read through it ([`postmaster_of`]) and the last login.
+    pub fn judge(
+        &self,
+        snapshot: Option<&PgSnapshot>,
+        postmaster: Option<(u32, procfs::ProcStat)>,
+    ) -> ProbeResult {
         let id = ProbeId::PostgresAccept;
-        let postmaster = snapshot.and_then(|s| postmaster_of(s.backend_pid));
         if let Some((pid, stat)) = postmaster
             && stat.stopped()
         {
@@ -238,7 +241,7 @@ impl AcceptProbe {
 }
 
 /// The postmaster that forked `backend_pid`, when it runs on this host (same pid namespace).
-fn postmaster_of(backend_pid: i32) -> Option<(u32, procfs::ProcStat)> {
+pub fn postmaster_of(backend_pid: i32) -> Option<(u32, procfs::ProcStat)> {
     let backend = u32::try_from(backend_pid).ok()?;
     let argv = procfs::read_cmdline(backend)?;
     // A backend's title is "postgres: …": anything else means another pid namespace.
@@ -273,7 +276,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr").to_string();
         let mut p = probe(&addr, Duration::from_millis(300));
         p.login_if_due(false).await;
-        let r = p.judge(None);
+        let r = p.judge(None, None);
         assert_eq!(r.status, Status::Critical, "{}", r.message);
         assert!(
             r.message.contains("not answered within 300ms"),
@@ -294,10 +297,23 @@ mod tests {
         });
         let mut p = probe(&addr, Duration::from_secs(2));
         p.login_if_due(false).await;
-        let r = p.judge(None);
+        let r = p.judge(None, None);
         assert_eq!(r.status, Status::Critical, "{}", r.message);
         assert!(r.message.starts_with(&addr), "{}", r.message);
         assert_eq!(r.json()["refused"], "other");
+    }
+
+    #[test]
+    fn a_stopped_postmaster_is_critical_before_any_login() {
+        let p = probe("127.0.0.1:5432", Duration::from_secs(1));
+        let stat = procfs::parse_stat(
+            "4242 (postgres) T 1 4242 4242 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0 4242 1000 250 0",
+        )
+        .expect("stat");
+        let r = p.judge(None, Some((4242, stat)));
+        assert_eq!(r.status, Status::Critical, "{}", r.message);
+        assert!(r.message.contains("(pid 4242) is stopped"), "{}", r.message);
+        assert_eq!(p.judge(None, None).status, Status::Unknown);
     }
 
     #[test]

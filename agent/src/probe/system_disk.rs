@@ -1,7 +1,7 @@
 //! `system.disk`: space and inodes used on the filesystems holding the configured paths
 //! (PostgreSQL's data directory by default), from `statvfs`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use vigie_proto::Facts;
 use vigie_proto::v1::{Filesystem, SystemDiskFacts};
@@ -9,16 +9,39 @@ use vigie_proto::v1::{Filesystem, SystemDiskFacts};
 use super::ProbeId;
 use super::system_cpu::round1;
 use crate::config::SystemConfig;
-use crate::procfs;
+use crate::procfs::{self, FsUsage};
 use crate::result::{ProbeResult, Status, human_bytes};
 
-pub fn probe(cfg: &SystemConfig, paths: &[PathBuf]) -> ProbeResult {
+type ReadUsage = dyn Fn(&Path) -> std::io::Result<FsUsage> + Send;
+
+/// Reads the usage of the filesystem holding a path: `statvfs` but in tests.
+pub struct FsUsageReader(Box<ReadUsage>);
+
+impl FsUsageReader {
+    pub fn new(read: impl Fn(&Path) -> std::io::Result<FsUsage> + Send + 'static) -> Self {
+        FsUsageReader(Box::new(read))
+    }
+}
+
+impl Default for FsUsageReader {
+    fn default() -> Self {
+        FsUsageReader::new(procfs::fs_usage)
+    }
+}
+
+impl std::fmt::Debug for FsUsageReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FsUsageReader")
+    }
+}
+
+pub fn probe(cfg: &SystemConfig, paths: &[PathBuf], read: &FsUsageReader) -> ProbeResult {
     let id = ProbeId::SystemDisk;
     let mut status = Status::Ok;
     let mut parts = Vec::new();
     let mut facts = Vec::new();
     for path in paths {
-        match procfs::fs_usage(path) {
+        match (read.0)(path) {
             Ok(u) => {
                 let worst = u.used_percent.max(u.inodes_used_percent);
                 let s = if worst >= cfg.disk_critical_percent {
@@ -66,9 +89,10 @@ mod tests {
     #[test]
     fn root_is_measured_and_a_missing_path_is_unknown() {
         let cfg = SystemConfig::default();
-        let r = probe(&cfg, &[PathBuf::from("/")]);
+        let statvfs = FsUsageReader::default();
+        let r = probe(&cfg, &[PathBuf::from("/")], &statvfs);
         assert!(r.message.starts_with("/: "), "{}", r.message);
-        let r = probe(&cfg, &[PathBuf::from("/nonexistent/vigie")]);
+        let r = probe(&cfg, &[PathBuf::from("/nonexistent/vigie")], &statvfs);
         assert_eq!(r.status, Status::Unknown);
     }
 }
