@@ -66,15 +66,6 @@ struct Fixture {
     components: Vec<Vec<String>>,
 }
 
-fn status(s: &str) -> i32 {
-    (match s {
-        "ok" => v1::Status::Ok,
-        "warning" => v1::Status::Warning,
-        "critical" => v1::Status::Critical,
-        _ => v1::Status::Unknown,
-    }) as i32
-}
-
 impl Fixture {
     fn load(path: &Path) -> Fixture {
         let text = std::fs::read_to_string(path)
@@ -93,7 +84,9 @@ impl Fixture {
                             .unwrap_or_else(|| panic!("fixture: no probe {name}"));
                         v1::ProbeResult {
                             probe: probe as i32,
-                            status: status(r["status"].as_str().unwrap_or_default()),
+                            status: serde_json::from_value::<v1::Status>(r["status"].clone())
+                                .unwrap_or(v1::Status::Unknown)
+                                as i32,
                             message: r["message"].as_str().unwrap_or_default().to_string(),
                             started_unix_ms: 0,
                             duration_us: r["duration_us"].as_u64().unwrap_or(0),
