@@ -68,8 +68,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    // The blocking reads (/proc, statvfs) run on a few long-lived threads, not one new thread per
+    // read: bounded, and four leave room for three reads hung on a dead mount while the others
+    // still run.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(4)
+        .thread_keep_alive(std::time::Duration::from_secs(3600))
         .build()
     {
         Ok(r) => r,
