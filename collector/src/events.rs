@@ -177,7 +177,11 @@ const WATCHED_FACTS: [Watched; 3] = [
 ];
 
 fn node_fact(results: &Results) -> Option<&crate::model::wire::PatroniNodeFacts> {
-    results.get(&ProbeId::PatroniNode)?.patroni_node()
+    results
+        .get(&ProbeId::PatroniNode)?
+        .facts
+        .as_ref()?
+        .patroni_node()
 }
 
 /// The node events a node's latest results show against what was last known of it (pure):

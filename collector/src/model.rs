@@ -35,33 +35,6 @@ pub struct Observation {
     pub observed_mono_ms: i64,
 }
 
-macro_rules! typed_facts {
-    ($($method:ident => $message:ident;)*) => {
-        impl Observation {
-            $(
-                pub fn $method(&self) -> Option<&wire::$message> {
-                    self.facts.as_ref()?.$method()
-                }
-            )*
-        }
-    };
-}
-
-typed_facts! {
-    haproxy_backends => HaproxyBackendsFacts;
-    etcd_health => EtcdHealthFacts;
-    patroni_health => PatroniHealthFacts;
-    patroni_node => PatroniNodeFacts;
-    patroni_cluster => PatroniClusterFacts;
-    postgres_locks => PostgresLocksFacts;
-    postgres_connections => PostgresConnectionsFacts;
-    postgres_wal_receiver => PostgresWalReceiverFacts;
-    postgres_recovery => PostgresRecoveryFacts;
-    postgres_replication => PostgresReplicationFacts;
-    postgres_replication_lag => PostgresReplicationLagFacts;
-    postgres_accept => PostgresAcceptFacts;
-}
-
 /// A node's latest observations by probe.
 pub type Results = BTreeMap<ProbeId, Arc<Observation>>;
 

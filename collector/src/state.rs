@@ -307,7 +307,7 @@ impl Store {
                     .and_then(|o| {
                         Some((
                             o.observed_mono_ms,
-                            o.postgres_replication_lag()?.current_lsn?,
+                            o.facts.as_ref()?.postgres_replication_lag()?.current_lsn?,
                         ))
                     })
                 {

@@ -118,7 +118,7 @@ pub fn render(p: &Published, now_ms: i64, refused: u64) -> String {
             if let Some(role) = n
                 .results
                 .get(&ProbeId::PatroniNode)
-                .and_then(|o| o.patroni_node())
+                .and_then(|o| o.facts.as_ref()?.patroni_node())
                 .map(|p| p.role.as_str())
             {
                 let _ = writeln!(
@@ -152,7 +152,7 @@ pub fn render(p: &Published, now_ms: i64, refused: u64) -> String {
                 if let Some(v) = n
                     .results
                     .get(&ProbeId::PostgresConnections)
-                    .and_then(|o| o.postgres_connections())
+                    .and_then(|o| o.facts.as_ref()?.postgres_connections())
                     .map(value)
                 {
                     let _ = writeln!(

@@ -10,20 +10,13 @@ use crate::model::{Facts, ProbeId};
 
 /// The recorded batches: node → probe → typed facts.
 fn recorded() -> BTreeMap<String, BTreeMap<ProbeId, Facts>> {
-    let doc: serde_json::Value =
-        serde_json::from_str(super::testkit::FIXTURE).expect("fixture is JSON");
+    let doc = super::testkit::fixture();
     let mut out = BTreeMap::new();
-    for (node, results) in doc["results"].as_object().expect("results") {
-        let mut by_probe = BTreeMap::new();
-        for r in results.as_array().expect("list") {
-            let name = r["id"].as_str().expect("id");
-            let id = ProbeId::from_name(name).unwrap_or_else(|| panic!("unknown probe {name}"));
-            let facts = id
-                .facts_from_json(r["facts"].clone())
-                .unwrap_or_else(|e| panic!("{node} {name}: {e}"))
-                .unwrap_or_else(|| panic!("{node} {name}: no facts"));
-            by_probe.insert(id, facts);
-        }
+    for node in doc["results"].as_object().expect("results").keys() {
+        let by_probe = super::testkit::recorded_results(doc, node)
+            .into_iter()
+            .map(|(id, _, facts)| (id, facts.unwrap_or_else(|| panic!("{node} {id}: no facts"))))
+            .collect();
         out.insert(node.clone(), by_probe);
     }
     out

@@ -16,7 +16,7 @@ pub const INTERVAL: u64 = 5_000;
 /// Every node's WAL position in the healthy lab.
 pub const LSN: u64 = 50_000_000;
 
-pub const FIXTURE: &str = include_str!("../../../bench/fixtures/lab-batches.json");
+const FIXTURE: &str = include_str!("../../../bench/fixtures/lab-batches.json");
 
 #[derive(Debug, Clone)]
 pub struct Lab {
@@ -92,11 +92,34 @@ fn contains(whole: &Value, part: &Value) -> bool {
     }
 }
 
-/// The recorded lab batches, with Patroni's recorded leader renamed `node{leader}`.
-fn recorded(leader: u8) -> Value {
+/// The recorded lab batches, as recorded.
+pub fn fixture() -> &'static Value {
     static DOC: LazyLock<Value> =
         LazyLock::new(|| serde_json::from_str(FIXTURE).expect("fixture is JSON"));
-    let recorded_leader = DOC["results"]["node1"]
+    &DOC
+}
+
+/// Each result the fixture `doc` holds for `node`: its probe, status and typed facts.
+pub fn recorded_results(doc: &Value, node: &str) -> Vec<(ProbeId, Status, Option<Facts>)> {
+    doc["results"][node]
+        .as_array()
+        .unwrap_or_else(|| panic!("the fixture has no results for {node}"))
+        .iter()
+        .map(|r| {
+            let id = probe(r["id"].as_str().expect("id"));
+            let status: Status = serde_json::from_value(r["status"].clone()).expect("status");
+            let facts = id
+                .facts_from_json(r["facts"].clone())
+                .unwrap_or_else(|e| panic!("{node} {id}: re-record the fixture: {e}"));
+            (id, status, facts)
+        })
+        .collect()
+}
+
+/// The recorded lab batches, with Patroni's recorded leader renamed `node{leader}`.
+fn recorded(leader: u8) -> Value {
+    let doc = fixture();
+    let recorded_leader = doc["results"]["node1"]
         .as_array()
         .into_iter()
         .flatten()
@@ -106,9 +129,9 @@ fn recorded(leader: u8) -> Value {
         .and_then(|n| n.parse::<u8>().ok())
         .expect("the fixture names a leader");
     if recorded_leader == leader {
-        return DOC.clone();
+        return doc.clone();
     }
-    let mut text = DOC.to_string();
+    let mut text = doc.to_string();
     for (a, b) in [
         (format!("node{recorded_leader}"), format!("node{leader}")),
         (host(recorded_leader), host(leader)),
@@ -130,17 +153,12 @@ impl Lab {
             let components: Vec<String> =
                 serde_json::from_value(doc["components"][name].clone()).expect("components");
             let mut s = node(name, &components);
-            for r in doc["results"][name].as_array().expect("results") {
-                let id = probe(r["id"].as_str().expect("id"));
-                let status: Status = serde_json::from_value(r["status"].clone()).expect("status");
+            for (id, status, facts) in recorded_results(&doc, name) {
                 assert_eq!(
                     status,
                     Status::Ok,
                     "{name} {id}: the fixture must be healthy"
                 );
-                let facts = id
-                    .facts_from_json(r["facts"].clone())
-                    .unwrap_or_else(|e| panic!("{name} {id}: re-record the fixture: {e}"));
                 s.results.insert(id, obs(status, facts));
             }
             nodes.push(s);

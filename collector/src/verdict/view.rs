@@ -9,7 +9,7 @@ use super::{Evidence, Policy};
 use crate::clock::Now;
 pub use crate::model::wire::StateKind;
 use crate::model::wire::{self, PatroniMember};
-use crate::model::{ClusterSnapshot, NodeState, Observation, ProbeId, Status};
+use crate::model::{ClusterSnapshot, Facts, NodeState, Observation, ProbeId, Status};
 
 #[derive(Debug)]
 pub struct View<'a> {
@@ -101,7 +101,7 @@ macro_rules! typed_facts {
         impl<'a> NodeView<'a> {
             $(
                 pub fn $method(&self) -> Option<&'a wire::$message> {
-                    self.result(ProbeId::$probe)?.$read()
+                    self.result(ProbeId::$probe)?.facts.as_ref()?.$read()
                 }
             )*
         }
@@ -179,7 +179,11 @@ impl<'a> View<'a> {
         let mut votes: BTreeMap<&str, (usize, i64)> = BTreeMap::new();
         for n in self.fresh() {
             if let Some(obs) = n.result(ProbeId::PatroniCluster)
-                && let Some(leader) = obs.patroni_cluster().and_then(|c| c.leader.as_deref())
+                && let Some(leader) = obs
+                    .facts
+                    .as_ref()
+                    .and_then(Facts::patroni_cluster)
+                    .and_then(|c| c.leader.as_deref())
             {
                 let e = votes.entry(leader).or_insert((0, 0));
                 e.0 += 1;
@@ -221,13 +225,11 @@ impl<'a> View<'a> {
     pub fn patroni_members(&self) -> BTreeMap<&str, &PatroniMember> {
         let newest = self
             .fresh()
-            .filter_map(|n| n.result(ProbeId::PatroniCluster))
-            .filter(|o| o.patroni_cluster().is_some())
-            .max_by_key(|o| o.received_ms);
+            .filter_map(|n| Some((n.result(ProbeId::PatroniCluster)?, n.patroni_cluster()?)))
+            .max_by_key(|(o, _)| o.received_ms);
         newest
-            .and_then(|o| o.patroni_cluster())
             .into_iter()
-            .flat_map(|c| &c.members)
+            .flat_map(|(_, c)| &c.members)
             .map(|m| (m.name.as_str(), m))
             .collect()
     }

@@ -171,7 +171,7 @@ fn vouchers(
             .filter(|o| o.name() != name)
             .filter_map(|o| {
                 let r = o.result(ProbeId::PostgresWalReceiver)?;
-                let w = r.postgres_wal_receiver()?;
+                let w = r.facts.as_ref()?.postgres_wal_receiver()?;
                 let recent = w.last_msg_age_s.is_some_and(|a| a <= WAL_VOUCH_S);
                 (w.status.as_deref() == Some("streaming")
                     && w.sender_host.as_deref() == Some(host)
@@ -194,7 +194,9 @@ fn vouchers(
             continue;
         };
         let up = r
-            .haproxy_backends()
+            .facts
+            .as_ref()
+            .and_then(crate::model::Facts::haproxy_backends)
             .into_iter()
             .flat_map(|b| &b.proxies)
             .filter(|p| {

@@ -46,7 +46,7 @@ pub fn lags(view: &View<'_>) -> Vec<ReplicaLag> {
 /// `r`'s lag behind `leader` (whose SQL may be unobserved: then only the replica's own view).
 fn measure(leader: Option<&NodeView<'_>>, r: &NodeView<'_>) -> Option<ReplicaLag> {
     let obs = r.result(ProbeId::PostgresReplicationLag)?;
-    let own = obs.postgres_replication_lag()?;
+    let own = obs.facts.as_ref()?.postgres_replication_lag()?;
     let replay = own.replay_lsn;
     // What was replayed was received: a standby just restarted reports a receive position
     // behind its replay until its receiver has streamed something.
