@@ -6,11 +6,12 @@
 //! judgement of what was gathered does no I/O.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, SystemConfig};
 use crate::probe::blocking::OffThread;
 use crate::probe::haproxy_port::Port;
 use crate::probe::patroni_cluster::ClusterView;
@@ -42,7 +43,9 @@ pub struct Agent {
     memory: OffThread<()>,
     disk: OffThread<FsUsageReader>,
     pg: Option<PgState>,
-    disk_paths: Vec<PathBuf>,
+    /// Shared with the blocking reads: a cycle hands them a reference count, not a copy.
+    system: Arc<SystemConfig>,
+    disk_paths: Arc<Vec<PathBuf>>,
 }
 
 /// The postmaster's pid and state, when it runs on this host.
@@ -138,7 +141,8 @@ impl Agent {
                 slots_tight: false,
             }
         });
-        let disk_paths = cfg.system.disk_paths.clone();
+        let disk_paths = Arc::new(cfg.system.disk_paths.clone());
+        let system = Arc::new(cfg.system.clone());
         Ok(Agent {
             haproxy_process: cfg
                 .haproxy
@@ -158,6 +162,7 @@ impl Agent {
             memory: OffThread::new(ProbeId::SystemMemory, ()),
             disk: OffThread::new(ProbeId::SystemDisk, FsUsageReader::default()),
             pg,
+            system,
             disk_paths,
         })
     }
@@ -190,6 +195,7 @@ impl Agent {
             memory,
             disk,
             pg,
+            system: system_cfg,
             disk_paths,
         } = self;
         let t = cfg.timeout;
@@ -199,7 +205,7 @@ impl Agent {
             if !cfg.system.enabled {
                 return Vec::new();
             }
-            let (for_cpu, for_memory) = (cfg.system.clone(), cfg.system.clone());
+            let (for_cpu, for_memory) = (system_cfg.clone(), system_cfg.clone());
             let (c, m) = tokio::join!(
                 cpu.probe(t, move |cpu| cpu.probe(&for_cpu)),
                 memory.probe(t, move |_| system_memory::probe(&for_memory)),
@@ -319,16 +325,16 @@ impl Agent {
         if let Some(dir) = snap.and_then(|s| s.data_directory.as_ref())
             && disk_paths.is_empty()
         {
-            disk_paths.push(PathBuf::from(dir));
+            Arc::make_mut(disk_paths).push(PathBuf::from(dir));
         }
         if cfg.system.enabled && disk_paths.is_empty() {
-            disk_paths.push(PathBuf::from("/"));
+            Arc::make_mut(disk_paths).push(PathBuf::from("/"));
         }
         let disk = async {
             if !cfg.system.enabled {
                 return None;
             }
-            let (sys, paths) = (cfg.system.clone(), disk_paths.clone());
+            let (sys, paths) = (system_cfg.clone(), disk_paths.clone());
             Some(
                 disk.probe(t, move |read| system_disk::probe(&sys, &paths, read))
                     .await,
