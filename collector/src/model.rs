@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
-use serde_json::Value;
 pub use vigie_proto::v1::{self as wire, probe_result::Facts};
 pub use vigie_proto::{ProbeId, Status};
 
@@ -71,10 +70,6 @@ pub struct NodeState {
     /// Shared with the published snapshots: a batch replaces observations, never edits them.
     #[serde(serialize_with = "results_by_name")]
     pub results: Results,
-    /// The last non-null value of each watched fact (`probe/fact`), to see changes across a gap
-    /// (a PostgreSQL down for a cycle reports no start time).
-    #[serde(skip)]
-    pub last_known: BTreeMap<String, Value>,
     /// This node's WAL position over time while it is a primary (for cross-node lag).
     #[serde(skip)]
     pub lsn_series: Arc<LsnSeries>,
@@ -90,7 +85,8 @@ impl NodeState {
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterSnapshot {
     pub scope: String,
-    pub nodes: Vec<NodeState>,
+    /// Shared with the state task: publishing a snapshot copies no node.
+    pub nodes: Vec<Arc<NodeState>>,
 }
 
 /// A primary's WAL position over time, on the collector's monotonic clock: one sample each time

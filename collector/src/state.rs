@@ -127,8 +127,12 @@ struct Store {
     notify: Option<Notify>,
     events: EventLog,
     queue: Option<WriteQueue>,
-    /// Nodes by cluster, then by name (sorted, as snapshots list them).
-    nodes: HashMap<String, BTreeMap<String, NodeState>>,
+    /// Nodes by cluster, then by name (sorted, as snapshots list them). Shared with the
+    /// published snapshot: a batch copies its node once if readers still hold the last one.
+    nodes: HashMap<String, BTreeMap<String, Arc<NodeState>>>,
+    /// The last non-null value of each watched fact (`probe/fact`) by cluster and node, to see
+    /// changes across a gap (a PostgreSQL down for a cycle reports no start time).
+    last_known: HashMap<(String, String), BTreeMap<String, serde_json::Value>>,
     /// The live stream of each node, and its way back to the agent.
     streams: HashMap<String, HashMap<String, (u64, StreamBack)>>,
     histories: HashMap<String, FindingHistory>,
@@ -226,6 +230,7 @@ impl Store {
             events,
             queue: None,
             nodes: HashMap::new(),
+            last_known: HashMap::new(),
             streams: HashMap::new(),
             histories: HashMap::new(),
             published: BTreeMap::new(),
@@ -251,7 +256,8 @@ impl Store {
                     .entry(hello.cluster.clone())
                     .or_default()
                     .entry(hello.node.clone())
-                    .or_insert_with(|| NodeState {
+                    .or_insert_with(|| {
+                        Arc::new(NodeState {
                         name: hello.node.clone(),
                         cluster: hello.cluster.clone(),
                         components: Vec::new(),
@@ -265,9 +271,10 @@ impl Store {
                         dropped_batches: 0,
                         untyped_facts: false,
                         results: BTreeMap::new(),
-                        last_known: BTreeMap::new(),
                         lsn_series: Default::default(),
+                    })
                     });
+                let node = Arc::make_mut(node);
                 node.components = hello.components;
                 node.agent_version = hello.agent_version;
                 node.interval_ms = u64::from(hello.interval_ms.max(1_000));
@@ -291,6 +298,7 @@ impl Store {
                 else {
                     return;
                 };
+                let state = Arc::make_mut(state);
                 self.batches_received += 1;
                 state.last_seen_ms = at_ms;
                 state.last_seen_mono_ms = at.mono_ms;
@@ -314,9 +322,9 @@ impl Store {
                     Arc::make_mut(&mut state.lsn_series).record(observed, lsn);
                 }
                 state.clock_offset_ms = batch.agent_end_ms.map(|e| at_ms - e);
-                let name = state.name.clone();
-                for event in node_events(&name, &state.results, &mut state.last_known) {
-                    tracing::info!(%cluster, node = %name, event = event.kind, from = %event.from, to = %event.to, "Node event");
+                let last_known = self.last_known.entry((cluster.clone(), node)).or_default();
+                for event in node_events(&state.name, &state.results, last_known) {
+                    tracing::info!(%cluster, node = %state.name, event = event.kind, from = %event.from, to = %event.to, "Node event");
                     self.events
                         .push(at_ms, at_ms, &cluster, EventBody::Node(event));
                 }
@@ -381,6 +389,7 @@ impl Store {
                     }
                     if let Some(state) = self.nodes.get_mut(&cluster).and_then(|c| c.get_mut(&node))
                     {
+                        let state = Arc::make_mut(state);
                         state.connected = false;
                         state.last_seen_ms = state.last_seen_ms.min(at_ms);
                     }
@@ -399,7 +408,7 @@ impl Store {
     fn evaluate_all(&mut self, at: Now) {
         let now = at.wall_ms;
         for (cluster, nodes) in &self.nodes {
-            let nodes: Vec<NodeState> = nodes.values().cloned().collect();
+            let nodes: Vec<Arc<NodeState>> = nodes.values().cloned().collect();
             let snapshot = ClusterSnapshot {
                 scope: cluster.clone(),
                 nodes,
@@ -451,7 +460,7 @@ impl Store {
     }
 
     fn all_nodes(&self) -> impl Iterator<Item = &NodeState> {
-        self.nodes.values().flat_map(BTreeMap::values)
+        self.nodes.values().flat_map(BTreeMap::values).map(|n| &**n)
     }
 
     fn published(&self, now: i64) -> Published {
@@ -537,7 +546,7 @@ mod tests {
         assert!(kinds().is_empty());
         // PostgreSQL down for a cycle: no start time, no timeline; then back, restarted.
         if let Some(n) = store.nodes.get_mut("demo").and_then(|c| c.get_mut("node1")) {
-            n.results.clear();
+            Arc::make_mut(n).results.clear();
         }
         store.apply(Command::Batch {
             stream: 1,

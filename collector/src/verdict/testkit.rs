@@ -52,7 +52,6 @@ fn node(name: &str, components: &[String]) -> NodeState {
         dropped_batches: 0,
         untyped_facts: false,
         results: Default::default(),
-        last_known: Default::default(),
         lsn_series: Default::default(),
     }
 }
@@ -161,7 +160,7 @@ impl Lab {
                 );
                 s.results.insert(id, obs(status, facts));
             }
-            nodes.push(s);
+            nodes.push(Arc::new(s));
         }
         let mut lab = Lab {
             snap: ClusterSnapshot {
@@ -216,6 +215,7 @@ impl Lab {
             .nodes
             .iter_mut()
             .find(|n| n.name == name)
+            .map(Arc::make_mut)
             .unwrap_or_else(|| panic!("no node {name}"))
     }
 
