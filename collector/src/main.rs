@@ -9,6 +9,11 @@ use vigie_collector::{config, server};
 
 const EX_USAGE: u8 = 64;
 
+/// Batches are decoded on the I/O threads and freed on the state task's, half a second later:
+/// glibc's malloc spent a third of the collector's CPU on those cross-thread frees (bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// vigie collector: one verdict per cluster from every agent's view.
 #[derive(Debug, Parser)]
 #[command(name = "vigie-collector", version = vigie_collector::VERSION)]

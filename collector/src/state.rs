@@ -203,13 +203,19 @@ async fn run(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    // Commands are taken by the hundred: one wake-up of this task for many batches.
+    let mut cmds = Vec::with_capacity(256);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            cmd = rx.recv() => match cmd {
-                Some(cmd) => store.apply(cmd),
-                None => break,
-            },
+            n = rx.recv_many(&mut cmds, 256) => {
+                if n == 0 {
+                    break;
+                }
+                for cmd in cmds.drain(..) {
+                    store.apply(cmd);
+                }
+            }
             _ = tick.tick() => {
                 // Every cluster, not only changed ones: silence is news too.
                 let now = Now::read();
@@ -258,21 +264,21 @@ impl Store {
                     .entry(hello.node.clone())
                     .or_insert_with(|| {
                         Arc::new(NodeState {
-                        name: hello.node.clone(),
-                        cluster: hello.cluster.clone(),
-                        components: Vec::new(),
-                        agent_version: String::new(),
-                        interval_ms: 5_000,
-                        connected: true,
-                        last_seen_ms: at.wall_ms,
-                        last_seen_mono_ms: at.mono_ms,
-                        last_batch_mono_ms: None,
-                        clock_offset_ms: None,
-                        dropped_batches: 0,
-                        untyped_facts: false,
-                        results: BTreeMap::new(),
-                        lsn_series: Default::default(),
-                    })
+                            name: hello.node.clone(),
+                            cluster: hello.cluster.clone(),
+                            components: Vec::new(),
+                            agent_version: String::new(),
+                            interval_ms: 5_000,
+                            connected: true,
+                            last_seen_ms: at.wall_ms,
+                            last_seen_mono_ms: at.mono_ms,
+                            last_batch_mono_ms: None,
+                            clock_offset_ms: None,
+                            dropped_batches: 0,
+                            untyped_facts: false,
+                            results: BTreeMap::new(),
+                            lsn_series: Default::default(),
+                        })
                     });
                 let node = Arc::make_mut(node);
                 node.components = hello.components;

@@ -2,14 +2,12 @@
 //! detail with every node's latest probe results and freshness, the event log, and `/healthz`.
 //! Errors are JSON with a status code.
 
-use std::sync::Arc;
-
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::state::{ClusterEntry, Readers, now_ms};
@@ -113,42 +111,78 @@ async fn cluster(State(r): State<Readers>, Path(scope): Path<String>) -> Respons
     Json(detail(&entry, recent, now_ms())).into_response()
 }
 
-/// The full view of one cluster.
-pub fn detail(entry: &Arc<ClusterEntry>, recent: Vec<Value>, now: i64) -> Value {
+/// The full view of one cluster, serialized straight from the published snapshot (fields in
+/// alphabetical order, as the API has always listed them).
+#[derive(Debug, Serialize)]
+pub struct Detail<'a> {
+    blind_spots: &'a [String],
+    cluster: &'a str,
+    evaluated_ms: i64,
+    findings: &'a [crate::verdict::Finding],
+    leader: Option<&'a str>,
+    nodes: Vec<NodeDetail<'a>>,
+    recent_events: Vec<Value>,
+    replication: &'a [crate::verdict::rules::replication::ReplicaLag],
+    transition: Option<&'a str>,
+    verdict: crate::verdict::Health,
+}
+
+/// One node of [`Detail`].
+#[derive(Debug, Serialize)]
+struct NodeDetail<'a> {
+    age_s: f64,
+    agent_version: &'a str,
+    clock_offset_ms: Option<i64>,
+    components: &'a [String],
+    connected: bool,
+    dropped_batches: u64,
+    interval_ms: u64,
+    last_seen_ms: i64,
+    name: &'a str,
+    #[serde(serialize_with = "results_by_name")]
+    results: &'a crate::model::Results,
+    untyped_facts: bool,
+}
+
+fn results_by_name<S: serde::Serializer>(
+    results: &&crate::model::Results,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    crate::model::results_by_name(results, s)
+}
+
+pub fn detail(entry: &ClusterEntry, recent_events: Vec<Value>, now: i64) -> Detail<'_> {
     let v = &entry.verdict;
-    let nodes: Vec<Value> = entry
+    let nodes = entry
         .snapshot
         .nodes
         .iter()
-        .map(|n| {
-            json!({
-                "name": n.name,
-                "components": n.components,
-                "agent_version": n.agent_version,
-                "connected": n.connected,
-                "last_seen_ms": n.last_seen_ms,
-                "age_s": (now - n.last_seen_ms) as f64 / 1000.0,
-                "interval_ms": n.interval_ms,
-                "clock_offset_ms": n.clock_offset_ms,
-                "dropped_batches": n.dropped_batches,
-                "untyped_facts": n.untyped_facts,
-                "results": crate::model::results_by_name(&n.results, serde_json::value::Serializer)
-                    .unwrap_or_default(),
-            })
+        .map(|n| NodeDetail {
+            age_s: (now - n.last_seen_ms) as f64 / 1000.0,
+            agent_version: &n.agent_version,
+            clock_offset_ms: n.clock_offset_ms,
+            components: &n.components,
+            connected: n.connected,
+            dropped_batches: n.dropped_batches,
+            interval_ms: n.interval_ms,
+            last_seen_ms: n.last_seen_ms,
+            name: &n.name,
+            results: &n.results,
+            untyped_facts: n.untyped_facts,
         })
         .collect();
-    json!({
-        "cluster": v.cluster,
-        "verdict": v.health,
-        "leader": v.leader,
-        "findings": v.findings,
-        "blind_spots": v.blind_spots,
-        "transition": v.transition,
-        "replication": v.replication,
-        "evaluated_ms": v.evaluated_ms,
-        "nodes": nodes,
-        "recent_events": recent,
-    })
+    Detail {
+        blind_spots: &v.blind_spots,
+        cluster: &v.cluster,
+        evaluated_ms: v.evaluated_ms,
+        findings: &v.findings,
+        leader: v.leader.as_deref(),
+        nodes,
+        recent_events,
+        replication: &v.replication,
+        transition: v.transition.as_deref(),
+        verdict: v.health,
+    }
 }
 
 /// Asks every connected agent of the cluster to run a probe cycle now.

@@ -273,7 +273,7 @@ pub fn evaluate(cluster: &ClusterSnapshot, now: impl Into<Now>, policy: &Policy)
     let mut verdict = Verdict {
         cluster: cluster.scope.clone(),
         health: Health::Healthy,
-        leader: view.patroni_leader(),
+        leader: view.patroni_leader().map(str::to_string),
         findings,
         blind_spots: blind,
         transition: view.transition(),

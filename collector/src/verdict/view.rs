@@ -19,6 +19,9 @@ pub struct View<'a> {
     pub now_mono_ms: i64,
     pub policy: &'a Policy,
     pub nodes: Vec<NodeView<'a>>,
+    /// Read once from the fresh nodes: every rule asks.
+    leader: Option<&'a str>,
+    members: BTreeMap<&'a str, &'a PatroniMember>,
 }
 
 #[derive(Debug)]
@@ -149,11 +152,13 @@ impl<'a> View<'a> {
                     now_mono_ms,
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
         View {
             now_ms: now.wall_ms,
             now_mono_ms,
             policy,
+            leader: leader_of(&nodes),
+            members: members_of(&nodes),
             nodes,
         }
     }
@@ -175,25 +180,8 @@ impl<'a> View<'a> {
 
     /// The leader Patroni names, by majority of the fresh nodes' `/cluster` views; ties go to
     /// the most recent observation.
-    pub fn patroni_leader(&self) -> Option<String> {
-        let mut votes: BTreeMap<&str, (usize, i64)> = BTreeMap::new();
-        for n in self.fresh() {
-            if let Some(obs) = n.result(ProbeId::PatroniCluster)
-                && let Some(leader) = obs
-                    .facts
-                    .as_ref()
-                    .and_then(Facts::patroni_cluster)
-                    .and_then(|c| c.leader.as_deref())
-            {
-                let e = votes.entry(leader).or_insert((0, 0));
-                e.0 += 1;
-                e.1 = e.1.max(obs.received_ms);
-            }
-        }
-        votes
-            .into_iter()
-            .max_by_key(|(_, (count, at))| (*count, *at))
-            .map(|(name, _)| name.to_string())
+    pub fn patroni_leader(&self) -> Option<&'a str> {
+        self.leader
     }
 
     /// Whether writes are (or should be) served by `name`: the writable node, or Patroni's
@@ -201,7 +189,7 @@ impl<'a> View<'a> {
     pub fn serves_writes(&self, name: &str) -> bool {
         let writable = self.writable();
         writable.iter().any(|w| w.name() == name)
-            || (self.patroni_leader().as_deref() == Some(name)
+            || (self.patroni_leader() == Some(name)
                 && writable.iter().all(|w| w.name() == name))
     }
 
@@ -210,7 +198,7 @@ impl<'a> View<'a> {
     pub fn role_words(&self, name: &str) -> &'static str {
         let leader = self.patroni_leader();
         let writable = self.writable().iter().any(|w| w.name() == name);
-        if leader.as_deref() == Some(name) {
+        if leader == Some(name) {
             "leader"
         } else if writable && leader.is_some() {
             "old primary, still writable, unmanaged"
@@ -222,16 +210,8 @@ impl<'a> View<'a> {
     }
 
     /// The member list Patroni publishes (from the freshest view), by name.
-    pub fn patroni_members(&self) -> BTreeMap<&str, &PatroniMember> {
-        let newest = self
-            .fresh()
-            .filter_map(|n| Some((n.result(ProbeId::PatroniCluster)?, n.patroni_cluster()?)))
-            .max_by_key(|(o, _)| o.received_ms);
-        newest
-            .into_iter()
-            .flat_map(|(_, c)| &c.members)
-            .map(|m| (m.name.as_str(), m))
-            .collect()
+    pub fn patroni_members(&self) -> &BTreeMap<&'a str, &'a PatroniMember> {
+        &self.members
     }
 
     /// A transition in progress that the fresh nodes show, said in words: a member starting,
@@ -294,3 +274,40 @@ impl<'a> View<'a> {
 
 /// Patroni roles of a node changing sides (Patroni 4's `/patroni`).
 pub const TRANSITIONAL_ROLES: [&str; 2] = ["demoted", "promoted"];
+
+fn leader_of<'a>(nodes: &[NodeView<'a>]) -> Option<&'a str> {
+    let mut votes: BTreeMap<&str, (usize, i64)> = BTreeMap::new();
+    for n in nodes.iter().filter(|n| n.fresh) {
+        if let Some(obs) = n.state.results.get(&ProbeId::PatroniCluster)
+            && let Some(leader) = obs
+                .facts
+                .as_ref()
+                .and_then(Facts::patroni_cluster)
+                .and_then(|c| c.leader.as_deref())
+        {
+            let e = votes.entry(leader).or_insert((0, 0));
+            e.0 += 1;
+            e.1 = e.1.max(obs.received_ms);
+        }
+    }
+    votes
+        .into_iter()
+        .max_by_key(|(_, (count, at))| (*count, *at))
+        .map(|(name, _)| name)
+}
+
+fn members_of<'a>(nodes: &[NodeView<'a>]) -> BTreeMap<&'a str, &'a PatroniMember> {
+    let newest = nodes
+        .iter()
+        .filter(|n| n.fresh)
+        .filter_map(|n| {
+            let o = n.state.results.get(&ProbeId::PatroniCluster)?;
+            Some((o, o.facts.as_ref()?.patroni_cluster()?))
+        })
+        .max_by_key(|(o, _)| o.received_ms);
+    newest
+        .into_iter()
+        .flat_map(|(_, c)| &c.members)
+        .map(|m| (m.name.as_str(), m))
+        .collect()
+}

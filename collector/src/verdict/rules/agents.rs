@@ -27,7 +27,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
             blind.push(format!("{name} has connected but not reported results yet"));
             continue;
         }
-        let is_leader = leader.as_deref() == Some(name);
+        let is_leader = leader == Some(name);
         let seen_by_others = match members.get(name) {
             Some(m) => format!("Patroni still lists it as {} {}", m.state, m.role),
             None if n.is_db() && !members.is_empty() => {
@@ -35,7 +35,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
             }
             None => "no other node reports on it".to_string(),
         };
-        let vouched = vouchers(view, name, &members);
+        let vouched = vouchers(view, name, members);
         let mut message = format!(
             "agent on {name} silent for {}s; {seen_by_others}",
             n.silent_ms / 1000
@@ -78,9 +78,9 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
         }
     }
     // Patroni members whose agent the collector has never heard from.
-    for (&name, m) in &members {
+    for (&name, m) in members {
         if view.node(name).is_none() {
-            let vouched = vouchers(view, name, &members);
+            let vouched = vouchers(view, name, members);
             let mut f = Finding::new(
                 Code::AgentStale,
                 Severity::Warning,
@@ -92,7 +92,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
             );
             f.evidence.extend(vouched.iter().cloned());
             findings.push(f);
-            if leader.as_deref() == Some(name) && vouched.len() < VOUCHERS_NEEDED {
+            if leader == Some(name) && vouched.len() < VOUCHERS_NEEDED {
                 blind.push(format!(
                     "the leader {name} has no agent: cannot tell whether it is writable"
                 ));
@@ -119,7 +119,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
         let sql_gone = dropped
             .iter()
             .any(|(id, _)| *id == ProbeId::PostgresRecovery);
-        if sql_gone && leader.as_deref() == Some(name) {
+        if sql_gone && leader == Some(name) {
             blind.push(format!(
                 "the agent of the leader {name} no longer reports its SQL: cannot tell whether it is writable"
             ));

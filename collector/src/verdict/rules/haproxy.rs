@@ -14,7 +14,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
     // Where writes must go: the one writable node, else whom Patroni names.
     let target = match writable.as_slice() {
         [one] => Some(one.name().to_string()),
-        _ => view.patroni_leader(),
+        _ => view.patroni_leader().map(str::to_string),
     };
     let members = view.patroni_members();
     for h in view.fresh().filter(|n| n.state.has("haproxy")) {
@@ -79,7 +79,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Strin
                     .filter(|s| {
                         target
                             .as_deref()
-                            .is_none_or(|t| !same_node(p, s, t, &members))
+                            .is_none_or(|t| !same_node(p, s, t, members))
                     })
                     .collect();
                 if !wrong.is_empty() && target.is_some() {

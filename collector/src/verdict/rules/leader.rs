@@ -19,7 +19,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, _blind: &mut [String]
                 "{} writable primaries: {} (Patroni's leader: {})",
                 writable.len(),
                 names.join(", "),
-                leader.as_deref().unwrap_or("none")
+                leader.unwrap_or("none")
             ),
         )
         .grace(view.observation_skew_ms());
@@ -60,7 +60,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, _blind: &mut [String]
         }
         return;
     };
-    let Some(node) = view.node(&leader).filter(|n| n.fresh) else {
+    let Some(node) = view.node(leader).filter(|n| n.fresh) else {
         return; // blind spot already recorded by the agents rule
     };
     match node.in_recovery() {
@@ -78,7 +78,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>, _blind: &mut [String]
             let mut f = Finding::new(
                 Code::LeaderNotWritable,
                 Severity::Critical,
-                vec![leader.clone()],
+                vec![leader.to_string()],
                 format!("Patroni's leader {leader} is in recovery (read-only): writes fail{also}"),
             )
             .grace(view.observation_skew_ms());

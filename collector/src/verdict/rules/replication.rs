@@ -36,7 +36,7 @@ pub fn lags(view: &View<'_>) -> Vec<ReplicaLag> {
     let Some(leader_name) = view.patroni_leader() else {
         return Vec::new();
     };
-    let leader = view.node(&leader_name).filter(|n| n.fresh);
+    let leader = view.node(leader_name).filter(|n| n.fresh);
     view.fresh()
         .filter(|n| n.is_db() && n.name() != leader_name && n.in_recovery() == Some(true))
         .filter_map(|r| measure(leader, r))
@@ -98,10 +98,10 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
     let Some(leader_name) = view.patroni_leader() else {
         return;
     };
-    let leader = view.node(&leader_name).filter(|n| n.fresh);
+    let leader = view.node(leader_name).filter(|n| n.fresh);
     let members = view.patroni_members();
     let leader_host = members
-        .get(leader_name.as_str())
+        .get(leader_name)
         .and_then(|m| m.host.clone());
     let leader_tli = leader.and_then(|l| l.recovery()).and_then(|r| r.timeline);
 
@@ -122,7 +122,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
             text.push_str("; more than expected");
         }
         // Writes still work: redundancy is what is lost (degraded), whatever the count.
-        let mut nodes = vec![leader_name.clone()];
+        let mut nodes = vec![leader_name.to_string()];
         nodes.extend(rep.missing.iter().cloned());
         findings.push(
             Finding::new(Code::ReplicaCountMismatch, Severity::Warning, nodes, text)
