@@ -245,12 +245,9 @@ impl AgentProc {
         self.child.id()
     }
 
-    /// CPU so far: the threads' precise sum, and the tick-based total with the thread count.
-    fn cpu(&self) -> (Option<(u64, usize)>, Option<f64>) {
-        (
-            procfs::threads_cpu_ns(self.pid()),
-            procfs::cpu_s(self.pid()),
-        )
+    /// CPU so far: each thread's precise time, and the tick-based total.
+    fn cpu(&self) -> (Option<std::collections::BTreeMap<u32, u64>>, Option<f64>) {
+        (procfs::thread_cpu_ns(self.pid()), procfs::cpu_s(self.pid()))
     }
 
     fn stop(self) {
@@ -258,14 +255,24 @@ impl AgentProc {
     }
 }
 
-/// CPU between two readings: nanosecond thread sums when no thread came or went, ticks otherwise.
+/// CPU between two readings: nanosecond thread sums when every thread of the first is still
+/// there (threads started between the two have all their time inside), ticks otherwise.
 fn cpu_between(
-    a: (Option<(u64, usize)>, Option<f64>),
-    b: (Option<(u64, usize)>, Option<f64>),
+    a: (Option<std::collections::BTreeMap<u32, u64>>, Option<f64>),
+    b: (Option<std::collections::BTreeMap<u32, u64>>, Option<f64>),
 ) -> Duration {
     match (a.0, b.0) {
-        (Some((na, ta)), Some((nb, tb))) if ta == tb && nb >= na => Duration::from_nanos(nb - na),
-        _ => Duration::from_secs_f64((b.1.unwrap_or(0.0) - a.1.unwrap_or(0.0)).max(0.0)),
+        (Some(ta), Some(tb))
+            if ta
+                .iter()
+                .all(|(tid, ns)| tb.get(tid).is_some_and(|n| n >= ns)) =>
+        {
+            Duration::from_nanos(tb.values().sum::<u64>() - ta.values().sum::<u64>())
+        }
+        _ => {
+            eprintln!("agent-cost: a thread exited during the window: CPU from clock ticks");
+            Duration::from_secs_f64((b.1.unwrap_or(0.0) - a.1.unwrap_or(0.0)).max(0.0))
+        }
     }
 }
 
@@ -348,7 +355,7 @@ async fn steady(
     let mut cpu_pct = Vec::new();
     let mut rss_kib = Vec::new();
     for (i, a) in agents.iter().enumerate() {
-        let cpu = cpu_between(before[i].0, after[i].0);
+        let cpu = cpu_between(before[i].0.clone(), after[i].0.clone());
         cpu_total += cpu;
         let n = (after[i].1.batches - before[i].1.batches) as f64;
         cycles = cycles.min(n);

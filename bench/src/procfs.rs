@@ -30,15 +30,20 @@ pub fn tree_cpu_s(pid: u32) -> Option<f64> {
 /// CPU time of every thread of a live process, in nanoseconds (/proc/<pid>/task/*/schedstat),
 /// with the number of threads it summed. Precise, but a thread that exits takes its time along.
 pub fn threads_cpu_ns(pid: u32) -> Option<(u64, usize)> {
-    let mut total = 0;
-    let mut n = 0;
+    let threads = thread_cpu_ns(pid)?;
+    Some((threads.values().sum(), threads.len()))
+}
+
+/// CPU time of each thread of a live process by thread id, in nanoseconds.
+pub fn thread_cpu_ns(pid: u32) -> Option<std::collections::BTreeMap<u32, u64>> {
+    let mut threads = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let path = entry.ok()?.path().join("schedstat");
-        let text = std::fs::read_to_string(path).ok()?;
-        total += text.split(' ').next()?.parse::<u64>().ok()?;
-        n += 1;
+        let entry = entry.ok()?;
+        let tid = entry.file_name().to_str()?.parse().ok()?;
+        let text = std::fs::read_to_string(entry.path().join("schedstat")).ok()?;
+        threads.insert(tid, text.split(' ').next()?.parse::<u64>().ok()?);
     }
-    Some((total, n))
+    Some(threads)
 }
 
 /// A field of /proc/<pid>/status in KiB (`VmRSS`, `VmHWM`).
