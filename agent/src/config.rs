@@ -589,14 +589,36 @@ fn resolve_secrets(cfg: &mut AgentConfig) -> Result<(), ConfigError> {
 
 /// Checks what types alone cannot: ranges, consistency between fields, required companions.
 pub fn validate(cfg: &AgentConfig) -> Result<(), ConfigError> {
+    // As the collector checks them at Hello: it refuses any other name.
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
     if cfg.node.trim().is_empty() {
         return Err(ConfigError::new("node", "must not be empty"));
+    }
+    if !name_ok(&cfg.node) {
+        return Err(ConfigError::new(
+            "node",
+            "must be at most 253 characters of [A-Za-z0-9._-] (the collector refuses others)",
+        ));
     }
     if cfg.cluster.trim().is_empty() {
         return Err(ConfigError::new("cluster", "must not be empty"));
     }
-    if cfg.interval < Duration::from_secs(1) || cfg.interval > Duration::from_secs(3600) {
-        return Err(ConfigError::new("interval", "must be between 1s and 1h"));
+    if !name_ok(&cfg.cluster) {
+        return Err(ConfigError::new(
+            "cluster",
+            "must be at most 253 characters of [A-Za-z0-9._-] (the collector refuses others)",
+        ));
+    }
+    if cfg.interval < Duration::from_secs(1) || cfg.interval > Duration::from_secs(60) {
+        return Err(ConfigError::new(
+            "interval",
+            "must be between 1s and 60s (the collector refuses other intervals at Hello)",
+        ));
     }
     if cfg.timeout.is_zero() || cfg.timeout >= cfg.interval {
         return Err(ConfigError::new(
@@ -774,10 +796,10 @@ pub fn validate(cfg: &AgentConfig) -> Result<(), ConfigError> {
                 return Err(ConfigError::new(field, format!("{}: {e}", p.display())));
             }
         }
-        if c.journal_capacity == 0 {
+        if c.journal_capacity == 0 || c.journal_capacity > 10_000 {
             return Err(ConfigError::new(
                 "collector.journal_capacity",
-                "must be at least 1",
+                "must be 1 to 10000 (the collector refuses longer journals)",
             ));
         }
     }
@@ -907,6 +929,26 @@ mod tests {
         [patroni]
         url = "http://127.0.0.11:8008"
     "#;
+
+    #[test]
+    fn names_and_intervals_the_collector_would_refuse_are_refused_here() {
+        for (toml, field) in [
+            ("node = \"node 1\"\ncluster = \"demo\"", "node"),
+            ("node = \"node1|x\"\ncluster = \"demo\"", "node"),
+            ("node = \"node1\"\ncluster = \"de\\nmo\"", "cluster"),
+            (
+                "node = \"node1\"\ncluster = \"demo\"\ninterval = \"2m\"",
+                "interval",
+            ),
+        ] {
+            let e = load_str(
+                &format!("{toml}\n[patroni]\nurl = \"http://127.0.0.11:8008\""),
+                &[],
+            )
+            .expect_err(toml);
+            assert!(e.to_string().contains(field), "{toml}: {e}");
+        }
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

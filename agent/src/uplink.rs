@@ -263,6 +263,7 @@ impl Task {
                     tonic::Code::PermissionDenied
                         | tonic::Code::Unauthenticated
                         | tonic::Code::InvalidArgument
+                        | tonic::Code::AlreadyExists
                 ) =>
             {
                 return Ended::Refused(s.message().to_string());
@@ -290,7 +291,7 @@ impl Task {
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => return Ended::Lost("the collector closed the stream".into()),
-                    Err(s) if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::InvalidArgument) => {
+                    Err(s) if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::InvalidArgument | tonic::Code::AlreadyExists) => {
                         return Ended::Refused(s.message().to_string());
                     }
                     Err(s) => return Ended::Lost(s.to_string()),

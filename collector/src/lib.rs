@@ -3,7 +3,7 @@
 //! Data flows in this order: `ingest` (the gRPC stream; wire messages stop there) → `state` (the
 //! one task owning what is known, in memory) → `verdict` (pure rules over typed facts) → `events`,
 //! `store` (the only SQLite module, its own writer task), `notify` (Alertmanager, webhooks) and
-//! `http` (API, metrics, health); `cli` is the `vigie` binary's testable part. `server` wires
+//! `http` (API, metrics, health); `cli` is the `vigie` binary's testable part. `limits` caps the ports' connections; `server` wires
 //! them; `model` is the domain the stages share.
 
 pub mod ingest;
@@ -20,6 +20,7 @@ pub mod http;
 
 pub mod clock;
 pub mod config;
+pub mod limits;
 pub mod server;
 
 /// Collector version.

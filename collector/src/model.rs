@@ -42,6 +42,17 @@ pub fn results_by_name<S: Serializer>(results: &Results, s: S) -> Result<S::Ok, 
     s.collect_map(results.iter().map(|(id, o)| (id.name(), o)))
 }
 
+/// Streams refused because another live stream already spoke for the node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Impostor {
+    /// The last refused stream's address.
+    pub peer: String,
+    pub attempts: u64,
+    pub last_ms: i64,
+    #[serde(skip)]
+    pub last_mono_ms: i64,
+}
+
 /// What the collector knows of one node.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeState {
@@ -70,6 +81,8 @@ pub struct NodeState {
     /// Shared with the published snapshots: a batch replaces observations, never edits them.
     #[serde(serialize_with = "results_by_name")]
     pub results: Results,
+    /// A second agent that tried to speak for this node while its stream was live (refused).
+    pub impostor: Option<Impostor>,
     /// This node's WAL position over time while it is a primary (for cross-node lag).
     #[serde(skip)]
     pub lsn_series: Arc<LsnSeries>,

@@ -5,7 +5,6 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use vigie_proto::v1::ingest_server::IngestServer;
 
@@ -134,7 +133,19 @@ pub async fn run(
         alertmanager,
         webhooks,
     });
-    let (state_tx, readers, state_task) = state::spawn(
+    let fd_limit = crate::limits::raise_fd_limit();
+    let (grpc_cap, http_cap) = crate::limits::fit(
+        fd_limit,
+        crate::limits::MAX_AGENT_CONNECTIONS,
+        crate::limits::MAX_HTTP_CONNECTIONS,
+    );
+    tracing::info!(fd_limit, grpc_cap, http_cap, "Connection caps");
+    let ports = std::sync::Arc::new(crate::limits::Ports {
+        fd_limit,
+        grpc: crate::limits::PortGauge::new(grpc_cap),
+        http: crate::limits::PortGauge::new(http_cap),
+    });
+    let (state_tx, mut readers, state_task) = state::spawn(
         cfg.verdict.policy(),
         cfg.evaluate_every,
         persistence,
@@ -160,7 +171,8 @@ pub async fn run(
         state_tx,
         require_client_cert,
         readers.refused.clone(),
-    ));
+    ))
+    .max_decoding_message_size(crate::ingest::MAX_MESSAGE_BYTES);
     tracing::info!(
         grpc = %grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         http = %http.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -168,11 +180,22 @@ pub async fn run(
         mtls = require_client_cert,
         "Collector listening"
     );
+    let http_local = http.local_addr().map_err(RunError::Http)?;
+    let grpc_incoming = tokio_stream::wrappers::ReceiverStream::new(crate::limits::accept(
+        grpc,
+        ports.grpc.clone(),
+        "grpc",
+    ));
+    let http_incoming = crate::limits::CappedListener {
+        rx: crate::limits::accept(http, ports.http.clone(), "http"),
+        local: http_local,
+    };
+    readers.ports = Some(ports);
     let grpc_server = builder
         .add_service(ingest)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
-    let http_server =
-        axum::serve(http, api::router(readers, access)).with_graceful_shutdown(stopped(stop_rx));
+        .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone()));
+    let http_server = axum::serve(http_incoming, api::router(readers, access))
+        .with_graceful_shutdown(stopped(stop_rx));
     let (g, h) = tokio::join!(grpc_server, http_server);
     let _ = watcher.await;
     // Every queue handle is gone with the state task: the writer commits its last tick and ends.

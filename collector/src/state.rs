@@ -31,9 +31,13 @@ pub enum Command {
     Hello {
         stream: u64,
         hello: v1::Hello,
+        /// Where the stream comes from, for the duplicate-agent finding.
+        peer: String,
         at: Now,
         /// The stream's way back to the agent (acks, "probe now").
         to_agent: StreamBack,
+        /// Admitted, or why not: another live stream already speaks for this node.
+        admitted: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
     Batch {
         stream: u64,
@@ -92,8 +96,10 @@ pub struct Readers {
     /// Live events, fed by the state task (weak: subscriptions end with the task).
     pub live: tokio::sync::broadcast::WeakSender<serde_json::Value>,
     pub store: Arc<StoreHealth>,
-    /// Streams refused at `Hello` (bad identity or certificate), counted by ingest.
-    pub refused: Arc<std::sync::atomic::AtomicU64>,
+    /// Streams refused at `Hello` or cut, by reason, counted by ingest.
+    pub refused: Arc<crate::ingest::Refusals>,
+    /// The ports' connection caps (none in tests that serve no port).
+    pub ports: Option<Arc<crate::limits::Ports>>,
 }
 
 impl Readers {
@@ -188,6 +194,7 @@ pub fn spawn(
             live,
             store: store_health,
             refused: Default::default(),
+            ports: None,
         },
         handle,
     )
@@ -250,9 +257,43 @@ impl Store {
             Command::Hello {
                 stream,
                 hello,
+                peer,
                 at,
                 to_agent,
+                admitted,
             } => {
+                // One live stream per node: a second one is refused, never the first muted.
+                // A stream whose agent is gone (its way back closed) does not count.
+                if let Some((_, back)) = self
+                    .streams
+                    .get(&hello.cluster)
+                    .and_then(|c| c.get(&hello.node))
+                    && !back.is_closed()
+                {
+                    let why = format!(
+                        "another agent is already connected as node `{}` of cluster `{}`: two hosts configured with the same `node`?",
+                        hello.node, hello.cluster
+                    );
+                    if let Some(state) = self
+                        .nodes
+                        .get_mut(&hello.cluster)
+                        .and_then(|c| c.get_mut(&hello.node))
+                    {
+                        let state = Arc::make_mut(state);
+                        let seen = state.impostor.take().map_or(0, |i| i.attempts);
+                        state.impostor = Some(crate::model::Impostor {
+                            peer,
+                            attempts: seen + 1,
+                            last_ms: at.wall_ms,
+                            last_mono_ms: at.mono_ms,
+                        });
+                    }
+                    let _ = admitted.send(Err(why));
+                    return;
+                }
+                if admitted.send(Ok(())).is_err() {
+                    return; // the stream is already gone
+                }
                 self.streams
                     .entry(hello.cluster.clone())
                     .or_default()
@@ -278,6 +319,7 @@ impl Store {
                             untyped_facts: false,
                             results: BTreeMap::new(),
                             lsn_series: Default::default(),
+                            impostor: None,
                         })
                     });
                 let node = Arc::make_mut(node);
@@ -327,7 +369,8 @@ impl Store {
                 {
                     Arc::make_mut(&mut state.lsn_series).record(observed, lsn);
                 }
-                state.clock_offset_ms = batch.agent_end_ms.map(|e| at_ms - e);
+                // The agent's clock is untrusted: any value, never an overflow.
+                state.clock_offset_ms = batch.agent_end_ms.map(|e| at_ms.saturating_sub(e));
                 let last_known = self.last_known.entry((cluster.clone(), node)).or_default();
                 for event in node_events(&state.name, &state.results, last_known) {
                     tracing::info!(%cluster, node = %state.name, event = event.kind, from = %event.from, to = %event.to, "Node event");
@@ -525,11 +568,14 @@ mod tests {
             agent_version: "t".into(),
             interval_ms: 1000,
         };
+        let (admitted, _admission) = tokio::sync::oneshot::channel();
         store.apply(Command::Hello {
             stream: 1,
             hello,
+            peer: "127.0.0.1:1".into(),
             at: Now::same(10),
             to_agent,
+            admitted,
         });
         let b = |start: &str, tl| Command::Batch {
             stream: 1,
@@ -580,5 +626,52 @@ mod tests {
             at: Now::same(30),
         });
         assert!(kinds().is_empty());
+    }
+
+    fn hello(store: &mut Store, stream: u64, to_agent: StreamBack) -> Result<(), String> {
+        let (admitted, mut admission) = tokio::sync::oneshot::channel();
+        store.apply(Command::Hello {
+            stream,
+            hello: v1::Hello {
+                node: "node1".into(),
+                cluster: "demo".into(),
+                components: vec!["patroni".into()],
+                agent_version: "t".into(),
+                interval_ms: 1000,
+            },
+            peer: format!("127.0.0.1:{stream}"),
+            at: Now::same(10 * stream as i64),
+            to_agent,
+            admitted,
+        });
+        admission.try_recv().expect("answered at once")
+    }
+
+    #[test]
+    fn a_second_stream_for_a_live_node_is_refused_and_the_first_kept() {
+        let mut store = Store::new(
+            Policy::default(),
+            EventLog::new(1, Duration::from_secs(3600)),
+        );
+        let (first, first_rx) = mpsc::channel(1);
+        assert_eq!(hello(&mut store, 1, first), Ok(()));
+        let (second, _second_rx) = mpsc::channel(1);
+        let why = hello(&mut store, 2, second).expect_err("refused");
+        assert!(why.contains("node `node1` of cluster `demo`"), "{why}");
+        assert!(
+            store.is_live("demo", "node1", 1),
+            "the first stream is kept"
+        );
+        let node = &store.nodes["demo"]["node1"];
+        let impostor = node.impostor.as_ref().expect("recorded");
+        assert_eq!(
+            (impostor.attempts, impostor.peer.as_str()),
+            (1, "127.0.0.1:2")
+        );
+        // The first agent gone (its way back closed) before its stream's end is seen: admitted.
+        drop(first_rx);
+        let (third, _third_rx) = mpsc::channel(1);
+        assert_eq!(hello(&mut store, 3, third), Ok(()));
+        assert!(store.is_live("demo", "node1", 3));
     }
 }

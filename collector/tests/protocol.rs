@@ -158,7 +158,230 @@ async fn a_stream_must_start_with_hello_and_a_valid_name() {
         status.message()
     );
     let (_, health) = get(c.http, "/healthz").await;
-    assert_eq!(health["agents_refused"], 1);
+    assert_eq!(health["agents_refused"], 2);
+    assert_eq!(health["agents_refused_by_reason"]["hello"], 2);
+    let _ = c.stop.send(());
+}
+
+/// Polls the API until `accept` holds, or fails after 10 s.
+async fn wait_for(
+    http: SocketAddr,
+    path: &str,
+    what: &str,
+    accept: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, doc) = get(http, path).await;
+        if accept(&doc) {
+            return doc;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {doc}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn acked(inbound: &mut tonic::Streaming<v1::CollectorMessage>, seq: u64) {
+    let msg = tokio::time::timeout(Duration::from_secs(5), inbound.message())
+        .await
+        .expect("an answer in time");
+    assert!(
+        matches!(
+            msg.as_ref().ok().cloned().flatten().and_then(|m| m.msg),
+            Some(v1::collector_message::Msg::Ack(v1::Ack { seq: s })) if s == seq
+        ),
+        "{msg:?}"
+    );
+}
+
+/// The stream's end: the error the collector ended it with (none if it closed cleanly).
+async fn ended(inbound: &mut tonic::Streaming<v1::CollectorMessage>) -> Option<tonic::Status> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, inbound.message())
+            .await
+            .expect("ended in time")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => return None,
+            Err(s) => return Some(s),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_naming_a_live_node_is_refused_reported_and_the_first_keeps_streaming() {
+    let c = collector().await;
+    let (tx, resp) = open(c.grpc, hello("lb1")).await;
+    let mut first = resp.expect("accepted");
+    tx.send(batch(1)).await.expect("send");
+    acked(&mut first, 1).await;
+
+    let (_tx2, resp) = open(c.grpc, hello("lb1")).await;
+    let status = resp.expect_err("the impostor is refused");
+    assert_eq!(status.code(), tonic::Code::AlreadyExists);
+    assert!(
+        status.message().contains("same `node`"),
+        "{}",
+        status.message()
+    );
+
+    // The first agent is not muted.
+    tx.send(batch(2)).await.expect("send");
+    acked(&mut first, 2).await;
+    let doc = wait_for(
+        c.http,
+        "/api/v1/clusters/demo",
+        "DUPLICATE_AGENT on lb1",
+        |d| {
+            d["findings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| f["code"] == "DUPLICATE_AGENT" && f["nodes"][0] == "lb1")
+        },
+    )
+    .await;
+    assert_eq!(doc["nodes"][0]["connected"], true);
+    let (_, health) = get(c.http, "/healthz").await;
+    assert_eq!(health["agents_refused_by_reason"]["duplicate"], 1);
+    let (_, metrics) = (
+        0,
+        reqwest::get(format!("http://{}/metrics", c.http))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text"),
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "vigie_collector_agents_refused_total{reason=\"duplicate\"} 1"),
+        "{metrics}"
+    );
+
+    // Once the first agent is gone, a new stream for the node is admitted.
+    drop((tx, first));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_tx3, resp) = open(c.grpc, hello("lb1")).await;
+        if resp.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never admitted again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = c.stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_hellos_oversized_batches_and_late_or_huge_journals_are_refused_and_counted() {
+    let c = collector().await;
+    // An interval the staleness limits cannot be built on.
+    let mut huge = hello("lb1");
+    if let Some(v1::agent_message::Msg::Hello(h)) = &mut huge.msg {
+        h.interval_ms = u32::MAX;
+    }
+    let (_tx, resp) = open(c.grpc, huge).await;
+    let status = resp.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("interval_ms"),
+        "{}",
+        status.message()
+    );
+
+    // A healthy agent beside the hostile ones keeps being acked and published.
+    let (good, resp) = open(c.grpc, hello("lb2")).await;
+    let mut good_in = resp.expect("accepted");
+
+    // A batch of 100,000 results.
+    let (tx, resp) = open(c.grpc, hello("lb3")).await;
+    let mut inbound = resp.expect("accepted");
+    let mut big = batch(1);
+    if let Some(v1::agent_message::Msg::Batch(b)) = &mut big.msg {
+        let one = b.results[0].clone();
+        b.results = vec![one; 100_000];
+    }
+    tx.send(big).await.expect("send");
+    let status = ended(&mut inbound).await.expect("cut with a status");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("results"), "{}", status.message());
+
+    // A journal that does not come right after Hello.
+    let (tx, resp) = open(c.grpc, hello("lb4")).await;
+    let mut inbound = resp.expect("accepted");
+    tx.send(batch(1)).await.expect("send");
+    acked(&mut inbound, 1).await;
+    tx.send(v1::AgentMessage {
+        msg: Some(v1::agent_message::Msg::Journal(v1::Journal::default())),
+    })
+    .await
+    .expect("send");
+    let status = ended(&mut inbound).await.expect("cut with a status");
+    assert!(
+        status.message().contains("right after Hello"),
+        "{}",
+        status.message()
+    );
+
+    // A journal of 20,000 transitions (over the cap, under the message size).
+    let (tx, resp) = open(c.grpc, hello("lb5")).await;
+    let mut inbound = resp.expect("accepted");
+    let t = v1::Transition {
+        probe: vigie_proto::ProbeId::HaproxyProcess as i32,
+        to: v1::Status::Critical as i32,
+        at_unix_ms: i64::MIN,
+        ..Default::default()
+    };
+    tx.send(v1::AgentMessage {
+        msg: Some(v1::agent_message::Msg::Journal(v1::Journal {
+            transitions: vec![t; 20_000],
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("send");
+    let status = ended(&mut inbound).await.expect("cut with a status");
+    assert!(
+        status.message().contains("journal of 20000"),
+        "{}",
+        status.message()
+    );
+
+    // A 64 MiB message: refused by the decoder's size cap.
+    let (tx, resp) = open(c.grpc, hello("lb6")).await;
+    let mut inbound = resp.expect("accepted");
+    let mut fat = batch(1);
+    if let Some(v1::agent_message::Msg::Batch(b)) = &mut fat.msg {
+        b.results[0].message = "x".repeat(64 << 20);
+    }
+    tx.send(fat).await.expect("send");
+    assert!(
+        ended(&mut inbound).await.is_some(),
+        "a 64 MiB message ends the stream with an error"
+    );
+
+    // Through all that, the healthy agent is acked and its results are published.
+    good.send(batch(9)).await.expect("send");
+    acked(&mut good_in, 9).await;
+    wait_for(c.http, "/api/v1/clusters/demo", "lb2 published", |d| {
+        d["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["name"] == "lb2" && n["results"]["haproxy.backends"]["status"] == "ok")
+    })
+    .await;
+    let health = wait_for(c.http, "/healthz", "the cuts counted", |h| {
+        h["agents_refused_by_reason"]["limits"].as_u64() >= Some(4)
+    })
+    .await;
+    assert_eq!(health["agents_refused_by_reason"]["hello"], 1, "{health}");
     let _ = c.stop.send(());
 }
 

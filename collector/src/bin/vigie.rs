@@ -60,25 +60,27 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     vigie_proto::tls::install_crypto_provider();
+    // An error before any request: in check mode still the plugin's one UNKNOWN line.
+    let failed = |why: String| match &cli.command {
+        Command::Check { scope } => unknown(scope, &why),
+        _ => {
+            eprintln!("vigie: {why}");
+            ExitCode::from(3)
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("vigie: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return failed(e.to_string()),
     };
     runtime.block_on(async {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(path) = &cli.token_file {
             let token = match std::fs::read_to_string(path) {
                 Ok(t) => t.lines().next().unwrap_or("").trim().to_string(),
-                Err(e) => {
-                    eprintln!("vigie: --token-file {}: {e}", path.display());
-                    return ExitCode::from(3);
-                }
+                Err(e) => return failed(format!("--token-file {}: {e}", path.display())),
             };
             match reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
                 Ok(mut v) => {
@@ -86,11 +88,10 @@ fn main() -> ExitCode {
                     headers.insert(reqwest::header::AUTHORIZATION, v);
                 }
                 Err(_) => {
-                    eprintln!(
-                        "vigie: the token in {} is not a valid header value",
+                    return failed(format!(
+                        "the token in {} is not a valid header value",
                         path.display()
-                    );
-                    return ExitCode::from(3);
+                    ));
                 }
             }
         }
@@ -100,10 +101,7 @@ fn main() -> ExitCode {
         };
         let tls = match vigie_proto::tls::client_config(&files, vigie_proto::tls::Verify::Full) {
             Ok(t) => t,
-            Err(e) => {
-                eprintln!("vigie: --ca: {}", e.message);
-                return ExitCode::from(3);
-            }
+            Err(e) => return failed(format!("--ca: {}", e.message)),
         };
         let client = match reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
@@ -112,10 +110,7 @@ fn main() -> ExitCode {
             .build()
         {
             Ok(c) => c,
-            Err(e) => {
-                eprintln!("vigie: HTTP client: {e}");
-                return ExitCode::from(3);
-            }
+            Err(e) => return failed(format!("HTTP client: {e}")),
         };
         match &cli.command {
             Command::Status { scope } => status(&client, &cli, scope.as_deref()).await,
@@ -174,7 +169,7 @@ async fn status(client: &reqwest::Client, cli: &Cli, scope: Option<&str>) -> Exi
     };
     let mut docs = Vec::new();
     for s in &scopes {
-        match get(client, &format!("{base}/api/v1/clusters/{s}")).await {
+        match get(client, &cluster_url(base, s)).await {
             Ok(d) => docs.push(d),
             Err(e) => {
                 eprintln!("vigie: {e}");
@@ -221,17 +216,35 @@ async fn status(client: &reqwest::Client, cli: &Cli, scope: Option<&str>) -> Exi
 
 async fn check(client: &reqwest::Client, cli: &Cli, scope: &str) -> ExitCode {
     let base = cli.collector.trim_end_matches('/');
-    match get(client, &format!("{base}/api/v1/clusters/{scope}")).await {
+    match get(client, &cluster_url(base, scope)).await {
         Ok(d) => {
             let (line, code) = vigie_collector::cli::check::check_line(&d);
             println!("{line}");
             ExitCode::from(code)
         }
-        Err(e) => {
-            println!("VIGIE UNKNOWN - {scope}: {e}");
-            ExitCode::from(3)
-        }
+        Err(e) => unknown(scope, &e),
     }
+}
+
+/// `vigie check`'s answer to any error of its own: one UNKNOWN line, exit 3.
+fn unknown(scope: &str, why: &str) -> ExitCode {
+    use vigie_collector::cli::plain;
+    println!("VIGIE UNKNOWN - {}: {}", plain(scope, 200), plain(why, 400));
+    ExitCode::from(3)
+}
+
+/// `/api/v1/clusters/{scope}` with the scope percent-encoded as one path segment.
+fn cluster_url(base: &str, scope: &str) -> String {
+    let encoded: String = scope
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("{base}/api/v1/clusters/{encoded}")
 }
 
 async fn events(
@@ -244,7 +257,10 @@ async fn events(
     let base = cli.collector.trim_end_matches('/');
     let mut url = format!("{base}/api/v1/events?since={since}&limit={limit}");
     if let Some(s) = scope {
-        url.push_str(&format!("&cluster={s}"));
+        url.push_str(&format!(
+            "&cluster={}",
+            cluster_url("", s).trim_start_matches("/api/v1/clusters/")
+        ));
     }
     let doc = match get(client, &url).await {
         Ok(d) => d,
@@ -306,18 +322,23 @@ fn event_line(e: &Value) -> String {
         ),
         _ => s(&e["message"]),
     };
-    format!("#{:<6} {time}Z {:<10} {what}", e["id"], s(&e["cluster"]))
+    vigie_collector::cli::plain(
+        &format!("#{:<6} {time}Z {:<10} {what}", e["id"], s(&e["cluster"])),
+        2000,
+    )
 }
 
 /// A `patronictl list`-like table with the verdict and findings.
 fn render(d: &Value) -> String {
+    // Every text from the collector on one line of its own: agents and Patroni supply most.
+    let line = |s: &str| vigie_collector::cli::plain(s, 2000);
     let mut out = String::new();
     let verdict = d["verdict"].as_str().unwrap_or("?").to_uppercase();
     out.push_str(&format!(
         "Cluster {}: {}   leader: {}\n\n",
-        d["cluster"].as_str().unwrap_or("?"),
-        verdict,
-        d["leader"].as_str().unwrap_or("none")
+        line(d["cluster"].as_str().unwrap_or("?")),
+        line(&verdict),
+        line(d["leader"].as_str().unwrap_or("none"))
     ));
     let mut rows = vec![
         ["NODE", "ROLE", "STATE", "TL", "LAG", "AGENT", "PROBES"]
@@ -367,15 +388,20 @@ fn render(d: &Value) -> String {
         } else {
             format!("{ok} ok, {bad} not ok")
         };
-        rows.push(vec![
-            n["name"].as_str().unwrap_or("?").to_string(),
-            role,
-            state,
-            tl,
-            lag,
-            agent,
-            probes,
-        ]);
+        rows.push(
+            [
+                n["name"].as_str().unwrap_or("?").to_string(),
+                role,
+                state,
+                tl,
+                lag,
+                agent,
+                probes,
+            ]
+            .iter()
+            .map(|c| vigie_collector::cli::plain(c, 64))
+            .collect(),
+        );
     }
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
@@ -406,18 +432,20 @@ fn render(d: &Value) -> String {
                 .flatten()
                 .filter_map(|v| v.as_str())
                 .collect();
-            out.push_str(&format!(
-                "  {:<8} {:<22} {:<14} {}{}\n",
+            let text = format!(
+                "  {:<8} {:<22} {:<14} {}{}",
                 f["severity"].as_str().unwrap_or("?").to_uppercase(),
                 f["code"].as_str().unwrap_or("?"),
                 nodes.join(","),
                 f["message"].as_str().unwrap_or(""),
                 pending
-            ));
+            );
+            out.push_str(&line(&text));
+            out.push('\n');
         }
     }
     for b in d["blind_spots"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  BLIND    {}\n", b.as_str().unwrap_or("")));
+        out.push_str(&format!("  BLIND    {}\n", line(b.as_str().unwrap_or(""))));
     }
     out.push('\n');
     out

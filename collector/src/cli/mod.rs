@@ -14,3 +14,51 @@ pub fn facts(node: &Value, probe: ProbeId) -> Option<Facts> {
         .ok()
         .flatten()
 }
+
+/// Text from the collector (names, messages, errors: agents and Patroni supply much of it) made
+/// safe for one line of terminal or plugin output: control characters (newlines, escapes) become
+/// spaces, `|` (the plugin output's perfdata separator) becomes `/`, at most `max` characters.
+pub fn plain(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| match c {
+            '|' => '/',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .take(max)
+        .collect();
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
+/// A perfdata label per the monitoring plugins guidelines: as it is when it is a plain word,
+/// else quoted with its quotes doubled; never an `=` (the label's end) nor what [`plain`] removes.
+pub fn perf_label(s: &str) -> String {
+    let word = plain(s, 64).replace('=', "_");
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        word
+    } else {
+        format!("'{}'", word.replace('\'', "''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forged_text_cannot_break_a_line_or_start_perfdata() {
+        assert_eq!(plain("node1|x=1\nOK\x1b[2J", 100), "node1/x=1 OK [2J");
+        assert_eq!(plain("abcdef", 3), "abc…");
+        assert_eq!(perf_label("lag_bytes_no'de=1|"), "'lag_bytes_no''de_1/'");
+        assert_eq!(perf_label("lag_bytes_node3"), "lag_bytes_node3");
+        assert_eq!(perf_label("agent_age_node 3"), "'agent_age_node 3'");
+    }
+}

@@ -57,7 +57,13 @@ async fn healthz(State(r): State<Readers>) -> Response {
         "clusters": p.clusters.len(),
         "agents_connected": p.agents_connected,
         "batches_received": p.batches_received,
-        "agents_refused": r.refused.load(std::sync::atomic::Ordering::Relaxed),
+        "connections": r.ports.as_ref().map(|p| json!({
+            "fd_limit": p.fd_limit,
+            "grpc": p.grpc.report(),
+            "http": p.http.report(),
+        })),
+        "agents_refused": r.refused.total(),
+        "agents_refused_by_reason": r.refused.by_reason().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "published_ms": p.published_ms,
     }));
     (code, body).into_response()
@@ -65,14 +71,17 @@ async fn healthz(State(r): State<Readers>) -> Response {
 
 async fn metrics(State(r): State<Readers>) -> Response {
     let p = r.published.borrow().clone();
-    let refused = r.refused.load(std::sync::atomic::Ordering::Relaxed);
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::http::metrics::render(&p, now_ms(), refused)
-            + &crate::http::metrics::render_health(&r.store.report(), r.state_running()),
+        crate::http::metrics::render(&p, now_ms(), &r.refused)
+            + &crate::http::metrics::render_health(&r.store.report(), r.state_running())
+            + &r.ports
+                .as_ref()
+                .map(|p| crate::http::metrics::render_ports(p))
+                .unwrap_or_default(),
     )
         .into_response()
 }

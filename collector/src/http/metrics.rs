@@ -33,7 +33,7 @@ fn label(v: &str) -> String {
 }
 
 /// Renders every metric of a published snapshot (`now` for ages; `refused` counted by ingest).
-pub fn render(p: &Published, now_ms: i64, refused: u64) -> String {
+pub fn render(p: &Published, now_ms: i64, refused: &crate::ingest::Refusals) -> String {
     let mut out = String::with_capacity(4096);
     family(
         "vigie_build_info",
@@ -297,10 +297,15 @@ pub fn render(p: &Published, now_ms: i64, refused: u64) -> String {
     family(
         "vigie_collector_agents_refused_total",
         "counter",
-        "Agent streams refused at Hello (identity or certificate).",
+        "Agent streams refused at Hello, by reason (hello, certificate, duplicate).",
         &mut out,
     );
-    let _ = writeln!(out, "vigie_collector_agents_refused_total {refused}");
+    for (reason, n) in refused.by_reason() {
+        let _ = writeln!(
+            out,
+            "vigie_collector_agents_refused_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
     family(
         "vigie_collector_published_age_seconds",
         "gauge",
@@ -350,6 +355,58 @@ pub fn render_health(store: &crate::store::StoreReport, state_running: bool) -> 
     out
 }
 
+/// The ports' connections against their caps, and the descriptor limit.
+pub fn render_ports(p: &crate::limits::Ports) -> String {
+    let mut out = String::new();
+    family(
+        "vigie_collector_connections_open",
+        "gauge",
+        "Open connections per port (grpc: agents, http: the API).",
+        &mut out,
+    );
+    for (port, g) in [("grpc", &p.grpc), ("http", &p.http)] {
+        let _ = writeln!(
+            out,
+            "vigie_collector_connections_open{{port=\"{port}\"}} {}",
+            g.report().open
+        );
+    }
+    family(
+        "vigie_collector_connections_cap",
+        "gauge",
+        "Connections allowed per port.",
+        &mut out,
+    );
+    for (port, g) in [("grpc", &p.grpc), ("http", &p.http)] {
+        let _ = writeln!(
+            out,
+            "vigie_collector_connections_cap{{port=\"{port}\"}} {}",
+            g.report().cap
+        );
+    }
+    family(
+        "vigie_collector_connections_refused_total",
+        "counter",
+        "Connections closed at accept because the port's cap was reached.",
+        &mut out,
+    );
+    for (port, g) in [("grpc", &p.grpc), ("http", &p.http)] {
+        let _ = writeln!(
+            out,
+            "vigie_collector_connections_refused_total{{port=\"{port}\"}} {}",
+            g.report().refused
+        );
+    }
+    family(
+        "vigie_collector_fd_limit",
+        "gauge",
+        "The process's file-descriptor limit (raised to its hard limit at start).",
+        &mut out,
+    );
+    let _ = writeln!(out, "vigie_collector_fd_limit {}", p.fd_limit);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -387,7 +444,10 @@ mod tests {
                 verdict,
             }),
         );
-        let text = render(&p, NOW, 2);
+        let refused = crate::ingest::Refusals::default();
+        refused.count(crate::ingest::Reason::Duplicate);
+        refused.count(crate::ingest::Reason::Duplicate);
+        let text = render(&p, NOW, &refused);
         for line in [
             "vigie_cluster_verdict{cluster=\"demo\",verdict=\"healthy\"} 1",
             "vigie_cluster_verdict{cluster=\"demo\",verdict=\"critical\"} 0",
@@ -396,7 +456,8 @@ mod tests {
             "vigie_replication_lag_bytes{cluster=\"demo\",node=\"node2\"} 123",
             "vigie_replication_lag_seconds{cluster=\"demo\",node=\"node2\"} 4.5",
             "vigie_agent_last_seen_age_seconds{cluster=\"demo\",node=\"node3\"} 1",
-            "vigie_collector_agents_refused_total 2",
+            "vigie_collector_agents_refused_total{reason=\"duplicate\"} 2",
+            "vigie_collector_agents_refused_total{reason=\"hello\"} 0",
             "vigie_postgres_connections_used{cluster=\"demo\",node=\"node1\"} 6",
             "vigie_postgres_connections_usable{cluster=\"demo\",node=\"node1\"} 97",
         ] {

@@ -9,6 +9,9 @@ use vigie_proto::v1;
 use crate::clock::Now;
 use crate::model::{Observation, ProbeId, Status};
 
+/// The longest probe message kept (longer ones are cut).
+const MAX_MESSAGE: usize = 4096;
+
 /// A result batch converted at the ingest boundary (its facts parsed there, off this task).
 #[derive(Debug)]
 pub struct Batch {
@@ -51,9 +54,18 @@ impl Batch {
                 let before_end = agent_end_ms
                     .map_or(0, |end| end.saturating_sub(r.started_unix_ms))
                     .clamp(0, 60_000);
+                let mut message = r.message;
+                if message.len() > MAX_MESSAGE {
+                    let mut end = MAX_MESSAGE;
+                    while !message.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    message.truncate(end);
+                    message.push('…');
+                }
                 let observation = Observation {
                     status: Status::from_wire(r.status),
-                    message: r.message,
+                    message,
                     unanswered: r.unanswered,
                     facts,
                     started_ms: r.started_unix_ms,

@@ -94,6 +94,7 @@ codes! {
     LockWaits => "LOCK_WAITS",
     ConnectionsSaturated => "CONNECTIONS_SATURATED",
     ClockSkew => "CLOCK_SKEW",
+    DuplicateAgent => "DUPLICATE_AGENT",
 }
 
 impl Serialize for Code {

@@ -53,6 +53,7 @@ fn node(name: &str, components: &[String]) -> NodeState {
         untyped_facts: false,
         results: Default::default(),
         lsn_series: Default::default(),
+        impostor: None,
     }
 }
 

@@ -189,8 +189,7 @@ impl<'a> View<'a> {
     pub fn serves_writes(&self, name: &str) -> bool {
         let writable = self.writable();
         writable.iter().any(|w| w.name() == name)
-            || (self.patroni_leader() == Some(name)
-                && writable.iter().all(|w| w.name() == name))
+            || (self.patroni_leader() == Some(name) && writable.iter().all(|w| w.name() == name))
     }
 
     /// What a database node is, in words: Patroni's leader, a replica, or a primary Patroni no

@@ -55,7 +55,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
             );
         }
         if let Some(offset) = n.state.clock_offset_ms
-            && offset.abs() > view.policy.clock_skew_ms
+            && offset.saturating_abs() > view.policy.clock_skew_ms
         {
             findings.push(
                 Finding::new(
@@ -64,7 +64,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
                     vec![name.clone()],
                     format!(
                         "{name}'s clock is {:.1}s {} the collector's",
-                        offset.abs() as f64 / 1000.0,
+                        offset.saturating_abs() as f64 / 1000.0,
                         if offset > 0 { "behind" } else { "ahead of" }
                     ),
                 )

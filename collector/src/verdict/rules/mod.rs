@@ -7,6 +7,7 @@ mod connections;
 mod dcs;
 mod haproxy;
 mod host;
+mod identity;
 mod leader;
 mod maintenance;
 mod patroni_words;
@@ -27,5 +28,6 @@ pub fn run_all(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Str
     maintenance::check(view, findings);
     patroni_words::check(view, findings);
     host::check(view, findings);
+    identity::check(view, findings);
     skew::check(view, blind);
 }

@@ -100,9 +100,7 @@ pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
     };
     let leader = view.node(leader_name).filter(|n| n.fresh);
     let members = view.patroni_members();
-    let leader_host = members
-        .get(leader_name)
-        .and_then(|m| m.host.clone());
+    let leader_host = members.get(leader_name).and_then(|m| m.host.clone());
     let leader_tli = leader.and_then(|l| l.recovery()).and_then(|r| r.timeline);
 
     // The leader's walsenders against the replicas expected (its agent's `expected_replicas`,
