@@ -277,7 +277,7 @@ pub const TRANSITIONAL_ROLES: [&str; 2] = ["demoted", "promoted"];
 fn leader_of<'a>(nodes: &[NodeView<'a>]) -> Option<&'a str> {
     let mut votes: BTreeMap<&str, (usize, i64)> = BTreeMap::new();
     for n in nodes.iter().filter(|n| n.fresh) {
-        if let Some(obs) = n.state.results.get(&ProbeId::PatroniCluster)
+        if let Some(obs) = n.result(ProbeId::PatroniCluster)
             && let Some(leader) = obs
                 .facts
                 .as_ref()
@@ -300,7 +300,7 @@ fn members_of<'a>(nodes: &[NodeView<'a>]) -> BTreeMap<&'a str, &'a PatroniMember
         .iter()
         .filter(|n| n.fresh)
         .filter_map(|n| {
-            let o = n.state.results.get(&ProbeId::PatroniCluster)?;
+            let o = n.result(ProbeId::PatroniCluster)?;
             Some((o, o.facts.as_ref()?.patroni_cluster()?))
         })
         .max_by_key(|(o, _)| o.received_ms);
