@@ -357,45 +357,31 @@ pub fn render_health(store: &crate::store::StoreReport, state_running: bool) -> 
 
 /// The ports' connections against their caps, and the descriptor limit.
 pub fn render_ports(p: &crate::limits::Ports) -> String {
+    type Read = fn(&crate::limits::PortReport) -> u64;
+    let series: [(&str, &str, &str, Read); 3] = [
+        (
+            "open",
+            "gauge",
+            "Open connections per port (grpc: agents, http: the API).",
+            |r| r.open as u64,
+        ),
+        ("cap", "gauge", "Connections allowed per port.", |r| {
+            r.cap as u64
+        }),
+        (
+            "refused_total",
+            "counter",
+            "Connections closed at accept because the port's cap was reached.",
+            |r| r.refused,
+        ),
+    ];
     let mut out = String::new();
-    family(
-        "vigie_collector_connections_open",
-        "gauge",
-        "Open connections per port (grpc: agents, http: the API).",
-        &mut out,
-    );
-    for (port, g) in [("grpc", &p.grpc), ("http", &p.http)] {
-        let _ = writeln!(
-            out,
-            "vigie_collector_connections_open{{port=\"{port}\"}} {}",
-            g.report().open
-        );
-    }
-    family(
-        "vigie_collector_connections_cap",
-        "gauge",
-        "Connections allowed per port.",
-        &mut out,
-    );
-    for (port, g) in [("grpc", &p.grpc), ("http", &p.http)] {
-        let _ = writeln!(
-            out,
-            "vigie_collector_connections_cap{{port=\"{port}\"}} {}",
-            g.report().cap
-        );
-    }
-    family(
-        "vigie_collector_connections_refused_total",
-        "counter",
-        "Connections closed at accept because the port's cap was reached.",
-        &mut out,
-    );
-    for (port, g) in [("grpc", &p.grpc), ("http", &p.http)] {
-        let _ = writeln!(
-            out,
-            "vigie_collector_connections_refused_total{{port=\"{port}\"}} {}",
-            g.report().refused
-        );
+    for (suffix, kind, help, read) in series {
+        let name = format!("vigie_collector_connections_{suffix}");
+        family(&name, kind, help, &mut out);
+        for (port, g) in [("grpc", &p.grpc), ("http", &p.http)] {
+            let _ = writeln!(out, "{name}{{port=\"{port}\"}} {}", read(&g.report()));
+        }
     }
     family(
         "vigie_collector_fd_limit",
