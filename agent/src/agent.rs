@@ -356,10 +356,8 @@ impl Agent {
                     None
                 })
         };
-        // One after the other: one blocking thread serves both (a thread fewer to keep), and a
-        // hung statvfs, last, delays nothing else.
-        let postmaster = postmaster.await;
-        let disk = disk.await;
+        // Side by side: the stage takes one timeout at most, whichever of the two hangs.
+        let (postmaster, disk) = tokio::join!(postmaster, disk);
 
         // Judge.
         let mut results = Vec::with_capacity(ProbeId::ALL.len());

@@ -66,6 +66,54 @@ fn wire_result(r: &ProbeResult) -> v1::ProbeResult {
     }
 }
 
+/// The transitions kept while disconnected, oldest dropped first: at most `capacity` of them
+/// and [`JOURNAL_BYTES`] in all, so that the journal always fits the collector's message cap.
+#[derive(Debug)]
+struct Journal {
+    kept: VecDeque<Transition>,
+    bytes: usize,
+    capacity: usize,
+    dropped: u64,
+}
+
+/// The journal's size on the wire at most (the collector refuses messages over 4 MiB).
+const JOURNAL_BYTES: usize = 2 * 1024 * 1024;
+/// A journaled transition's message is cut to this many bytes.
+const JOURNAL_MESSAGE: usize = 256;
+/// A transition's encoding besides its message, at most (tags, enums, timestamp, length).
+const TRANSITION_OVERHEAD: usize = 32;
+
+impl Journal {
+    fn new(capacity: usize) -> Journal {
+        Journal {
+            kept: VecDeque::new(),
+            bytes: 0,
+            capacity,
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, mut t: Transition) {
+        if t.message.len() > JOURNAL_MESSAGE {
+            let mut end = JOURNAL_MESSAGE;
+            while !t.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            t.message.truncate(end);
+        }
+        let size = t.message.len() + TRANSITION_OVERHEAD;
+        while self.kept.len() >= self.capacity.max(1) || self.bytes + size > JOURNAL_BYTES {
+            let Some(old) = self.kept.pop_front() else {
+                break;
+            };
+            self.bytes -= old.message.len() + TRANSITION_OVERHEAD;
+            self.dropped += 1;
+        }
+        self.bytes += size;
+        self.kept.push_back(t);
+    }
+}
+
 fn wire_transition(t: &Transition) -> v1::Transition {
     v1::Transition {
         probe_id: String::new(),
@@ -130,9 +178,7 @@ pub fn spawn(cfg: &AgentConfig) -> Result<Uplink, String> {
         endpoint,
         hello,
         interval: cfg.interval,
-        journal: VecDeque::new(),
-        journal_capacity: c.journal_capacity,
-        journal_dropped: 0,
+        journal: Journal::new(c.journal_capacity),
         disconnected_since: None,
         dropped: 0,
         seq: 0,
@@ -148,9 +194,7 @@ struct Task {
     endpoint: Endpoint,
     hello: v1::Hello,
     interval: Duration,
-    journal: VecDeque<Transition>,
-    journal_capacity: usize,
-    journal_dropped: u64,
+    journal: Journal,
     disconnected_since: Option<i64>,
     /// Batches not delivered since the last delivered one.
     dropped: u64,
@@ -209,11 +253,7 @@ impl Task {
     /// Journals a cycle's transitions while disconnected.
     fn keep(&mut self, report: CycleReport) {
         for t in report.transitions {
-            if self.journal.len() >= self.journal_capacity {
-                self.journal.pop_front();
-                self.journal_dropped += 1;
-            }
-            self.journal.push_back(t);
+            self.journal.push(t);
         }
         self.last = Some((Instant::now(), report.results));
     }
@@ -238,10 +278,10 @@ impl Task {
         if out.try_send(hello).is_err() {
             return Ended::Lost("outbound queue".into());
         }
-        if !self.journal.is_empty() || self.journal_dropped > 0 {
+        if !self.journal.kept.is_empty() || self.journal.dropped > 0 {
             let journal = v1::Journal {
-                transitions: self.journal.iter().map(wire_transition).collect(),
-                dropped: self.journal_dropped,
+                transitions: self.journal.kept.iter().map(wire_transition).collect(),
+                dropped: self.journal.dropped,
                 disconnected_since_unix_ms: self.disconnected_since.unwrap_or(0),
             };
             let _ = out.try_send(v1::AgentMessage {
@@ -271,8 +311,7 @@ impl Task {
             Err(s) => return Ended::Lost(s.to_string()),
         };
         // The collector took the Hello: the journal is delivered.
-        self.journal.clear();
-        self.journal_dropped = 0;
+        self.journal = Journal::new(self.journal.capacity);
         self.disconnected_since = None;
         tracing::info!(collector = %self.url, "Connected to the collector");
         let mut inbound = response.into_inner();
@@ -305,4 +344,51 @@ enum Ended {
     Shutdown,
     Refused(String),
     Lost(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn transition(message: String) -> Transition {
+        Transition {
+            probe: ProbeId::HaproxyBackends,
+            from: Some(Status::Ok),
+            to: Status::Critical,
+            message,
+            at_ms: 1_796_000_000_000,
+        }
+    }
+
+    #[test]
+    fn the_journal_keeps_the_newest_within_its_count_and_its_size() {
+        let mut j = Journal::new(3);
+        for i in 0..5 {
+            j.push(transition(format!("t{i}")));
+        }
+        let kept: Vec<_> = j.kept.iter().map(|t| t.message.as_str()).collect();
+        assert_eq!(kept, ["t2", "t3", "t4"]);
+        assert_eq!(j.dropped, 2);
+
+        // The largest journal the config allows, of messages as long as a target can make them,
+        // still fits the collector's cap once encoded.
+        let mut j = Journal::new(10_000);
+        for _ in 0..20_000 {
+            j.push(transition("é".repeat(10_000)));
+        }
+        let wire = v1::Journal {
+            transitions: j.kept.iter().map(wire_transition).collect(),
+            dropped: j.dropped,
+            disconnected_since_unix_ms: 1_796_000_000_000,
+        };
+        let bytes = v1::AgentMessage {
+            msg: Some(v1::agent_message::Msg::Journal(wire)),
+        }
+        .encoded_len();
+        assert!(bytes <= JOURNAL_BYTES + 64, "{bytes} bytes");
+        assert!(bytes < 4 * 1024 * 1024);
+        assert_eq!(j.kept.len() as u64 + j.dropped, 20_000);
+        assert!(j.kept.iter().all(|t| t.message.len() <= JOURNAL_MESSAGE));
+    }
 }

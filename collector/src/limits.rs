@@ -1,13 +1,14 @@
 //! What the collector's ports let in: at most so many open connections per port (one more is
-//! accepted and closed at once, and counted), and the process's file-descriptor limit raised to
-//! its hard limit at start, so that a flood of idle connections is refused by a cap the
-//! collector chose rather than by running out of descriptors, which would also stop `/healthz`
-//! and every new agent.
+//! accepted and closed at once, and counted), idle connections closed (on the agents' port one
+//! with no gRPC stream open, on the API's one with no byte either way, for a while), and the
+//! process's file-descriptor limit raised to its hard limit at start, so that a flood of idle
+//! connections is refused by a cap the collector chose and then evicted, rather than running
+//! the process out of descriptors, which would also stop `/healthz` and every new agent.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::{Instant, Sleep};
 
 /// Descriptors kept for everything but client connections (the event store, outgoing
 /// notifications, the listening sockets, the runtime).
@@ -55,12 +57,40 @@ pub struct Ports {
     pub http: Arc<PortGauge>,
 }
 
-/// One port's connections: open now, the cap, refused over it.
+/// When a port's connection is idle, and closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idle {
+    /// No gRPC stream open for this long (HTTP/2 pings are traffic; a connection that holds no
+    /// agent's stream is of no use). Streams are counted by [`Activity::stream`].
+    NoStream(Duration),
+    /// Not a byte read or written for this long (an SSE stream writes a keep-alive comment every
+    /// 15 s, a request in flight is answered well within it).
+    Silent(Duration),
+}
+
+impl Idle {
+    /// How long a connection may stay idle.
+    pub fn after(self) -> Duration {
+        match self {
+            Idle::NoStream(d) | Idle::Silent(d) => d,
+        }
+    }
+}
+
+/// An agent must open its stream within this long of connecting, and a connection whose
+/// streams have all ended is closed after as long.
+pub const GRPC_IDLE: Idle = Idle::NoStream(Duration::from_secs(20));
+/// An API connection with no traffic for a minute is closed (a kept-alive client reconnects).
+pub const HTTP_IDLE: Idle = Idle::Silent(Duration::from_secs(60));
+
+/// One port's connections: open now, the cap, refused over it, closed as idle.
 #[derive(Debug)]
 pub struct PortGauge {
     permits: Arc<Semaphore>,
     cap: usize,
+    idle: Idle,
     refused: AtomicU64,
+    idle_closed: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -68,14 +98,17 @@ pub struct PortReport {
     pub open: usize,
     pub cap: usize,
     pub refused: u64,
+    pub idle_closed: u64,
 }
 
 impl PortGauge {
-    pub fn new(cap: usize) -> Arc<PortGauge> {
+    pub fn new(cap: usize, idle: Idle) -> Arc<PortGauge> {
         Arc::new(PortGauge {
             permits: Arc::new(Semaphore::new(cap)),
             cap,
+            idle,
             refused: AtomicU64::new(0),
+            idle_closed: AtomicU64::new(0),
         })
     }
 
@@ -84,15 +117,109 @@ impl PortGauge {
             open: self.cap - self.permits.available_permits(),
             cap: self.cap,
             refused: self.refused.load(Ordering::Relaxed),
+            idle_closed: self.idle_closed.load(Ordering::Relaxed),
         }
     }
 }
 
-/// An accepted connection holding its place under the port's cap until it is dropped.
+/// A connection's gRPC streams, shared between it and its streams' handlers.
+#[derive(Debug)]
+pub struct Activity {
+    streams: AtomicUsize,
+    /// When the last stream ended (or the connection opened).
+    idle_since: std::sync::Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            streams: AtomicUsize::new(0),
+            idle_since: std::sync::Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Counts a stream open on this connection until the guard is dropped.
+    pub fn stream(self: &Arc<Self>) -> StreamGuard {
+        self.streams.fetch_add(1, Ordering::AcqRel);
+        StreamGuard(self.clone())
+    }
+
+    /// When the connection will have been without a stream for `d`, or `None` while one is open.
+    fn idle_deadline(&self, d: Duration) -> Option<Instant> {
+        if self.streams.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+        Some(since + d)
+    }
+}
+
+/// One open stream of a connection (see [`Activity::stream`]).
+#[derive(Debug)]
+pub struct StreamGuard(Arc<Activity>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a request learns of its connection: its peer, and its streams' count.
+#[derive(Debug, Clone)]
+pub struct CappedInfo {
+    pub tcp: tonic::transport::server::TcpConnectInfo,
+    pub activity: Arc<Activity>,
+}
+
+/// An accepted connection holding its place under the port's cap until it is dropped, and
+/// closed (its reads fail) once idle.
 #[derive(Debug)]
 pub struct Capped {
     io: TcpStream,
     _permit: OwnedSemaphorePermit,
+    gauge: Arc<PortGauge>,
+    activity: Arc<Activity>,
+    /// Checks idleness when it fires; reset to the next instant the connection could be idle.
+    timer: Pin<Box<Sleep>>,
+    last_io: Instant,
+}
+
+impl Capped {
+    fn new(io: TcpStream, permit: OwnedSemaphorePermit, gauge: Arc<PortGauge>) -> Capped {
+        let now = Instant::now();
+        let first = now + gauge.idle.after();
+        Capped {
+            io,
+            _permit: permit,
+            gauge,
+            activity: Activity::new(),
+            timer: Box::pin(tokio::time::sleep_until(first)),
+            last_io: now,
+        }
+    }
+
+    /// Whether the connection is idle by its port's rule; else the timer is set to look again.
+    fn idle(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            let deadline = match self.gauge.idle {
+                Idle::Silent(d) => Some(self.last_io + d),
+                Idle::NoStream(d) => self.activity.idle_deadline(d),
+            };
+            match deadline {
+                Some(at) if at <= now => {
+                    self.gauge.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Some(at) => self.timer.as_mut().reset(at),
+                None => {
+                    self.timer.as_mut().reset(now + self.gauge.idle.after());
+                }
+            }
+        }
+        false
+    }
 }
 
 /// Accepts on `listener` into a channel, each connection under `gauge`'s cap: the accepted
@@ -121,10 +248,7 @@ pub fn accept(
                 Ok(permit) => {
                     let _ = io.set_nodelay(true);
                     if tx
-                        .send(Ok(Capped {
-                            io,
-                            _permit: permit,
-                        }))
+                        .send(Ok(Capped::new(io, permit, gauge.clone())))
                         .await
                         .is_err()
                     {
@@ -181,10 +305,13 @@ impl axum::serve::Listener for CappedListener {
 }
 
 impl tonic::transport::server::Connected for Capped {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = CappedInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        CappedInfo {
+            tcp: self.io.connect_info(),
+            activity: self.activity.clone(),
+        }
     }
 }
 
@@ -194,7 +321,18 @@ impl AsyncRead for Capped {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Pending if this.idle(cx) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "idle connection closed",
+            ))),
+            Poll::Pending => Poll::Pending,
+            ready => {
+                this.last_io = Instant::now();
+                ready
+            }
+        }
     }
 }
 
@@ -204,7 +342,12 @@ impl AsyncWrite for Capped {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let this = &mut *self;
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        if written.is_ready() {
+            this.last_io = Instant::now();
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -220,7 +363,12 @@ impl AsyncWrite for Capped {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if written.is_ready() {
+            this.last_io = Instant::now();
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -240,12 +388,94 @@ mod tests {
         assert_eq!(fit(100, 20_000, 1_000), (1, 1));
     }
 
+    /// A served connection: read by a task as a server would, until it fails or ends.
+    fn serve(mut c: Capped) -> tokio::task::JoinHandle<std::io::Result<usize>> {
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0u8; 64];
+            let mut total = 0;
+            loop {
+                match c.read(&mut buf).await? {
+                    0 => return Ok(total),
+                    n => {
+                        total += n;
+                        c.write_all(&buf[..n]).await?;
+                    }
+                }
+            }
+        })
+    }
+
+    const SHORT: Duration = Duration::from_millis(500);
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_and_one_that_talks_is_kept() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let gauge = PortGauge::new(4, Idle::Silent(SHORT));
+        let mut rx = accept(listener, gauge.clone(), "test");
+        let _quiet = TcpStream::connect(addr).await.expect("quiet");
+        let mut quiet = serve(rx.recv().await.expect("quiet").expect("ok"));
+        let mut talker = TcpStream::connect(addr).await.expect("talker");
+        let talking = serve(rx.recv().await.expect("talker").expect("ok"));
+        // The talker writes every 100 ms until the quiet one is closed (or 10 s).
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                tokio::select! {
+                    joined = &mut quiet => return joined,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                        talker.write_all(b"x").await.expect("write");
+                    }
+                }
+            }
+        })
+        .await
+        .expect("the quiet connection is closed in time");
+        let err = closed.expect("joined").expect_err("closed as idle");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(!talking.is_finished(), "the talking connection is kept");
+        assert_eq!(gauge.report().idle_closed, 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_without_a_stream_is_closed_and_one_holding_a_stream_is_kept() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let gauge = PortGauge::new(4, Idle::NoStream(SHORT));
+        let mut rx = accept(listener, gauge.clone(), "test");
+        let _idle = TcpStream::connect(addr).await.expect("idle");
+        let idle = serve(rx.recv().await.expect("idle").expect("ok"));
+        let _agent = TcpStream::connect(addr).await.expect("agent");
+        let agent = rx.recv().await.expect("agent").expect("ok");
+        let stream = agent.activity.stream();
+        let mut agent = serve(agent);
+        let err = tokio::time::timeout(Duration::from_secs(10), idle)
+            .await
+            .expect("closed in time")
+            .expect("joined")
+            .expect_err("closed as idle");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        // Held well past the idle time while its stream is open.
+        let held = tokio::time::timeout(4 * SHORT, &mut agent).await;
+        assert!(held.is_err(), "a connection with a stream open is kept");
+        // Its stream ended: closed soon after.
+        drop(stream);
+        let err = tokio::time::timeout(Duration::from_secs(10), agent)
+            .await
+            .expect("closed in time")
+            .expect("joined")
+            .expect_err("closed as idle");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(gauge.report().idle_closed, 2);
+    }
+
     #[tokio::test]
     async fn a_connection_over_the_cap_is_closed_and_counted_and_a_freed_place_is_reused() {
         use tokio::io::AsyncReadExt;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let gauge = PortGauge::new(2);
+        let gauge = PortGauge::new(2, HTTP_IDLE);
         let mut rx = accept(listener, gauge.clone(), "test");
         let a = TcpStream::connect(addr).await.expect("a");
         let first = rx.recv().await.expect("first").expect("ok");
@@ -273,7 +503,8 @@ mod tests {
             PortReport {
                 open: 2,
                 cap: 2,
-                refused: 1
+                refused: 1,
+                idle_closed: 0,
             }
         );
     }

@@ -51,6 +51,14 @@ pub struct Impostor {
     pub last_ms: i64,
     #[serde(skip)]
     pub last_mono_ms: i64,
+    /// The first attempt of this run of attempts.
+    #[serde(skip)]
+    pub first_mono_ms: i64,
+}
+
+impl Impostor {
+    /// How long a run of attempts is remembered after its last one.
+    pub const REMEMBERED_MS: i64 = 10 * 60 * 1000;
 }
 
 /// What the collector knows of one node.
@@ -91,6 +99,22 @@ pub struct NodeState {
 impl NodeState {
     pub fn has(&self, component: &str) -> bool {
         self.components.iter().any(|c| c == component)
+    }
+
+    /// Records a second stream's attempt to speak for this node, from `peer` at (`wall_ms`,
+    /// `mono_ms`). Attempts after a long quiet start a new run.
+    pub fn record_impostor(&mut self, peer: String, wall_ms: i64, mono_ms: i64) {
+        let run = self
+            .impostor
+            .take()
+            .filter(|i| mono_ms.saturating_sub(i.last_mono_ms) <= Impostor::REMEMBERED_MS);
+        self.impostor = Some(Impostor {
+            peer,
+            attempts: run.as_ref().map_or(0, |i| i.attempts) + 1,
+            last_ms: wall_ms,
+            last_mono_ms: mono_ms,
+            first_mono_ms: run.map_or(mono_ms, |i| i.first_mono_ms),
+        });
     }
 }
 

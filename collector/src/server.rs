@@ -95,7 +95,9 @@ pub async fn run(
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
-        .tcp_keepalive(Some(std::time::Duration::from_secs(10)));
+        .tcp_keepalive(Some(std::time::Duration::from_secs(10)))
+        // An agent uses one stream; more on one connection are only a way to hold resources.
+        .max_concurrent_streams(Some(8));
     let mut require_client_cert = false;
     if let Some(tls) = &cfg.tls {
         let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
@@ -142,8 +144,8 @@ pub async fn run(
     tracing::info!(fd_limit, grpc_cap, http_cap, "Connection caps");
     let ports = std::sync::Arc::new(crate::limits::Ports {
         fd_limit,
-        grpc: crate::limits::PortGauge::new(grpc_cap),
-        http: crate::limits::PortGauge::new(http_cap),
+        grpc: crate::limits::PortGauge::new(grpc_cap, crate::limits::GRPC_IDLE),
+        http: crate::limits::PortGauge::new(http_cap, crate::limits::HTTP_IDLE),
     });
     let (state_tx, mut readers, state_task) = state::spawn(
         cfg.verdict.policy(),

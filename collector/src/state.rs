@@ -31,13 +31,15 @@ pub enum Command {
     Hello {
         stream: u64,
         hello: v1::Hello,
-        /// Where the stream comes from, for the duplicate-agent finding.
-        peer: String,
+        /// Where the stream comes from: the same host may replace its own stream at once.
+        peer: Option<std::net::SocketAddr>,
         at: Now,
         /// The stream's way back to the agent (acks, "probe now").
         to_agent: StreamBack,
         /// Admitted, or why not: another live stream already speaks for this node.
         admitted: tokio::sync::oneshot::Sender<Result<(), String>>,
+        /// Dropped once the stream no longer speaks for its node (replaced by a newer one).
+        speaks: tokio::sync::oneshot::Sender<()>,
     },
     Batch {
         stream: u64,
@@ -84,6 +86,28 @@ pub struct Published {
 }
 
 type StreamBack = mpsc::Sender<Result<v1::CollectorMessage, tonic::Status>>;
+
+/// What [`Store::admit`] decides for a `Hello`.
+enum Admission {
+    New,
+    Replaces(Live),
+    Refused(String),
+}
+
+fn display(peer: Option<std::net::SocketAddr>) -> String {
+    peer.map_or_else(|| "an unknown address".to_string(), |a| a.to_string())
+}
+
+/// The stream that speaks for a node.
+#[derive(Debug)]
+struct Live {
+    id: u64,
+    back: StreamBack,
+    peer: Option<std::net::SocketAddr>,
+    admitted_mono_ms: i64,
+    /// Its handler's: dropped with this entry, which tells the handler to stop reading.
+    _speaks: tokio::sync::oneshot::Sender<()>,
+}
 
 /// Handles for the API.
 #[derive(Debug, Clone)]
@@ -140,7 +164,7 @@ struct Store {
     /// changes across a gap (a PostgreSQL down for a cycle reports no start time).
     last_known: HashMap<(String, String), BTreeMap<String, serde_json::Value>>,
     /// The live stream of each node, and its way back to the agent.
-    streams: HashMap<String, HashMap<String, (u64, StreamBack)>>,
+    streams: HashMap<String, HashMap<String, Live>>,
     histories: HashMap<String, FindingHistory>,
     published: BTreeMap<String, Arc<ClusterEntry>>,
     batches_received: u64,
@@ -261,43 +285,46 @@ impl Store {
                 at,
                 to_agent,
                 admitted,
+                speaks,
             } => {
-                // One live stream per node: a second one is refused, never the first muted.
-                // A stream whose agent is gone (its way back closed) does not count.
-                if let Some((_, back)) = self
-                    .streams
-                    .get(&hello.cluster)
-                    .and_then(|c| c.get(&hello.node))
-                    && !back.is_closed()
-                {
-                    let why = format!(
-                        "another agent is already connected as node `{}` of cluster `{}`: two hosts configured with the same `node`?",
-                        hello.node, hello.cluster
-                    );
-                    if let Some(state) = self
-                        .nodes
-                        .get_mut(&hello.cluster)
-                        .and_then(|c| c.get_mut(&hello.node))
-                    {
-                        let state = Arc::make_mut(state);
-                        let seen = state.impostor.take().map_or(0, |i| i.attempts);
-                        state.impostor = Some(crate::model::Impostor {
-                            peer,
-                            attempts: seen + 1,
-                            last_ms: at.wall_ms,
-                            last_mono_ms: at.mono_ms,
-                        });
+                match self.admit(&hello, peer, at) {
+                    Admission::Refused(why) => {
+                        let _ = admitted.send(Err(why));
+                        return;
                     }
-                    let _ = admitted.send(Err(why));
-                    return;
-                }
-                if admitted.send(Ok(())).is_err() {
-                    return; // the stream is already gone
+                    Admission::Replaces(old) => {
+                        if admitted.send(Ok(())).is_err() {
+                            // The new stream is already gone: the old one stays.
+                            self.streams
+                                .entry(hello.cluster)
+                                .or_default()
+                                .insert(hello.node, old);
+                            return;
+                        }
+                        tracing::info!(cluster = %hello.cluster, node = %hello.node, old = old.id, stream, "Agent stream replaced by a newer one of the same agent");
+                        let _ = old.back.try_send(Err(tonic::Status::aborted(
+                            "replaced by a newer stream for this node",
+                        )));
+                    }
+                    Admission::New => {
+                        if admitted.send(Ok(())).is_err() {
+                            return; // the stream is already gone
+                        }
+                    }
                 }
                 self.streams
                     .entry(hello.cluster.clone())
                     .or_default()
-                    .insert(hello.node.clone(), (stream, to_agent));
+                    .insert(
+                        hello.node.clone(),
+                        Live {
+                            id: stream,
+                            back: to_agent,
+                            peer,
+                            admitted_mono_ms: at.mono_ms,
+                            _speaks: speaks,
+                        },
+                    );
                 let node = self
                     .nodes
                     .entry(hello.cluster.clone())
@@ -421,7 +448,7 @@ impl Store {
                     .get(&cluster)
                     .into_iter()
                     .flat_map(HashMap::values)
-                    .filter(|(_, back)| back.try_send(Ok(probe)).is_ok())
+                    .filter(|live| live.back.try_send(Ok(probe)).is_ok())
                     .count();
                 let _ = reply.send(asked);
             }
@@ -451,7 +478,69 @@ impl Store {
         self.streams
             .get(cluster)
             .and_then(|c| c.get(node))
-            .is_some_and(|(s, _)| *s == stream)
+            .is_some_and(|live| live.id == stream)
+    }
+
+    /// Whether `hello` may speak for its node, and the stream it replaces if any. A stream whose
+    /// way back is closed is gone; one from the same host (an agent that reconnected before its
+    /// old connection's end was seen, e.g. after a NAT or network drop), or one silent for more
+    /// than an interval, is replaced. Any other live stream keeps the node: the newcomer is
+    /// refused and recorded, never the first agent muted.
+    fn admit(
+        &mut self,
+        hello: &v1::Hello,
+        peer: Option<std::net::SocketAddr>,
+        at: Now,
+    ) -> Admission {
+        let ip = |p: Option<std::net::SocketAddr>| p.map(|a| a.ip());
+        let state = self
+            .nodes
+            .get_mut(&hello.cluster)
+            .and_then(|c| c.get_mut(&hello.node));
+        let live = self
+            .streams
+            .get_mut(&hello.cluster)
+            .and_then(|c| c.remove(&hello.node));
+        let (Some(state), Some(live)) = (state, live) else {
+            return Admission::New;
+        };
+        let interval = i64::try_from(state.interval_ms).unwrap_or(i64::MAX);
+        let same_host = ip(peer).is_some() && ip(peer) == ip(live.peer);
+        let silent =
+            at.mono_ms.saturating_sub(state.last_seen_mono_ms) > interval.saturating_add(1_000);
+        if live.back.is_closed() || silent {
+            // The refused "second agent" was this host: it now holds the node's stream alone.
+            if ip(peer).is_some()
+                && state
+                    .impostor
+                    .as_ref()
+                    .is_some_and(|i| ip(i.peer.parse().ok()) == ip(peer))
+            {
+                Arc::make_mut(state).impostor = None;
+            }
+            return Admission::Replaces(live);
+        }
+        let state = Arc::make_mut(state);
+        if same_host {
+            // Two agents on one host, or behind one NAT, with the same `node`, would take turns:
+            // a stream replaced within two intervals of its admission counts as an attempt.
+            if at.mono_ms.saturating_sub(live.admitted_mono_ms) < interval.saturating_mul(2) {
+                state.record_impostor(display(live.peer), at.wall_ms, at.mono_ms);
+            }
+            return Admission::Replaces(live);
+        }
+        state.record_impostor(display(peer), at.wall_ms, at.mono_ms);
+        let why = format!(
+            "another agent ({}) is already connected as node `{}` of cluster `{}`: two hosts configured with the same `node`?",
+            display(live.peer),
+            hello.node,
+            hello.cluster
+        );
+        self.streams
+            .entry(hello.cluster.clone())
+            .or_default()
+            .insert(hello.node.clone(), live);
+        Admission::Refused(why)
     }
 
     fn evaluate_all(&mut self, at: Now) {
@@ -572,10 +661,11 @@ mod tests {
         store.apply(Command::Hello {
             stream: 1,
             hello,
-            peer: "127.0.0.1:1".into(),
+            peer: "127.0.0.1:1".parse().ok(),
             at: Now::same(10),
             to_agent,
             admitted,
+            speaks: tokio::sync::oneshot::channel().0,
         });
         let b = |start: &str, tl| Command::Batch {
             stream: 1,
@@ -628,7 +718,14 @@ mod tests {
         assert!(kinds().is_empty());
     }
 
-    fn hello(store: &mut Store, stream: u64, to_agent: StreamBack) -> Result<(), String> {
+    /// A `Hello` for node1 from `peer` at mono `at_ms`, and its admission.
+    fn hello_from(
+        store: &mut Store,
+        stream: u64,
+        to_agent: StreamBack,
+        peer: &str,
+        at_ms: i64,
+    ) -> Result<(), String> {
         let (admitted, mut admission) = tokio::sync::oneshot::channel();
         store.apply(Command::Hello {
             stream,
@@ -639,39 +736,141 @@ mod tests {
                 agent_version: "t".into(),
                 interval_ms: 1000,
             },
-            peer: format!("127.0.0.1:{stream}"),
-            at: Now::same(10 * stream as i64),
+            peer: peer.parse().ok(),
+            at: Now::same(at_ms),
             to_agent,
             admitted,
+            speaks: tokio::sync::oneshot::channel().0,
         });
         admission.try_recv().expect("answered at once")
     }
 
-    #[test]
-    fn a_second_stream_for_a_live_node_is_refused_and_the_first_kept() {
-        let mut store = Store::new(
+    fn empty_batch(store: &mut Store, stream: u64, at_ms: i64) {
+        store.apply(Command::Batch {
+            stream,
+            cluster: "demo".into(),
+            node: "node1".into(),
+            batch: Batch::from_wire(v1::ResultBatch::default(), Now::same(at_ms)),
+            at: Now::same(at_ms),
+        });
+    }
+
+    fn store() -> Store {
+        Store::new(
             Policy::default(),
             EventLog::new(1, Duration::from_secs(3600)),
-        );
+        )
+    }
+
+    #[test]
+    fn a_second_stream_from_another_host_is_refused_and_the_first_kept() {
+        let mut store = store();
         let (first, first_rx) = mpsc::channel(1);
-        assert_eq!(hello(&mut store, 1, first), Ok(()));
+        assert_eq!(
+            hello_from(&mut store, 1, first, "10.0.0.1:5000", 10),
+            Ok(())
+        );
+        empty_batch(&mut store, 1, 500);
         let (second, _second_rx) = mpsc::channel(1);
-        let why = hello(&mut store, 2, second).expect_err("refused");
+        let why = hello_from(&mut store, 2, second, "10.0.0.2:6000", 900).expect_err("refused");
         assert!(why.contains("node `node1` of cluster `demo`"), "{why}");
+        assert!(
+            why.contains("10.0.0.1:5000"),
+            "names the stream kept: {why}"
+        );
         assert!(
             store.is_live("demo", "node1", 1),
             "the first stream is kept"
         );
-        let node = &store.nodes["demo"]["node1"];
-        let impostor = node.impostor.as_ref().expect("recorded");
+        let impostor = store.nodes["demo"]["node1"]
+            .impostor
+            .clone()
+            .expect("recorded");
         assert_eq!(
             (impostor.attempts, impostor.peer.as_str()),
-            (1, "127.0.0.1:2")
+            (1, "10.0.0.2:6000")
         );
-        // The first agent gone (its way back closed) before its stream's end is seen: admitted.
+        // The first agent gone (its way back closed) before its stream's end is seen: admitted,
+        // and the record of that host's attempts is dropped (it holds the node alone now).
         drop(first_rx);
         let (third, _third_rx) = mpsc::channel(1);
-        assert_eq!(hello(&mut store, 3, third), Ok(()));
+        assert_eq!(
+            hello_from(&mut store, 3, third, "10.0.0.2:6001", 1000),
+            Ok(())
+        );
         assert!(store.is_live("demo", "node1", 3));
+        assert!(store.nodes["demo"]["node1"].impostor.is_none());
+    }
+
+    #[test]
+    fn an_agent_reconnecting_before_its_old_stream_ends_replaces_it() {
+        let mut store = store();
+        let (first, mut first_rx) = mpsc::channel(1);
+        assert_eq!(
+            hello_from(&mut store, 1, first, "10.0.0.1:5000", 10),
+            Ok(())
+        );
+        empty_batch(&mut store, 1, 10_000);
+        // Same host, new port (a NAT or network drop the collector has not noticed yet).
+        let (second, _second_rx) = mpsc::channel(1);
+        assert_eq!(
+            hello_from(&mut store, 2, second, "10.0.0.1:5001", 10_500),
+            Ok(())
+        );
+        assert!(store.is_live("demo", "node1", 2));
+        let told = first_rx.try_recv().expect("the old stream is told");
+        assert_eq!(told.expect_err("an error").code(), tonic::Code::Aborted);
+        assert!(
+            store.nodes["demo"]["node1"].impostor.is_none(),
+            "an ordinary reconnect"
+        );
+        // Another host, while the stream it replaced has been silent for over an interval.
+        let (third, _third_rx) = mpsc::channel(1);
+        assert_eq!(
+            hello_from(&mut store, 3, third, "10.0.0.9:7000", 13_000),
+            Ok(())
+        );
+        assert!(store.is_live("demo", "node1", 3));
+        // Two agents of one host taking turns count as attempts.
+        empty_batch(&mut store, 3, 13_100);
+        let (fourth, _fourth_rx) = mpsc::channel(1);
+        assert_eq!(
+            hello_from(&mut store, 4, fourth, "10.0.0.9:7001", 13_200),
+            Ok(())
+        );
+        let impostor = store.nodes["demo"]["node1"]
+            .impostor
+            .clone()
+            .expect("recorded");
+        assert_eq!(impostor.attempts, 1);
+    }
+
+    #[test]
+    fn a_superseded_streams_end_leaves_the_node_connected() {
+        let mut store = store();
+        let (first, _first_rx) = mpsc::channel(1);
+        assert_eq!(
+            hello_from(&mut store, 1, first, "10.0.0.1:5000", 10),
+            Ok(())
+        );
+        let (second, _second_rx) = mpsc::channel(1);
+        assert_eq!(
+            hello_from(&mut store, 2, second, "10.0.0.1:5001", 20),
+            Ok(())
+        );
+        store.apply(Command::Closed {
+            stream: 1,
+            cluster: "demo".into(),
+            node: "node1".into(),
+            at: Now::same(30),
+        });
+        assert!(store.nodes["demo"]["node1"].connected);
+        store.apply(Command::Closed {
+            stream: 2,
+            cluster: "demo".into(),
+            node: "node1".into(),
+            at: Now::same(40),
+        });
+        assert!(!store.nodes["demo"]["node1"].connected);
     }
 }

@@ -121,9 +121,25 @@ async fn open(
     mpsc::Sender<v1::AgentMessage>,
     Result<tonic::Streaming<v1::CollectorMessage>, tonic::Status>,
 ) {
-    let mut client = v1::ingest_client::IngestClient::connect(format!("http://{grpc}"))
+    open_from(grpc, first, None).await
+}
+
+/// [`open`] from another host: a connection whose source is `from` (any of 127.0.0.0/8).
+async fn open_from(
+    grpc: SocketAddr,
+    first: v1::AgentMessage,
+    from: Option<std::net::IpAddr>,
+) -> (
+    mpsc::Sender<v1::AgentMessage>,
+    Result<tonic::Streaming<v1::CollectorMessage>, tonic::Status>,
+) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .expect("url")
+        .local_address(from)
+        .connect()
         .await
         .expect("connect");
+    let mut client = v1::ingest_client::IngestClient::new(channel);
     let (tx, rx) = mpsc::channel(8);
     tx.send(first).await.expect("queue");
     let resp = client
@@ -196,7 +212,7 @@ async fn acked(inbound: &mut tonic::Streaming<v1::CollectorMessage>, seq: u64) {
 
 /// The stream's end: the error the collector ended it with (none if it closed cleanly).
 async fn ended(inbound: &mut tonic::Streaming<v1::CollectorMessage>) -> Option<tonic::Status> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         match tokio::time::timeout_at(deadline, inbound.message())
             .await
@@ -217,18 +233,32 @@ async fn a_second_agent_naming_a_live_node_is_refused_reported_and_the_first_kee
     tx.send(batch(1)).await.expect("send");
     acked(&mut first, 1).await;
 
-    let (_tx2, resp) = open(c.grpc, hello("lb1")).await;
-    let status = resp.expect_err("the impostor is refused");
-    assert_eq!(status.code(), tonic::Code::AlreadyExists);
-    assert!(
-        status.message().contains("same `node`"),
-        "{}",
-        status.message()
-    );
-
-    // The first agent is not muted.
-    tx.send(batch(2)).await.expect("send");
-    acked(&mut first, 2).await;
+    // Another host, retrying as an agent does (about once an interval) while the first streams.
+    let elsewhere = Some("127.0.0.2".parse().expect("ip"));
+    let mut seq = 1;
+    for attempt in 1..=3 {
+        let (_tx2, resp) = open_from(c.grpc, hello("lb1"), elsewhere).await;
+        let status = resp.expect_err("the impostor is refused");
+        assert_eq!(status.code(), tonic::Code::AlreadyExists);
+        assert!(
+            status.message().contains("same `node`"),
+            "{}",
+            status.message()
+        );
+        if attempt == 1 {
+            // One refusal is not yet a finding (an agent whose address changed may do that).
+            let (_, doc) = get(c.http, "/api/v1/clusters/demo").await;
+            assert!(
+                !doc["findings"].to_string().contains("DUPLICATE_AGENT"),
+                "{doc}"
+            );
+        }
+        // The first agent is not muted.
+        seq += 1;
+        tx.send(batch(seq)).await.expect("send");
+        acked(&mut first, seq).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await; // the impostor's retry pace
+    }
     let doc = wait_for(
         c.http,
         "/api/v1/clusters/demo",
@@ -244,7 +274,7 @@ async fn a_second_agent_naming_a_live_node_is_refused_reported_and_the_first_kee
     .await;
     assert_eq!(doc["nodes"][0]["connected"], true);
     let (_, health) = get(c.http, "/healthz").await;
-    assert_eq!(health["agents_refused_by_reason"]["duplicate"], 1);
+    assert_eq!(health["agents_refused_by_reason"]["duplicate"], 3);
     let (_, metrics) = (
         0,
         reqwest::get(format!("http://{}/metrics", c.http))
@@ -257,7 +287,7 @@ async fn a_second_agent_naming_a_live_node_is_refused_reported_and_the_first_kee
     assert!(
         metrics
             .lines()
-            .any(|l| l == "vigie_collector_agents_refused_total{reason=\"duplicate\"} 1"),
+            .any(|l| l == "vigie_collector_agents_refused_total{reason=\"duplicate\"} 3"),
         "{metrics}"
     );
 
@@ -275,6 +305,51 @@ async fn a_second_agent_naming_a_live_node_is_refused_reported_and_the_first_kee
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let _ = c.stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reconnecting_before_its_old_stream_is_seen_gone_replaces_it_and_a_silent_one_is_cut()
+ {
+    let c = collector().await;
+    let (old_tx, resp) = open(c.grpc, hello("lb1")).await;
+    let mut old = resp.expect("accepted");
+    old_tx.send(batch(1)).await.expect("send");
+    acked(&mut old, 1).await;
+    // The same host opens a new stream while the old one is still open (as after a NAT drop).
+    let (tx, resp) = open(c.grpc, hello("lb1")).await;
+    let mut new = resp.expect("the same agent is admitted again");
+    let status = ended(&mut old)
+        .await
+        .expect("the old stream is ended with a status");
+    assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+    tx.send(batch(2)).await.expect("send");
+    acked(&mut new, 2).await;
+    let (_, doc) = get(c.http, "/api/v1/clusters/demo").await;
+    assert!(
+        !doc["findings"].to_string().contains("DUPLICATE_AGENT"),
+        "{doc}"
+    );
+    let (_, health) = get(c.http, "/healthz").await;
+    assert_eq!(health["agents_refused"], 0, "{health}");
+
+    // A stream that goes silent (a hung agent, a connection held open) is cut after three
+    // intervals and counted; the node is then disconnected.
+    let status = ended(&mut new).await;
+    let status = match status {
+        Some(s) => s,
+        None => panic!("a silent stream must end with a status"),
+    };
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    wait_for(c.http, "/healthz", "idle counted", |h| {
+        h["agents_refused_by_reason"]["idle"] == 1
+    })
+    .await;
+    wait_for(c.http, "/api/v1/clusters/demo", "lb1 disconnected", |d| {
+        d["nodes"][0]["connected"] == false
+    })
+    .await;
+    drop(tx);
     let _ = c.stop.send(());
 }
 
@@ -488,6 +563,16 @@ async fn batches_are_acked_probe_now_reaches_the_agent_and_vigie_status_shows_it
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(line.starts_with("VIGIE UNKNOWN - demo unknown"), "{line}");
     assert!(line.contains("| agent_age_lb1="), "{line}");
+    assert_eq!(line.lines().count(), 1);
+    assert_eq!(out.status.code(), Some(3));
+    // A usage error in check mode is the plugin's UNKNOWN too, never clap's exit 2 (CRITICAL).
+    let out = Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args(["check", "demo", "--no-such-flag"])
+        .output()
+        .expect("run vigie check");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.starts_with("VIGIE UNKNOWN - vigie check: "), "{line}");
+    assert!(line.contains("--no-such-flag"), "{line}");
     assert_eq!(line.lines().count(), 1);
     assert_eq!(out.status.code(), Some(3));
 

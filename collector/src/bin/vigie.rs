@@ -58,7 +58,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A monitoring system reads exit 2 as CRITICAL: a usage error in check mode is UNKNOWN.
+        Err(e) if e.use_stderr() && std::env::args().skip(1).any(|a| a == "check") => {
+            let first = e.to_string();
+            let why = first.lines().next().unwrap_or("usage error");
+            return unknown("vigie check", why.trim_start_matches("error: "));
+        }
+        Err(e) => e.exit(),
+    };
     vigie_proto::tls::install_crypto_provider();
     // An error before any request: in check mode still the plugin's one UNKNOWN line.
     let failed = |why: String| match &cli.command {
@@ -404,7 +413,7 @@ fn render(d: &Value) -> String {
         );
     }
     let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     for row in &rows {
         let line: Vec<String> = row

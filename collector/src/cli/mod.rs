@@ -37,7 +37,9 @@ pub fn plain(s: &str, max: usize) -> String {
 /// A perfdata label per the monitoring plugins guidelines: as it is when it is a plain word,
 /// else quoted with its quotes doubled; never an `=` (the label's end) nor what [`plain`] removes.
 pub fn perf_label(s: &str) -> String {
-    let word = plain(s, 64).replace('=', "_");
+    // Node names are at most 253 characters (checked at Hello): cut no shorter, or two labels
+    // could become one.
+    let word = plain(s, 300).replace('=', "_");
     if !word.is_empty()
         && word
             .chars()

@@ -64,6 +64,7 @@ async fn healthz(State(r): State<Readers>) -> Response {
         })),
         "agents_refused": r.refused.total(),
         "agents_refused_by_reason": r.refused.by_reason().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "batches_rate_dropped": r.refused.rate_dropped(),
         "published_ms": p.published_ms,
     }));
     (code, body).into_response()

@@ -297,7 +297,7 @@ pub fn render(p: &Published, now_ms: i64, refused: &crate::ingest::Refusals) -> 
     family(
         "vigie_collector_agents_refused_total",
         "counter",
-        "Agent streams refused at Hello, by reason (hello, certificate, duplicate).",
+        "Agent streams refused at Hello or cut, by reason (hello, certificate, duplicate, limits, idle).",
         &mut out,
     );
     for (reason, n) in refused.by_reason() {
@@ -306,6 +306,17 @@ pub fn render(p: &Published, now_ms: i64, refused: &crate::ingest::Refusals) -> 
             "vigie_collector_agents_refused_total{{reason=\"{reason}\"}} {n}"
         );
     }
+    family(
+        "vigie_collector_batches_rate_dropped_total",
+        "counter",
+        "Batches dropped for coming faster than 10 per second on one stream (the stream is kept).",
+        &mut out,
+    );
+    let _ = writeln!(
+        out,
+        "vigie_collector_batches_rate_dropped_total {}",
+        refused.rate_dropped()
+    );
     family(
         "vigie_collector_published_age_seconds",
         "gauge",
@@ -358,7 +369,7 @@ pub fn render_health(store: &crate::store::StoreReport, state_running: bool) -> 
 /// The ports' connections against their caps, and the descriptor limit.
 pub fn render_ports(p: &crate::limits::Ports) -> String {
     type Read = fn(&crate::limits::PortReport) -> u64;
-    let series: [(&str, &str, &str, Read); 3] = [
+    let series: [(&str, &str, &str, Read); 4] = [
         (
             "open",
             "gauge",
@@ -373,6 +384,12 @@ pub fn render_ports(p: &crate::limits::Ports) -> String {
             "counter",
             "Connections closed at accept because the port's cap was reached.",
             |r| r.refused,
+        ),
+        (
+            "idle_closed_total",
+            "counter",
+            "Connections closed as idle (grpc: no stream open for 20 s; http: no traffic for 60 s).",
+            |r| r.idle_closed,
         ),
     ];
     let mut out = String::new();

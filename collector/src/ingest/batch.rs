@@ -54,15 +54,7 @@ impl Batch {
                 let before_end = agent_end_ms
                     .map_or(0, |end| end.saturating_sub(r.started_unix_ms))
                     .clamp(0, 60_000);
-                let mut message = r.message;
-                if message.len() > MAX_MESSAGE {
-                    let mut end = MAX_MESSAGE;
-                    while !message.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    message.truncate(end);
-                    message.push('…');
-                }
+                let message = cut_message(r.message);
                 let observation = Observation {
                     status: Status::from_wire(r.status),
                     message,
@@ -84,6 +76,28 @@ impl Batch {
             untyped,
         }
     }
+}
+
+/// An agent's text kept at most [`MAX_MESSAGE`] bytes long (cut on a character, marked `…`).
+fn cut_message(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
+/// A journal as the state task keeps it: every message and probe name cut like a batch's.
+pub fn journal_from_wire(mut journal: v1::Journal) -> v1::Journal {
+    for t in &mut journal.transitions {
+        t.message = cut_message(std::mem::take(&mut t.message));
+        t.probe_id = cut_message(std::mem::take(&mut t.probe_id));
+    }
+    journal
 }
 
 #[cfg(test)]
@@ -115,6 +129,23 @@ mod tests {
         results: Vec<OldProbeResult>,
         #[prost(uint64, tag = "3")]
         dropped: u64,
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character() {
+        let long = "é".repeat(MAX_MESSAGE);
+        let cut = cut_message(long);
+        assert!(cut.len() <= MAX_MESSAGE + '…'.len_utf8(), "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        let j = journal_from_wire(v1::Journal {
+            transitions: vec![v1::Transition {
+                message: "x".repeat(3 * MAX_MESSAGE),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert_eq!(j.transitions[0].message.len(), MAX_MESSAGE + '…'.len_utf8());
+        assert_eq!(cut_message("short".into()), "short");
     }
 
     #[test]

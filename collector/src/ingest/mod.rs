@@ -17,7 +17,9 @@ use vigie_proto::v1::ingest_server::Ingest;
 use vigie_proto::v1::{Ack, AgentMessage, CollectorMessage, collector_message};
 
 use crate::clock::Now;
+use crate::limits::CappedInfo;
 use crate::state::Command;
+use tonic::transport::server::TlsConnectInfo;
 
 pub mod batch;
 mod refusals;
@@ -30,6 +32,10 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 const MAX_RESULTS: usize = 4 * vigie_proto::ProbeId::ALL.len();
 /// Transitions in the one journal an agent may send, right after `Hello`.
 pub const MAX_JOURNAL: usize = 10_000;
+/// Added to three intervals of silence before a stream is cut as idle.
+const IDLE_SLACK: Duration = Duration::from_secs(5);
+/// How long a cut stream's status may wait behind unread acks.
+const CUT_WAIT: Duration = Duration::from_secs(5);
 /// Batches per stream per second beyond which they are dropped (an agent sends one per
 /// interval, at least a second; "probe now" and reconnections add a few).
 const MAX_BATCHES_PER_S: u32 = 10;
@@ -130,6 +136,33 @@ fn validate_hello(h: &vigie_proto::v1::Hello) -> Result<(), Status> {
     Ok(())
 }
 
+/// Tells the state task that a stream ended, when dropped.
+struct Closer {
+    state: mpsc::Sender<Command>,
+    stream: u64,
+    cluster: String,
+    node: String,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        let cmd = Command::Closed {
+            stream: self.stream,
+            cluster: std::mem::take(&mut self.cluster),
+            node: std::mem::take(&mut self.node),
+            at: Now::read(),
+        };
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.state.try_send(cmd)
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let state = self.state.clone();
+            rt.spawn(async move {
+                let _ = state.send(cmd).await;
+            });
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Ingest for IngestService {
     type StreamStream = ReceiverStream<Result<CollectorMessage, Status>>;
@@ -139,9 +172,23 @@ impl Ingest for IngestService {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let certs = request.peer_certs();
-        let peer = request
-            .remote_addr()
-            .map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
+        // Behind the port's cap (always, but in tests of the service alone): the connection's
+        // stream count, which keeps it from being closed as idle while this stream lives.
+        let conn = request
+            .extensions()
+            .get::<CappedInfo>()
+            .or_else(|| {
+                request
+                    .extensions()
+                    .get::<TlsConnectInfo<CappedInfo>>()
+                    .map(TlsConnectInfo::get_ref)
+            })
+            .cloned();
+        let peer = conn
+            .as_ref()
+            .and_then(|c| c.tcp.remote_addr())
+            .or_else(|| request.remote_addr());
+        let open_stream = conn.map(|c| c.activity.stream());
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -176,9 +223,20 @@ impl Ingest for IngestService {
         }
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let (cluster, node) = (hello.cluster.clone(), hello.node.clone());
+        // Silent for three intervals: the agent is gone or hung, whatever TCP says.
+        let idle = Duration::from_millis(3 * u64::from(hello.interval_ms)) + IDLE_SLACK;
         tracing::info!(%cluster, %node, version = %hello.agent_version, stream, "Agent connected");
         let (tx, rx) = mpsc::channel(16);
         let (admitted, admission) = tokio::sync::oneshot::channel();
+        let (speaks, mut replaced) = tokio::sync::oneshot::channel();
+        // From here on the state task hears of this stream's end, even if the agent goes away
+        // while this handler still waits for its admission (the handler is then dropped).
+        let closer = Closer {
+            state: self.state.clone(),
+            stream,
+            cluster: cluster.clone(),
+            node: node.clone(),
+        };
         self.state
             .send(Command::Hello {
                 stream,
@@ -187,6 +245,7 @@ impl Ingest for IngestService {
                 at: Now::read(),
                 to_agent: tx.clone(),
                 admitted,
+                speaks,
             })
             .await
             .map_err(|_| Status::unavailable("collector shutting down"))?;
@@ -202,19 +261,31 @@ impl Ingest for IngestService {
         let state = self.state.clone();
         let refused = self.refused.clone();
         tokio::spawn(async move {
-            // Ends the stream with `status`, counted as `reason`.
+            let _held = (closer, open_stream);
+            // Ends the stream with `status`, counted as `reason`. Waits for room behind the acks
+            // (a bounded while: a reader that takes nothing loses the status, never the task).
             let cut = |reason: Reason, status: Status| {
                 refused.count(reason);
                 tracing::warn!(%cluster, %node, reason = reason.as_str(), status = %status.message(), "Agent stream cut");
-                let _ = tx.try_send(Err(status));
+                let tx = tx.clone();
+                async move {
+                    let _ = tokio::time::timeout(CUT_WAIT, tx.send(Err(status))).await;
+                }
             };
             let mut first = true;
             let (mut window, mut in_window) = (tokio::time::Instant::now(), 0u32);
             loop {
-                let msg = match inbound.message().await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(e)
+                let next = tokio::select! {
+                    next = tokio::time::timeout(idle, inbound.message()) => next,
+                    _ = &mut replaced => {
+                        tracing::info!(%cluster, %node, stream, "Agent stream replaced by a newer one");
+                        break;
+                    }
+                };
+                let msg = match next {
+                    Ok(Ok(Some(m))) => m,
+                    Ok(Ok(None)) => break,
+                    Ok(Err(e))
                         if matches!(
                             e.code(),
                             tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
@@ -226,11 +297,23 @@ impl Ingest for IngestService {
                                 "a message over {MAX_MESSAGE_BYTES} bytes: {}",
                                 e.message()
                             )),
-                        );
+                        )
+                        .await;
                         break;
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::info!(%cluster, %node, error = %e, "Agent stream ended");
+                        break;
+                    }
+                    Err(_) => {
+                        cut(
+                            Reason::Idle,
+                            Status::deadline_exceeded(format!(
+                                "nothing received for {}s (three intervals)",
+                                idle.as_secs()
+                            )),
+                        )
+                        .await;
                         break;
                     }
                 };
@@ -244,7 +327,8 @@ impl Ingest for IngestService {
                                 "a batch of {} results (at most {MAX_RESULTS})",
                                 batch.results.len()
                             )),
-                        );
+                        )
+                        .await;
                         break;
                     }
                     Some(Msg::Batch(_))
@@ -256,7 +340,7 @@ impl Ingest for IngestService {
                             in_window > MAX_BATCHES_PER_S
                         } =>
                     {
-                        refused.count(Reason::Rate);
+                        refused.drop_for_rate();
                         continue;
                     }
                     Some(Msg::Batch(batch)) => {
@@ -277,7 +361,8 @@ impl Ingest for IngestService {
                         cut(
                             Reason::Limits,
                             Status::invalid_argument("a journal is only allowed right after Hello"),
-                        );
+                        )
+                        .await;
                         break;
                     }
                     Some(Msg::Journal(j)) if j.transitions.len() > MAX_JOURNAL => {
@@ -287,21 +372,23 @@ impl Ingest for IngestService {
                                 "a journal of {} transitions (at most {MAX_JOURNAL})",
                                 j.transitions.len()
                             )),
-                        );
+                        )
+                        .await;
                         break;
                     }
                     Some(Msg::Journal(journal)) => Command::Journal {
                         stream,
                         cluster: cluster.clone(),
                         node: node.clone(),
-                        journal,
+                        journal: batch::journal_from_wire(journal),
                         at,
                     },
                     Some(Msg::Hello(_)) | None => {
                         cut(
                             Reason::Hello,
                             Status::invalid_argument("Hello is only allowed first"),
-                        );
+                        )
+                        .await;
                         break;
                     }
                 };
@@ -310,14 +397,6 @@ impl Ingest for IngestService {
                 }
             }
             tracing::info!(%cluster, %node, stream, "Agent disconnected");
-            let _ = state
-                .send(Command::Closed {
-                    stream,
-                    cluster,
-                    node,
-                    at: Now::read(),
-                })
-                .await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -1,5 +1,6 @@
 //! What ingest refused or cut, by reason: counted here, shown by `/metrics`
-//! (`vigie_collector_agents_refused_total{reason}`) and `/healthz`.
+//! (`vigie_collector_agents_refused_total{reason}`, `vigie_collector_batches_rate_dropped_total`)
+//! and `/healthz`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,13 +24,15 @@ reasons! {
     Certificate => "certificate": "no client certificate, or one not valid for the node and cluster",
     Duplicate => "duplicate": "another live stream already speaks for this node",
     Limits => "limits": "a stream cut for a message over a cap (size, results, journal)",
-    Rate => "rate": "a batch dropped: more than the per-stream rate",
+    Idle => "idle": "a stream cut for sending nothing for three intervals",
 }
 
 /// Counters by [`Reason`], shared by ingest and the API.
 #[derive(Debug, Default)]
 pub struct Refusals {
     counts: [AtomicU64; Reason::ALL.len()],
+    /// Batches dropped (the stream kept) for coming faster than the per-stream rate.
+    rate_dropped: AtomicU64,
 }
 
 impl Refusals {
@@ -41,6 +44,15 @@ impl Refusals {
         self.counts[reason as usize].load(Ordering::Relaxed)
     }
 
+    pub fn drop_for_rate(&self) {
+        self.rate_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rate_dropped(&self) -> u64 {
+        self.rate_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Streams refused or cut, every reason together.
     pub fn total(&self) -> u64 {
         Reason::ALL.iter().map(|r| self.get(*r)).sum()
     }
@@ -61,8 +73,14 @@ mod tests {
         r.count(Reason::Duplicate);
         r.count(Reason::Duplicate);
         r.count(Reason::Hello);
+        r.drop_for_rate();
         assert_eq!(r.get(Reason::Duplicate), 2);
-        assert_eq!(r.total(), 3);
+        assert_eq!(
+            r.total(),
+            3,
+            "a batch dropped for rate is not a stream refused"
+        );
+        assert_eq!(r.rate_dropped(), 1);
         assert_eq!(
             r.by_reason().collect::<Vec<_>>(),
             [
@@ -70,7 +88,7 @@ mod tests {
                 ("certificate", 0),
                 ("duplicate", 2),
                 ("limits", 0),
-                ("rate", 0)
+                ("idle", 0)
             ]
         );
     }
