@@ -5,10 +5,12 @@
 //! connections is refused by a cap the collector chose and then evicted, rather than running
 //! the process out of descriptors, which would also stop `/healthz` and every new agent.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::Waker;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -48,6 +50,10 @@ pub fn fit(fd_limit: u64, grpc: usize, http: usize) -> (usize, usize) {
 /// in the descriptor limit, see [`fit`]).
 pub const MAX_AGENT_CONNECTIONS: usize = 20_000;
 pub const MAX_HTTP_CONNECTIONS: usize = 1_000;
+
+/// Connections looked at per eviction, and how long a new one waits for an evicted one's place.
+const EVICTION_SCAN: usize = 256;
+const EVICTION_WAIT: Duration = Duration::from_secs(2);
 
 /// Both ports' gauges and the descriptor limit, for `/healthz` and `/metrics`.
 #[derive(Debug)]
@@ -91,6 +97,8 @@ pub struct PortGauge {
     idle: Idle,
     refused: AtomicU64,
     idle_closed: AtomicU64,
+    /// The port's connections, oldest first, for eviction at the cap (see [`PortGauge::evict`]).
+    conns: Mutex<VecDeque<Weak<Activity>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -109,7 +117,47 @@ impl PortGauge {
             idle,
             refused: AtomicU64::new(0),
             idle_closed: AtomicU64::new(0),
+            conns: Mutex::new(VecDeque::new()),
         })
+    }
+
+    /// At the cap: closes the oldest connection that is idle now — on the agents' port one that
+    /// holds no stream, on the API's one silent for a second or more — so that a flood of idle
+    /// connections gives way to a new agent (which opens its stream at once) or a new request.
+    /// Looks at a bounded number of connections per call. Whether one was told to close.
+    fn evict(&self) -> bool {
+        let now = elapsed_ms();
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..conns.len().min(EVICTION_SCAN) {
+            let Some(weak) = conns.pop_front() else {
+                break;
+            };
+            let Some(a) = weak.upgrade() else {
+                continue; // closed already
+            };
+            let idle = match self.idle {
+                Idle::NoStream(_) => a.streams.load(Ordering::Acquire) == 0,
+                Idle::Silent(_) => {
+                    now.saturating_sub(a.last_io_ms.load(Ordering::Relaxed)) >= 1_000
+                }
+            };
+            if idle && !a.evicted.swap(true, Ordering::AcqRel) {
+                if let Some(w) = a.waker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    w.wake();
+                }
+                return true;
+            }
+            conns.push_back(weak);
+        }
+        false
+    }
+
+    fn register(&self, a: &Arc<Activity>) {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if conns.len() >= 2 * self.cap {
+            conns.retain(|w| w.strong_count() > 0);
+        }
+        conns.push_back(Arc::downgrade(a));
     }
 
     pub fn report(&self) -> PortReport {
@@ -128,6 +176,18 @@ pub struct Activity {
     streams: AtomicUsize,
     /// When the last stream ended (or the connection opened).
     idle_since: std::sync::Mutex<Instant>,
+    /// Told to close to make room (see [`PortGauge::evict`]); its reader's waker, to tell it.
+    evicted: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+    /// The last byte read or written, in ms since the process's first connection.
+    last_io_ms: AtomicU64,
+}
+
+/// Milliseconds since the first call (a clock for [`Activity::last_io_ms`]).
+fn elapsed_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Activity {
@@ -135,6 +195,9 @@ impl Activity {
         Arc::new(Activity {
             streams: AtomicUsize::new(0),
             idle_since: std::sync::Mutex::new(Instant::now()),
+            evicted: AtomicBool::new(false),
+            waker: Mutex::new(None),
+            last_io_ms: AtomicU64::new(elapsed_ms()),
         })
     }
 
@@ -182,29 +245,57 @@ pub struct Capped {
     activity: Arc<Activity>,
     /// Checks idleness when it fires; reset to the next instant the connection could be idle.
     timer: Pin<Box<Sleep>>,
-    last_io: Instant,
 }
 
 impl Capped {
     fn new(io: TcpStream, permit: OwnedSemaphorePermit, gauge: Arc<PortGauge>) -> Capped {
         let now = Instant::now();
         let first = now + gauge.idle.after();
+        let activity = Activity::new();
+        gauge.register(&activity);
         Capped {
             io,
             _permit: permit,
             gauge,
-            activity: Activity::new(),
+            activity,
             timer: Box::pin(tokio::time::sleep_until(first)),
-            last_io: now,
         }
+    }
+
+    /// When a byte was last read or written.
+    fn last_io(&self) -> Instant {
+        let ago = elapsed_ms().saturating_sub(self.activity.last_io_ms.load(Ordering::Relaxed));
+        Instant::now()
+            .checked_sub(Duration::from_millis(ago))
+            .unwrap_or_else(Instant::now)
+    }
+
+    fn touched(&self) {
+        self.activity
+            .last_io_ms
+            .store(elapsed_ms(), Ordering::Relaxed);
     }
 
     /// Whether the connection is idle by its port's rule; else the timer is set to look again.
     fn idle(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.activity.evicted.load(Ordering::Acquire) {
+            self.gauge.idle_closed.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        {
+            let mut waker = self
+                .activity
+                .waker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+        }
         while self.timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
             let deadline = match self.gauge.idle {
-                Idle::Silent(d) => Some(self.last_io + d),
+                Idle::Silent(d) => Some(self.last_io() + d),
                 Idle::NoStream(d) => self.activity.idle_deadline(d),
             };
             match deadline {
@@ -244,8 +335,19 @@ pub fn accept(
                     }
                 },
             };
-            match gauge.permits.clone().try_acquire_owned() {
-                Ok(permit) => {
+            let permit = match gauge.permits.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                // Room made by closing an idle connection: its place is free once it is dropped.
+                Err(_) if gauge.evict() => {
+                    tokio::time::timeout(EVICTION_WAIT, gauge.permits.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                }
+                Err(_) => None,
+            };
+            match permit {
+                Some(permit) => {
                     let _ = io.set_nodelay(true);
                     if tx
                         .send(Ok(Capped::new(io, permit, gauge.clone())))
@@ -255,7 +357,7 @@ pub fn accept(
                         return;
                     }
                 }
-                Err(_) => {
+                None => {
                     if gauge
                         .refused
                         .fetch_add(1, Ordering::Relaxed)
@@ -329,7 +431,7 @@ impl AsyncRead for Capped {
             ))),
             Poll::Pending => Poll::Pending,
             ready => {
-                this.last_io = Instant::now();
+                this.touched();
                 ready
             }
         }
@@ -345,7 +447,7 @@ impl AsyncWrite for Capped {
         let this = &mut *self;
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
         if written.is_ready() {
-            this.last_io = Instant::now();
+            this.touched();
         }
         written
     }
@@ -366,7 +468,7 @@ impl AsyncWrite for Capped {
         let this = &mut *self;
         let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         if written.is_ready() {
-            this.last_io = Instant::now();
+            this.touched();
         }
         written
     }
@@ -468,6 +570,40 @@ mod tests {
             .expect_err("closed as idle");
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         assert_eq!(gauge.report().idle_closed, 2);
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_oldest_connection_without_a_stream_makes_room() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let gauge = PortGauge::new(2, Idle::NoStream(Duration::from_secs(60)));
+        let mut rx = accept(listener, gauge.clone(), "test");
+        let _idle = TcpStream::connect(addr).await.expect("idle");
+        let idle = serve(rx.recv().await.expect("idle").expect("ok"));
+        let _agent = TcpStream::connect(addr).await.expect("agent");
+        let agent = rx.recv().await.expect("agent").expect("ok");
+        let _stream = agent.activity.stream();
+        let agent = serve(agent);
+        // A new agent at the cap: the idle connection gives way, the one with a stream stays.
+        let _new = TcpStream::connect(addr).await.expect("new");
+        let new = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("admitted in time")
+            .expect("new")
+            .expect("ok");
+        let err = idle.await.expect("joined").expect_err("evicted");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(!agent.is_finished());
+        let _stream2 = new.activity.stream();
+        // Every place holds a stream: the next one is refused.
+        let _over = TcpStream::connect(addr).await.expect("over");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gauge.report().refused == 0 {
+            assert!(Instant::now() < deadline, "never refused");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!((gauge.report().idle_closed, gauge.report().open), (1, 2));
+        drop(new);
     }
 
     #[tokio::test]

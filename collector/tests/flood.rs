@@ -1,0 +1,225 @@
+//! A flood of idle connections against the real collector binary, run with 1,024 file
+//! descriptors (`prlimit`): 1,100 connections held open on each port. The collector must stay
+//! within its descriptors, keep answering `/healthz` and admit a new agent during the flood,
+//! count what it refused or closed, and close the idle ones. Its RSS is printed.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use vigie_proto::v1;
+
+/// The collector process, killed (by its own pid) when dropped.
+struct Collector(Child);
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn healthz(client: &reqwest::Client, http: SocketAddr) -> Option<Value> {
+    client
+        .get(format!("http://{http}/healthz"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Opens `n` connections to `addr` and holds them without a byte sent.
+async fn hold(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        // The kernel accepts into the backlog even when the collector closes at once.
+        if let Ok(Ok(c)) =
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await
+        {
+            held.push(c);
+        }
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eleven_hundred_idle_connections_on_each_port_with_1024_descriptors() {
+    vigie_proto::tls::install_crypto_provider();
+    // This process holds 2,200 client sockets: raise its own limit (the collector's is set below).
+    vigie_collector::limits::raise_fd_limit();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (grpc, http) = (free_port(), free_port());
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "grpc_listen = \"{grpc}\"\nhttp_listen = \"{http}\"\nplaintext = true\n\
+             [api]\nauth = \"none\"\n[events]\npath = \"{}\"\n",
+            dir.path().join("events.db").display()
+        ),
+    )
+    .expect("write config");
+    let child = Command::new("prlimit")
+        .arg("--nofile=1024:1024")
+        .arg(env!("CARGO_BIN_EXE_vigie-collector"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the collector under prlimit");
+    let collector = Collector(child);
+    let pid = collector.0.id(); // prlimit execs the collector: same pid
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let before = loop {
+        if let Some(h) = healthz(&client, http).await {
+            break h;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "collector never up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(before["connections"]["fd_limit"], 1024, "{before}");
+    let (grpc_cap, http_cap) = (
+        before["connections"]["grpc"]["cap"].as_u64().expect("cap"),
+        before["connections"]["http"]["cap"].as_u64().expect("cap"),
+    );
+    assert!(grpc_cap + http_cap < 1024, "{before}");
+    let rss_before = rss_kib(pid);
+
+    // The flood: 1,100 idle connections on each port, never a byte sent.
+    let held_grpc = hold(grpc, 1_100).await;
+    let held_http = hold(http, 1_100).await;
+
+    // During the flood: /healthz answers (on a connection of its own, the API's cap has room
+    // once the idle ones over it are refused), and a new agent is admitted and acked.
+    let fresh = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let during = loop {
+        if let Some(h) = healthz(&fresh, http).await {
+            break h;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/healthz never answered during the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .expect("url")
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("a new agent connects during the flood");
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(v1::AgentMessage {
+        msg: Some(v1::agent_message::Msg::Hello(v1::Hello {
+            node: "lb1".into(),
+            cluster: "demo".into(),
+            components: vec!["haproxy".into()],
+            agent_version: "test".into(),
+            interval_ms: 1000,
+        })),
+    })
+    .await
+    .expect("queue");
+    tx.send(v1::AgentMessage {
+        msg: Some(v1::agent_message::Msg::Batch(v1::ResultBatch {
+            seq: 1,
+            results: vec![],
+            dropped: 0,
+        })),
+    })
+    .await
+    .expect("queue");
+    let mut inbound = v1::ingest_client::IngestClient::new(channel)
+        .stream(ReceiverStream::new(rx))
+        .await
+        .expect("admitted during the flood")
+        .into_inner();
+    let ack = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .expect("acked in time");
+    assert!(
+        matches!(
+            ack.as_ref().ok().cloned().flatten().and_then(|m| m.msg),
+            Some(v1::collector_message::Msg::Ack(v1::Ack { seq: 1 }))
+        ),
+        "{ack:?}"
+    );
+    let rss_during = rss_kib(pid);
+    println!(
+        "flood: {} + {} connections held; collector RSS {} KiB before, {} KiB during; /healthz during: {}",
+        held_grpc.len(),
+        held_http.len(),
+        rss_before,
+        rss_during,
+        during["connections"]
+    );
+    // Over the caps: refused and counted; the agents' port made room by closing idle ones.
+    let c = &during["connections"];
+    assert!(c["http"]["refused"].as_u64() > Some(0), "{c}");
+    assert!(
+        c["grpc"]["refused"].as_u64().unwrap_or(0) + c["grpc"]["idle_closed"].as_u64().unwrap_or(0)
+            > 0,
+        "{c}"
+    );
+    assert!(c["grpc"]["open"].as_u64() <= Some(grpc_cap), "{c}");
+
+    // The idle connections on the agents' port are closed within 20 s + a margin; the agent,
+    // streaming a batch every half second, is kept.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut seq = 1;
+    loop {
+        seq += 1;
+        tx.send(v1::AgentMessage {
+            msg: Some(v1::agent_message::Msg::Batch(v1::ResultBatch {
+                seq,
+                results: vec![],
+                dropped: 0,
+            })),
+        })
+        .await
+        .expect("the agent's stream is kept");
+        let h = healthz(&fresh, http).await.unwrap_or_default();
+        let open = h["connections"]["grpc"]["open"]
+            .as_u64()
+            .unwrap_or(u64::MAX);
+        if open == 1 {
+            assert_eq!(h["agents_connected"], 1, "{h}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "idle gRPC connections never closed: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop((held_grpc, held_http, tx));
+}
