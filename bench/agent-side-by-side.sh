@@ -38,14 +38,24 @@ start old-haproxy "$old_bin" "$old_cfg/agent-haproxy.toml"
 start new-haproxy target/release/vigie-agent deploy/lab/agent-haproxy.toml
 sleep 10 # past start-up: connections opened, first cycles done
 # ns of CPU and context switches of every thread of pid $1, now.
-sample() { local ns=0 cs=0; for t in /proc/$1/task/*; do
-  read -r run _ <"$t/schedstat"; ns=$((ns + run))
-  cs=$((cs + $(awk '/^(non)?voluntary_ctxt_switches/ {s+=$2} END {print s}' "$t/status")))
-done; echo "$ns $cs"; }
+# An agent that died makes the run fail rather than print a figure.
+sample() {
+  kill -0 "$1" 2>/dev/null || { echo "agent-side-by-side: agent pid $1 is gone" >&2; exit 1; }
+  local ns=0 cs=0 t ran c
+  for t in /proc/$1/task/*; do
+    read -r ran _ <"$t/schedstat" 2>/dev/null || continue
+    c=$(awk '/^(non)?voluntary_ctxt_switches/ {s+=$2} END {print s+0}' "$t/status" 2>/dev/null || echo 0)
+    ns=$((ns + ran)) cs=$((cs + c))
+  done
+  echo "$ns $cs"
+}
 declare -A ns0 cs0
-for a in old-$node new-$node old-haproxy new-haproxy; do read -r ns0[$a] cs0[$a] < <(sample "$(cat "$run/$a.pid")"); done
+for a in old-$node new-$node old-haproxy new-haproxy; do
+  read -r n c < <(sample "$(cat "$run/$a.pid")")
+  ns0["$a"]=$n cs0["$a"]=$c
+done
 sleep "$window"
-echo "| agent | cycles | CPU / cycle | context switches / cycle | RSS | threads |"
+echo "| agent | window (cycles at 1 s) | CPU / cycle | context switches / cycle | RSS | threads |"
 echo "|---|---|---|---|---|---|"
 for a in old-$node new-$node old-haproxy new-haproxy; do
   p=$(cat "$run/$a.pid")
@@ -53,5 +63,5 @@ for a in old-$node new-$node old-haproxy new-haproxy; do
   rss=$(awk '/^VmRSS/ {print $2}' /proc/$p/status)
   thr=$(awk '/^Threads/ {print $2}' /proc/$p/status)
   awk -v a="$a" -v n="$window" -v d=$((ns - ns0[$a])) -v c=$((cs - cs0[$a])) -v r="$rss" -v t="$thr" \
-    'BEGIN { printf "| %s | %d | %.2f ms | %.1f | %.1f MiB | %d |\n", a, n, d / n / 1e6, c / n, r / 1024, t }'
+    'BEGIN { printf "| %s | %d s | %.2f ms | %.1f | %.1f MiB | %d |\n", a, n, d / n / 1e6, c / n, r / 1024, t }'
 done

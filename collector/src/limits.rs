@@ -54,6 +54,7 @@ pub const MAX_HTTP_CONNECTIONS: usize = 1_000;
 /// Connections looked at per eviction, and how long a new one waits for an evicted one's place.
 const EVICTION_SCAN: usize = 256;
 const EVICTION_WAIT: Duration = Duration::from_secs(2);
+const EVICTION_GRACE: Duration = Duration::from_secs(2);
 
 /// Both ports' gauges and the descriptor limit, for `/healthz` and `/metrics`.
 #[derive(Debug)]
@@ -97,6 +98,7 @@ pub struct PortGauge {
     idle: Idle,
     refused: AtomicU64,
     idle_closed: AtomicU64,
+    evicted: AtomicU64,
     /// The port's connections, oldest first, for eviction at the cap (see [`PortGauge::evict`]).
     conns: Mutex<VecDeque<Weak<Activity>>>,
 }
@@ -107,6 +109,7 @@ pub struct PortReport {
     pub cap: usize,
     pub refused: u64,
     pub idle_closed: u64,
+    pub evicted: u64,
 }
 
 impl PortGauge {
@@ -117,6 +120,7 @@ impl PortGauge {
             idle,
             refused: AtomicU64::new(0),
             idle_closed: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
             conns: Mutex::new(VecDeque::new()),
         })
     }
@@ -136,7 +140,12 @@ impl PortGauge {
                 continue; // closed already
             };
             let idle = match self.idle {
-                Idle::NoStream(_) => a.streams.load(Ordering::Acquire) == 0,
+                // A new connection gets two seconds to open its stream (TLS, HTTP/2 preface).
+                Idle::NoStream(_) => {
+                    a.streams.load(Ordering::Acquire) == 0
+                        && a.idle_deadline(EVICTION_GRACE)
+                            .is_some_and(|at| at <= Instant::now())
+                }
                 Idle::Silent(_) => {
                     now.saturating_sub(a.last_io_ms.load(Ordering::Relaxed)) >= 1_000
                 }
@@ -166,6 +175,7 @@ impl PortGauge {
             cap: self.cap,
             refused: self.refused.load(Ordering::Relaxed),
             idle_closed: self.idle_closed.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
         }
     }
 }
@@ -245,6 +255,8 @@ pub struct Capped {
     activity: Arc<Activity>,
     /// Checks idleness when it fires; reset to the next instant the connection could be idle.
     timer: Pin<Box<Sleep>>,
+    /// Closed as idle or evicted (counted once).
+    closed: bool,
 }
 
 impl Capped {
@@ -259,6 +271,7 @@ impl Capped {
             gauge,
             activity,
             timer: Box::pin(tokio::time::sleep_until(first)),
+            closed: false,
         }
     }
 
@@ -278,8 +291,15 @@ impl Capped {
 
     /// Whether the connection is idle by its port's rule; else the timer is set to look again.
     fn idle(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.activity.evicted.load(Ordering::Acquire) {
-            self.gauge.idle_closed.fetch_add(1, Ordering::Relaxed);
+        if self.closed {
+            return true;
+        }
+        // Told to make room, unless a stream opened since.
+        if self.activity.evicted.load(Ordering::Acquire)
+            && self.activity.streams.load(Ordering::Acquire) == 0
+        {
+            self.closed = true;
+            self.gauge.evicted.fetch_add(1, Ordering::Relaxed);
             return true;
         }
         {
@@ -300,6 +320,7 @@ impl Capped {
             };
             match deadline {
                 Some(at) if at <= now => {
+                    self.closed = true;
                     self.gauge.idle_closed.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
@@ -584,25 +605,31 @@ mod tests {
         let agent = rx.recv().await.expect("agent").expect("ok");
         let _stream = agent.activity.stream();
         let agent = serve(agent);
-        // A new agent at the cap: the idle connection gives way, the one with a stream stays.
-        let _new = TcpStream::connect(addr).await.expect("new");
-        let new = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .expect("admitted in time")
-            .expect("new")
-            .expect("ok");
+        // A new agent at the cap: once the idle connection is past its grace to open a stream,
+        // it gives way; the one with a stream stays. (Tried until admitted: before that, refused.)
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (_new, new) = loop {
+            let c = TcpStream::connect(addr).await.expect("new");
+            if let Ok(Some(Ok(admitted))) =
+                tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+            {
+                break (c, admitted);
+            }
+            assert!(Instant::now() < deadline, "never admitted");
+        };
         let err = idle.await.expect("joined").expect_err("evicted");
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         assert!(!agent.is_finished());
         let _stream2 = new.activity.stream();
         // Every place holds a stream: the next one is refused.
+        let refused = gauge.report().refused;
         let _over = TcpStream::connect(addr).await.expect("over");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while gauge.report().refused == 0 {
+        while gauge.report().refused == refused {
             assert!(Instant::now() < deadline, "never refused");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!((gauge.report().idle_closed, gauge.report().open), (1, 2));
+        assert_eq!((gauge.report().evicted, gauge.report().open), (1, 2));
         drop(new);
     }
 
@@ -641,6 +668,7 @@ mod tests {
                 cap: 2,
                 refused: 1,
                 idle_closed: 0,
+                evicted: 0,
             }
         );
     }

@@ -483,8 +483,8 @@ impl Store {
 
     /// Whether `hello` may speak for its node, and the stream it replaces if any. A stream whose
     /// way back is closed is gone; one from the same host (an agent that reconnected before its
-    /// old connection's end was seen, e.g. after a NAT or network drop), or one silent for more
-    /// than an interval, is replaced. Any other live stream keeps the node: the newcomer is
+    /// old connection's end was seen, e.g. after a NAT or network drop), or one silent for three
+    /// intervals, is replaced. Any other live stream keeps the node: the newcomer is
     /// refused and recorded, never the first agent muted.
     fn admit(
         &mut self,
@@ -501,22 +501,45 @@ impl Store {
             .streams
             .get_mut(&hello.cluster)
             .and_then(|c| c.remove(&hello.node));
-        let (Some(state), Some(live)) = (state, live) else {
-            return Admission::New;
+        let ip_of = |i: &crate::model::Impostor| ip(i.peer.parse().ok());
+        let (state, live) = match (state, live) {
+            (Some(state), Some(live)) => (state, live),
+            (state, _) => {
+                // Nobody speaks for the node: a host refused before now holds it alone.
+                if let Some(state) = state
+                    && ip(peer).is_some()
+                    && state
+                        .impostor
+                        .as_ref()
+                        .is_some_and(|i| ip_of(i) == ip(peer))
+                {
+                    Arc::make_mut(state).impostor = None;
+                }
+                return Admission::New;
+            }
         };
         let interval = i64::try_from(state.interval_ms).unwrap_or(i64::MAX);
         let same_host = ip(peer).is_some() && ip(peer) == ip(live.peer);
-        let silent =
-            at.mono_ms.saturating_sub(state.last_seen_mono_ms) > interval.saturating_add(1_000);
-        if live.back.is_closed() || silent {
+        if live.back.is_closed() {
             // The refused "second agent" was this host: it now holds the node's stream alone.
             if ip(peer).is_some()
                 && state
                     .impostor
                     .as_ref()
-                    .is_some_and(|i| ip(i.peer.parse().ok()) == ip(peer))
+                    .is_some_and(|i| ip_of(i) == ip(peer))
             {
                 Arc::make_mut(state).impostor = None;
+            }
+            return Admission::Replaces(live);
+        }
+        // Silent for three intervals: gone, whatever TCP says (a healthy agent's batches are at
+        // most an interval and two probe timeouts apart). Another host taking over still counts
+        // as an attempt (one alone raises nothing).
+        let silent =
+            at.mono_ms.saturating_sub(state.last_seen_mono_ms) > interval.saturating_mul(3);
+        if silent {
+            if !same_host {
+                Arc::make_mut(state).record_impostor(display(peer), at.wall_ms, at.mono_ms);
             }
             return Admission::Replaces(live);
         }
@@ -824,25 +847,26 @@ mod tests {
             store.nodes["demo"]["node1"].impostor.is_none(),
             "an ordinary reconnect"
         );
-        // Another host, while the stream it replaced has been silent for over an interval.
+        // Another host, while the stream it replaced has been silent for three intervals: taken
+        // over, and counted as one attempt (one alone raises nothing).
         let (third, _third_rx) = mpsc::channel(1);
         assert_eq!(
-            hello_from(&mut store, 3, third, "10.0.0.9:7000", 13_000),
+            hello_from(&mut store, 3, third, "10.0.0.9:7000", 14_000),
             Ok(())
         );
         assert!(store.is_live("demo", "node1", 3));
         // Two agents of one host taking turns count as attempts.
-        empty_batch(&mut store, 3, 13_100);
+        empty_batch(&mut store, 3, 14_100);
         let (fourth, _fourth_rx) = mpsc::channel(1);
         assert_eq!(
-            hello_from(&mut store, 4, fourth, "10.0.0.9:7001", 13_200),
+            hello_from(&mut store, 4, fourth, "10.0.0.9:7001", 14_200),
             Ok(())
         );
         let impostor = store.nodes["demo"]["node1"]
             .impostor
             .clone()
             .expect("recorded");
-        assert_eq!(impostor.attempts, 1);
+        assert_eq!(impostor.attempts, 2);
     }
 
     #[test]

@@ -237,6 +237,11 @@ async fn a_second_agent_naming_a_live_node_is_refused_reported_and_the_first_kee
     let elsewhere = Some("127.0.0.2".parse().expect("ip"));
     let mut seq = 1;
     for attempt in 1..=3 {
+        // The first agent streams on (a batch acked just before each attempt).
+        tokio::time::sleep(Duration::from_millis(1100)).await; // the impostor's retry pace
+        seq += 1;
+        tx.send(batch(seq)).await.expect("send");
+        acked(&mut first, seq).await;
         let (_tx2, resp) = open_from(c.grpc, hello("lb1"), elsewhere).await;
         let status = resp.expect_err("the impostor is refused");
         assert_eq!(status.code(), tonic::Code::AlreadyExists);
@@ -253,12 +258,11 @@ async fn a_second_agent_naming_a_live_node_is_refused_reported_and_the_first_kee
                 "{doc}"
             );
         }
-        // The first agent is not muted.
-        seq += 1;
-        tx.send(batch(seq)).await.expect("send");
-        acked(&mut first, seq).await;
-        tokio::time::sleep(Duration::from_millis(1100)).await; // the impostor's retry pace
     }
+    // The first agent is not muted.
+    seq += 1;
+    tx.send(batch(seq)).await.expect("send");
+    acked(&mut first, seq).await;
     let doc = wait_for(
         c.http,
         "/api/v1/clusters/demo",

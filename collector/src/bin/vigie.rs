@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // A monitoring system reads exit 2 as CRITICAL: a usage error in check mode is UNKNOWN.
-        Err(e) if e.use_stderr() && std::env::args().skip(1).any(|a| a == "check") => {
+        Err(e) if e.use_stderr() && std::env::args_os().skip(1).any(|a| a == "check") => {
             let first = e.to_string();
             let why = first.lines().next().unwrap_or("usage error");
             return unknown("vigie check", why.trim_start_matches("error: "));

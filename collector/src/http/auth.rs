@@ -10,14 +10,45 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{ApiAuth, ApiConfig, TokenScope};
 
-/// The API's access rules, resolved at start-up.
-#[derive(Debug, Clone)]
+/// The API's access rules, resolved at start-up (its `Debug` shows no token).
+#[derive(Clone)]
 pub struct Access {
     enabled: bool,
     open_healthz: bool,
     open_metrics: bool,
     /// (token bytes, scope)
     tokens: std::sync::Arc<Vec<(Vec<u8>, TokenScope)>>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("enabled", &self.enabled)
+            .field("open_healthz", &self.open_healthz)
+            .field("open_metrics", &self.open_metrics)
+            .field(
+                "tokens",
+                &self
+                    .tokens
+                    .iter()
+                    .map(|(_, scope)| (REDACTED, *scope))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// What `Debug` prints for a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// The token of an `Authorization` header value: the `Bearer` scheme, in any case (RFC 9110
+/// makes auth schemes case-insensitive), then the token.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 impl Access {
@@ -84,8 +115,8 @@ pub async fn require(State(access): State<Access>, request: Request, next: Next)
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().as_bytes().to_vec());
+        .and_then(bearer)
+        .map(|t| t.as_bytes().to_vec());
     match presented.and_then(|t| access.scope_of(&t)) {
         None => refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required"),
         Some(TokenScope::Read) if needed == TokenScope::Admin => refuse(
@@ -110,6 +141,19 @@ mod tests {
                 (b"admin-token-0123456789".to_vec(), TokenScope::Admin),
             ]),
         }
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_debug_shows_no_token() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER   abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearerabc"), None);
+        let shown = format!("{:?}", access());
+        assert!(!shown.contains("token-0123456789"), "{shown}");
+        assert!(shown.contains(REDACTED), "{shown}");
     }
 
     #[test]

@@ -369,7 +369,7 @@ pub fn render_health(store: &crate::store::StoreReport, state_running: bool) -> 
 /// The ports' connections against their caps, and the descriptor limit.
 pub fn render_ports(p: &crate::limits::Ports) -> String {
     type Read = fn(&crate::limits::PortReport) -> u64;
-    let series: [(&str, &str, &str, Read); 4] = [
+    let series: [(&str, &str, &str, Read); 5] = [
         (
             "open",
             "gauge",
@@ -390,6 +390,12 @@ pub fn render_ports(p: &crate::limits::Ports) -> String {
             "counter",
             "Connections closed as idle (grpc: no stream open for 20 s; http: no traffic for 60 s).",
             |r| r.idle_closed,
+        ),
+        (
+            "evicted_total",
+            "counter",
+            "Idle connections closed at the cap to make room for a new one.",
+            |r| r.evicted,
         ),
     ];
     let mut out = String::new();

@@ -171,7 +171,13 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let certs = request.peer_certs();
+        // tonic's `peer_certs` only knows its own connection type: behind the caps, the
+        // certificates are in `TlsConnectInfo<CappedInfo>`.
+        let certs = request
+            .extensions()
+            .get::<TlsConnectInfo<CappedInfo>>()
+            .and_then(TlsConnectInfo::peer_certs)
+            .or_else(|| request.peer_certs());
         // Behind the port's cap (always, but in tests of the service alone): the connection's
         // stream count, which keeps it from being closed as idle while this stream lives.
         let conn = request
@@ -188,7 +194,7 @@ impl Ingest for IngestService {
             .as_ref()
             .and_then(|c| c.tcp.remote_addr())
             .or_else(|| request.remote_addr());
-        let open_stream = conn.map(|c| c.activity.stream());
+        let activity = conn.map(|c| c.activity);
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -258,6 +264,9 @@ impl Ingest for IngestService {
             Err(_) => return Err(Status::unavailable("collector shutting down")),
         }
 
+        // Counted once admitted: a stream that never says a valid Hello does not keep its
+        // connection from being closed as idle.
+        let open_stream = activity.map(|a| a.stream());
         let state = self.state.clone();
         let refused = self.refused.clone();
         tokio::spawn(async move {

@@ -15,13 +15,22 @@ use crate::notify::Delivery;
 /// Attempts per delivery and per URL before giving up.
 const ATTEMPTS: u32 = 6;
 
-/// One configured receiver.
-#[derive(Debug, Clone)]
+/// One configured receiver (its `Debug` shows no secret).
+#[derive(Clone)]
 pub struct Target {
     pub url: reqwest::Url,
     pub secret: Vec<u8>,
     /// The client for this receiver (its own TLS files; 10 s timeout).
     pub client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.url.as_str())
+            .field("secret", &crate::http::auth::REDACTED)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `sha256=<hex>` of the HMAC-SHA256 of `body` under `secret`.
@@ -113,5 +122,18 @@ mod tests {
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        vigie_proto::tls::install_crypto_provider();
+        let t = Target {
+            url: "https://hooks.example/x".parse().expect("url"),
+            secret: b"s3cret-webhook-key".to_vec(),
+            client: reqwest::Client::new(),
+        };
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("hooks.example"), "{shown}");
     }
 }
