@@ -266,6 +266,11 @@ pub struct VerdictConfig {
     /// An agent silent for this many of its intervals is stale (default 3).
     #[serde(default = "default_stale_intervals")]
     pub stale_intervals: u32,
+    /// A node with no agent stream and silent this long is forgotten, with an event; a cluster
+    /// left with no node disappears (default 7d; `DELETE /api/v1/clusters/{scope}/nodes/{node}`
+    /// forgets one at once).
+    #[serde(default = "default_forget_after", deserialize_with = "duration")]
+    pub forget_after: Duration,
     /// How long a finding a failover or switchover produces briefly (no leader, RW endpoint
     /// down or misrouted, leader not writable) waits — only while a transition is visible
     /// (default 6s).
@@ -302,6 +307,7 @@ impl Default for VerdictConfig {
     fn default() -> Self {
         VerdictConfig {
             stale_intervals: default_stale_intervals(),
+            forget_after: default_forget_after(),
             transition_grace: default_transition_grace(),
             split_brain_grace: default_split_brain_grace(),
             transition_window: default_transition_window(),
@@ -331,9 +337,14 @@ impl VerdictConfig {
             transition_window_ms: ms(self.transition_window),
             stall_min_ms: ms(self.stream_stall),
             connections_warning_percent: self.connections_warning_percent,
+            forget_after_ms: ms(self.forget_after),
             ..Policy::default()
         }
     }
+}
+
+fn default_forget_after() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 fn default_evaluate_every() -> Duration {
@@ -457,6 +468,13 @@ pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::new(
             "evaluate_every",
             "must be between 50ms and 60s",
+        ));
+    }
+    // Forgetting a silent node also forgets that it is silent: never within an outage.
+    if cfg.verdict.forget_after < Duration::from_secs(3600) {
+        return Err(ConfigError::new(
+            "verdict.forget_after",
+            "must be at least 1h (a forgotten node no longer counts as missing)",
         ));
     }
     if cfg.api.auth == ApiAuth::Tokens && cfg.api.tokens.is_empty() {

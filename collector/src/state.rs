@@ -61,6 +61,13 @@ pub enum Command {
         node: String,
         at: Now,
     },
+    /// Forget a node that has no live stream (an admin's `DELETE`): replies with why not if it
+    /// cannot.
+    Forget {
+        cluster: String,
+        node: String,
+        reply: tokio::sync::oneshot::Sender<Result<(), Unforgettable>>,
+    },
     /// Ask every connected agent of `cluster` for a cycle now; replies with how many were asked.
     ProbeNow {
         cluster: String,
@@ -86,6 +93,14 @@ pub struct Published {
 }
 
 type StreamBack = mpsc::Sender<Result<v1::CollectorMessage, tonic::Status>>;
+
+/// Why a node cannot be forgotten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unforgettable {
+    Unknown,
+    /// Its agent is connected: it would be back with the next batch.
+    Connected,
+}
 
 /// What [`Store::admit`] decides for a `Hello`.
 enum Admission {
@@ -169,6 +184,11 @@ struct Store {
     published: BTreeMap<String, Arc<ClusterEntry>>,
     batches_received: u64,
     policy: Policy,
+    /// When silent nodes were last looked for (monotonic ms).
+    swept_mono_ms: i64,
+    /// Forgotten by an admin: published before the next tick, then answered (so that a read
+    /// after the answer sees it).
+    forgotten: Vec<tokio::sync::oneshot::Sender<Result<(), Unforgettable>>>,
 }
 
 /// Runs the state task until `shutdown`; returns the channel for ingest and the readers.
@@ -246,6 +266,13 @@ async fn run(
                 for cmd in cmds.drain(..) {
                     store.apply(cmd);
                 }
+                if !store.forgotten.is_empty() {
+                    let now = Now::read();
+                    publish.send_replace(Arc::new(store.published(now.wall_ms)));
+                    for reply in store.forgotten.drain(..) {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
             }
             _ = tick.tick() => {
                 // Every cluster, not only changed ones: silence is news too.
@@ -273,6 +300,8 @@ impl Store {
             published: BTreeMap::new(),
             batches_received: 0,
             policy,
+            swept_mono_ms: 0,
+            forgotten: Vec::new(),
         }
     }
 
@@ -439,6 +468,24 @@ impl Store {
                     tracing::warn!(%cluster, %node, dropped = journal.dropped, "Agent journal overflowed while disconnected");
                 }
             }
+            Command::Forget {
+                cluster,
+                node,
+                reply,
+            } => {
+                let result = match self.nodes.get(&cluster).and_then(|c| c.get(&node)) {
+                    None => Err(Unforgettable::Unknown),
+                    Some(_) if self.streams.get(&cluster).is_some_and(|s| s.contains_key(&node)) => {
+                        Err(Unforgettable::Connected)
+                    }
+                    Some(_) => {
+                        self.forget(&cluster, &node, "forgotten by an admin (API)", Now::read());
+                        self.forgotten.push(reply);
+                        return;
+                    }
+                };
+                let _ = reply.send(result);
+            }
             Command::ProbeNow { cluster, reply } => {
                 let probe = v1::CollectorMessage {
                     msg: Some(v1::collector_message::Msg::ProbeNow(v1::ProbeNow {})),
@@ -566,7 +613,86 @@ impl Store {
         Admission::Refused(why)
     }
 
+    /// Forgets the nodes with no stream silent for `forget_after`, once a minute.
+    fn sweep(&mut self, at: Now) {
+        if at.mono_ms.saturating_sub(self.swept_mono_ms) < 60_000 {
+            return;
+        }
+        self.swept_mono_ms = at.mono_ms;
+        let limit = self.policy.forget_after_ms;
+        let silent: Vec<(String, String)> = self
+            .nodes
+            .iter()
+            .flat_map(|(cluster, nodes)| {
+                nodes
+                    .values()
+                    .filter(|n| at.mono_ms.saturating_sub(n.last_seen_mono_ms) > limit)
+                    .map(move |n| (cluster.clone(), n.name.clone()))
+            })
+            .filter(|(c, n)| !self.streams.get(c).is_some_and(|s| s.contains_key(n)))
+            .collect();
+        for (cluster, node) in silent {
+            let why = format!(
+                "silent for over {} (verdict.forget_after)",
+                humantime::format_duration(Duration::from_millis(
+                    u64::try_from(limit).unwrap_or(0)
+                ))
+            );
+            self.forget(&cluster, &node, &why, at);
+        }
+    }
+
+    /// Forgets `node` of `cluster` (which has no stream), with an event; and the cluster with
+    /// its findings, alerts and published verdict when no node is left.
+    fn forget(&mut self, cluster: &str, node: &str, why: &str, at: Now) {
+        let Some(nodes) = self.nodes.get_mut(cluster) else {
+            return;
+        };
+        let Some(state) = nodes.remove(node) else {
+            return;
+        };
+        self.last_known.remove(&(cluster.to_string(), node.to_string()));
+        tracing::info!(%cluster, %node, reason = why, "Node forgotten");
+        self.events.push(
+            at.wall_ms,
+            at.wall_ms,
+            cluster,
+            EventBody::Node(crate::events::NodeEvent {
+                kind: "node_forgotten",
+                node: node.to_string(),
+                from: serde_json::json!(state.last_seen_ms),
+                to: serde_json::Value::Null,
+                message: format!("{node} forgotten: {why}"),
+            }),
+        );
+        if !nodes.is_empty() {
+            return;
+        }
+        self.nodes.remove(cluster);
+        self.streams.remove(cluster);
+        self.published.remove(cluster);
+        if let Some(history) = self.histories.remove(cluster) {
+            for (code, nodes) in history.open_keys() {
+                self.events.remove_open(cluster, code.as_str(), &nodes);
+            }
+        }
+        if let Some(n) = self.notify.as_mut() {
+            if n.notifier.forget(cluster, at.wall_ms)
+                && let Some(tx) = &n.alertmanager
+            {
+                tx.send_replace(n.notifier.alerts());
+            }
+            for d in n.notifier.take_deliveries() {
+                if let Some(q) = &n.webhooks {
+                    q.offer(d);
+                }
+            }
+        }
+        tracing::info!(%cluster, "Cluster forgotten: no node left");
+    }
+
     fn evaluate_all(&mut self, at: Now) {
+        self.sweep(at);
         let now = at.wall_ms;
         for (cluster, nodes) in &self.nodes {
             let nodes: Vec<Arc<NodeState>> = nodes.values().cloned().collect();
@@ -896,5 +1022,69 @@ mod tests {
             at: Now::same(40),
         });
         assert!(!store.nodes["demo"]["node1"].connected);
+    }
+    #[test]
+    fn a_node_silent_past_forget_after_is_forgotten_and_then_its_cluster() {
+        let policy = Policy {
+            forget_after_ms: 3_600_000,
+            ..Policy::default()
+        };
+        let mut store = Store::new(policy, EventLog::new(1, Duration::from_secs(3600)));
+        let mut live = store.events.live().subscribe();
+        let (first, _first_rx) = mpsc::channel(1);
+        assert_eq!(hello_from(&mut store, 1, first, "10.0.0.1:5000", 10), Ok(()));
+        store.evaluate_all(Now::same(20));
+        assert!(store.published.contains_key("demo"));
+        // Connected: never forgotten, however old its last batch.
+        store.evaluate_all(Now::same(10_000_000));
+        assert!(store.nodes["demo"].contains_key("node1"));
+        empty_batch(&mut store, 1, 10_000_000);
+        store.apply(Command::Closed {
+            stream: 1,
+            cluster: "demo".into(),
+            node: "node1".into(),
+            at: Now::same(10_000_001),
+        });
+        // Gone, but not yet silent for an hour (looked for once a minute).
+        store.evaluate_all(Now::same(10_000_000 + 3_600_000 - 1_000));
+        assert!(store.nodes["demo"].contains_key("node1"));
+        store.evaluate_all(Now::same(10_000_000 + 3_600_000 + 61_000));
+        assert!(!store.nodes.contains_key("demo"), "the cluster goes with its last node");
+        assert!(!store.published.contains_key("demo"));
+        let mut kinds = Vec::new();
+        while let Ok(e) = live.try_recv() {
+            kinds.extend(e["kind"].as_str().map(str::to_string));
+        }
+        assert!(kinds.iter().any(|k| k == "node_forgotten"), "{kinds:?}");
+    }
+
+    #[test]
+    fn an_admin_forgets_only_a_node_without_a_stream() {
+        let mut store = store();
+        let forget = |store: &mut Store, node: &str| {
+            let (reply, mut answer) = tokio::sync::oneshot::channel();
+            store.apply(Command::Forget {
+                cluster: "demo".into(),
+                node: node.into(),
+                reply,
+            });
+            // As the task's loop does, once it has published.
+            for reply in store.forgotten.drain(..) {
+                let _ = reply.send(Ok(()));
+            }
+            answer.try_recv().expect("answered at once")
+        };
+        let (first, _first_rx) = mpsc::channel(1);
+        assert_eq!(hello_from(&mut store, 1, first, "10.0.0.1:5000", 10), Ok(()));
+        assert_eq!(forget(&mut store, "node1"), Err(Unforgettable::Connected));
+        assert_eq!(forget(&mut store, "node9"), Err(Unforgettable::Unknown));
+        store.apply(Command::Closed {
+            stream: 1,
+            cluster: "demo".into(),
+            node: "node1".into(),
+            at: Now::same(20),
+        });
+        assert_eq!(forget(&mut store, "node1"), Ok(()));
+        assert!(!store.nodes.contains_key("demo"));
     }
 }

@@ -358,6 +358,39 @@ async fn an_agent_reconnecting_before_its_old_stream_is_seen_gone_replaces_it_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_forgets_a_node_whose_agent_is_gone_and_its_cluster_goes_with_it() {
+    let c = collector().await;
+    let url = format!("http://{}/api/v1/clusters/demo/nodes/lb1", c.http);
+    let client = reqwest::Client::new();
+    let (tx, resp) = open(c.grpc, hello("lb1")).await;
+    let mut inbound = resp.expect("accepted");
+    tx.send(batch(1)).await.expect("send");
+    acked(&mut inbound, 1).await;
+    let status = |r: &reqwest::Response| r.status().as_u16();
+    let r = client.delete(&url).send().await.expect("delete");
+    assert_eq!(status(&r), 409, "a connected node is not forgotten");
+    drop((tx, inbound));
+    wait_for(c.http, "/api/v1/clusters/demo", "lb1 disconnected", |d| {
+        d["nodes"][0]["connected"] == false
+    })
+    .await;
+    let r = client.delete(&url).send().await.expect("delete");
+    assert_eq!(status(&r), 204);
+    let (code, body) = get(c.http, "/api/v1/clusters/demo").await;
+    assert_eq!(code, 404, "the cluster went with its last node: {body}");
+    let r = client.delete(&url).send().await.expect("delete");
+    assert_eq!(status(&r), 404);
+    let body: Value = r.json().await.expect("a JSON error");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("lb1")), "{body}");
+    let events = wait_for(c.http, "/api/v1/events?cluster=demo", "node_forgotten", |e| {
+        e.to_string().contains("node_forgotten")
+    })
+    .await;
+    assert!(events.to_string().contains("forgotten by an admin"), "{events}");
+    let _ = c.stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_range_hellos_oversized_batches_and_late_or_huge_journals_are_refused_and_counted() {
     let c = collector().await;
     // An interval the staleness limits cannot be built on.

@@ -19,6 +19,10 @@ pub fn router(readers: Readers, access: crate::http::auth::Access) -> Router {
         .route("/api/v1/clusters", get(clusters))
         .route("/api/v1/clusters/{scope}", get(cluster))
         .route("/api/v1/clusters/{scope}/probe", post(probe_now))
+        .route(
+            "/api/v1/clusters/{scope}/nodes/{node}",
+            axum::routing::delete(forget_node),
+        )
         .route("/api/v1/events", get(events))
         .route("/api/v1/events/stream", get(event_stream))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -215,6 +219,36 @@ async fn probe_now(State(r): State<Readers>, Path(scope): Path<String>) -> Respo
             Json(json!({"cluster": scope, "agents_asked": n})),
         )
             .into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "collector shutting down"),
+    }
+}
+
+/// Forgets a node whose agent is gone for good (decommissioned, renamed): `204`, `404` unknown,
+/// `409` while its agent is connected (it would be back with its next batch).
+async fn forget_node(
+    State(r): State<Readers>,
+    Path((scope, node)): Path<(String, String)>,
+) -> Response {
+    use crate::state::Unforgettable;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let cmd = crate::state::Command::Forget {
+        cluster: scope.clone(),
+        node: node.clone(),
+        reply,
+    };
+    if r.commands.send(cmd).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "collector shutting down");
+    }
+    match answer.await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(Unforgettable::Unknown)) => error(
+            StatusCode::NOT_FOUND,
+            format!("no node `{node}` in cluster `{scope}`"),
+        ),
+        Ok(Err(Unforgettable::Connected)) => error(
+            StatusCode::CONFLICT,
+            format!("`{node}` of `{scope}` has a connected agent: stop it first"),
+        ),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "collector shutting down"),
     }
 }

@@ -140,6 +140,25 @@ impl Notifier {
         changed
     }
 
+    /// Drops a forgotten cluster's alerts: those still firing are sent resolved once (webhooks)
+    /// and no longer pushed (Alertmanager ends them at their `endsAt`).
+    pub fn forget(&mut self, cluster: &str, now: i64) -> bool {
+        let mut resolved = Vec::new();
+        self.alerts.retain(|key, a| {
+            if key.0 != cluster {
+                return true;
+            }
+            if a.ended_ms.is_none() {
+                a.ended_ms = Some(now);
+                resolved.push(delivery(a, "resolved", now));
+            }
+            false
+        });
+        let changed = !resolved.is_empty();
+        self.deliveries.extend(resolved);
+        changed
+    }
+
     /// The webhook deliveries produced since the last call.
     pub fn take_deliveries(&mut self) -> Vec<Delivery> {
         std::mem::take(&mut self.deliveries)

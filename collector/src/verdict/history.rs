@@ -78,6 +78,11 @@ impl FindingHistory {
         }
     }
 
+    /// The open findings' keys (code, nodes).
+    pub fn open_keys(&self) -> impl Iterator<Item = (Code, Vec<String>)> + '_ {
+        self.open.keys().cloned()
+    }
+
     /// Sets `since_ms` and `pending` on the verdict's findings, recomputes its health, and
     /// returns what changed since the previous call.
     pub fn apply(&mut self, v: &mut Verdict, policy: &Policy) -> Vec<Change> {

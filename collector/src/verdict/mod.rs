@@ -201,12 +201,16 @@ pub struct Policy {
     pub stall_min_ms: i64,
     /// CONNECTIONS_SATURATED warns above this share of the usable connection slots in use.
     pub connections_warning_percent: f64,
+    /// A node without a stream and silent this long is forgotten (with an event), and a
+    /// cluster left with no node disappears.
+    pub forget_after_ms: i64,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             stale_intervals: 3,
+            forget_after_ms: 7 * 24 * 3600 * 1000,
             min_stale_ms: 5_000,
             lag_warning_bytes: 16 * 1024 * 1024,
             lag_critical_bytes: 256 * 1024 * 1024,
