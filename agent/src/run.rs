@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::MissedTickBehavior;
 
@@ -29,6 +29,9 @@ pub async fn run_observed(
     let mut last: HashMap<crate::result::ProbeId, Status> = HashMap::new();
     let mut dropped: u64 = 0;
     let probe_now = uplink.as_ref().map(|u| u.probe_now.clone());
+    // "Probe now" runs a cycle at most this often, however often the collector asks.
+    let debounce = (agent.config().interval / 5).max(Duration::from_secs(1));
+    let mut started: Option<tokio::time::Instant> = None;
     tokio::pin!(shutdown);
     tracing::info!(
         node = %agent.config().node,
@@ -42,9 +45,14 @@ pub async fn run_observed(
             _ = &mut shutdown => break,
             _ = ticker.tick() => {}
             _ = async { match &probe_now { Some(n) => n.notified().await, None => std::future::pending().await } } => {
+                if started.is_some_and(|s| s.elapsed() < debounce) {
+                    tracing::debug!("Probe now ignored: a cycle started less than the debounce ago");
+                    continue;
+                }
                 ticker.reset();
             }
         }
+        started = Some(tokio::time::Instant::now());
         let results = tokio::select! {
             _ = &mut shutdown => break,
             r = agent.cycle() => r,
@@ -90,4 +98,75 @@ pub async fn run_observed(
         }
     }
     tracing::info!("Agent stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn probe_now_runs_a_cycle_at_most_once_per_debounce() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        // A 10 s interval: the debounce is 2 s; the ticker alone would not run a second cycle.
+        let toml = "node = \"node1\"\ncluster = \"demo\"\ninterval = \"10s\"\ntimeout = \"200ms\"\n\
+                    [patroni]\nurl = \"http://127.0.0.1:1\"\n";
+        std::fs::write(&path, toml).expect("write");
+        let agent = Agent::new(crate::config::load(&path, HashMap::new()).expect("valid"));
+        let (uplink, _cycles) = Uplink::detached();
+        let probe_now = uplink.probe_now.clone();
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = count.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run_observed(
+            agent,
+            Some(uplink),
+            async {
+                let _ = stopped.await;
+            },
+            move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+            },
+        ));
+        let wait_for = |n: usize| {
+            let count = count.clone();
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while count.load(Ordering::SeqCst) < n {
+                    assert!(tokio::time::Instant::now() < deadline, "never {n} cycles");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        wait_for(1).await;
+        let first = tokio::time::Instant::now();
+        // A burst of requests right after a cycle: none runs one.
+        for _ in 0..20 {
+            probe_now.notify_one();
+            tokio::task::yield_now().await;
+        }
+        while first.elapsed() < Duration::from_millis(1500) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "a request inside the debounce ran a cycle"
+        );
+        // Past the debounce, a request runs one at once.
+        while first.elapsed() < Duration::from_millis(2500) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        probe_now.notify_one();
+        wait_for(2).await;
+        assert!(
+            first.elapsed() < Duration::from_secs(9),
+            "ran by the ticker, not by the request"
+        );
+        let _ = stop.send(());
+        let _ = task.await;
+    }
 }

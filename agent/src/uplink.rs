@@ -45,6 +45,17 @@ pub struct Uplink {
 }
 
 impl Uplink {
+    /// An uplink with no collector behind it: the cycles it is handed, for tests.
+    #[cfg(test)]
+    pub(crate) fn detached() -> (Uplink, mpsc::Receiver<CycleReport>) {
+        let (tx, rx) = mpsc::channel(64);
+        let up = Uplink {
+            tx,
+            probe_now: Arc::new(Notify::new()),
+        };
+        (up, rx)
+    }
+
     /// Hands a cycle over without ever blocking the probe loop; `false` if it had to be dropped.
     pub fn offer(&self, report: CycleReport) -> bool {
         self.tx.try_send(report).is_ok()

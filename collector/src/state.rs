@@ -68,10 +68,11 @@ pub enum Command {
         node: String,
         reply: tokio::sync::oneshot::Sender<Result<(), Unforgettable>>,
     },
-    /// Ask every connected agent of `cluster` for a cycle now; replies with how many were asked.
+    /// Ask every connected agent of `cluster` for a cycle now; replies with how many were asked,
+    /// or, when the cluster was asked less than [`PROBE_NOW_EVERY`] ago, how long to wait.
     ProbeNow {
         cluster: String,
-        reply: tokio::sync::oneshot::Sender<usize>,
+        reply: tokio::sync::oneshot::Sender<Result<usize, Duration>>,
     },
 }
 
@@ -93,6 +94,9 @@ pub struct Published {
 }
 
 type StreamBack = mpsc::Sender<Result<v1::CollectorMessage, tonic::Status>>;
+
+/// "Probe now" reaches a cluster's agents at most this often (each agent debounces too).
+pub const PROBE_NOW_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a node cannot be forgotten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +193,8 @@ struct Store {
     /// Forgotten by an admin: published before the next tick, then answered (so that a read
     /// after the answer sees it).
     forgotten: Vec<tokio::sync::oneshot::Sender<Result<(), Unforgettable>>>,
+    /// When each cluster's agents were last asked for a cycle now (monotonic ms).
+    probed_mono_ms: HashMap<String, i64>,
 }
 
 /// Runs the state task until `shutdown`; returns the channel for ingest and the readers.
@@ -302,6 +308,7 @@ impl Store {
             policy,
             swept_mono_ms: 0,
             forgotten: Vec::new(),
+            probed_mono_ms: HashMap::new(),
         }
     }
 
@@ -475,7 +482,12 @@ impl Store {
             } => {
                 let result = match self.nodes.get(&cluster).and_then(|c| c.get(&node)) {
                     None => Err(Unforgettable::Unknown),
-                    Some(_) if self.streams.get(&cluster).is_some_and(|s| s.contains_key(&node)) => {
+                    Some(_)
+                        if self
+                            .streams
+                            .get(&cluster)
+                            .is_some_and(|s| s.contains_key(&node)) =>
+                    {
                         Err(Unforgettable::Connected)
                     }
                     Some(_) => {
@@ -487,6 +499,21 @@ impl Store {
                 let _ = reply.send(result);
             }
             Command::ProbeNow { cluster, reply } => {
+                let now = Now::read().mono_ms;
+                let every = i64::try_from(PROBE_NOW_EVERY.as_millis()).unwrap_or(i64::MAX);
+                if let Some(last) = self.probed_mono_ms.get(&cluster)
+                    && now.saturating_sub(*last) < every
+                {
+                    let wait = every - now.saturating_sub(*last);
+                    let _ =
+                        reply.send(Err(Duration::from_millis(u64::try_from(wait).unwrap_or(0))));
+                    return;
+                }
+                if !self.nodes.contains_key(&cluster) {
+                    let _ = reply.send(Ok(0));
+                    return;
+                }
+                self.probed_mono_ms.insert(cluster.clone(), now);
                 let probe = v1::CollectorMessage {
                     msg: Some(v1::collector_message::Msg::ProbeNow(v1::ProbeNow {})),
                 };
@@ -497,7 +524,7 @@ impl Store {
                     .flat_map(HashMap::values)
                     .filter(|live| live.back.try_send(Ok(probe)).is_ok())
                     .count();
-                let _ = reply.send(asked);
+                let _ = reply.send(Ok(asked));
             }
             Command::Closed {
                 stream,
@@ -651,7 +678,8 @@ impl Store {
         let Some(state) = nodes.remove(node) else {
             return;
         };
-        self.last_known.remove(&(cluster.to_string(), node.to_string()));
+        self.last_known
+            .remove(&(cluster.to_string(), node.to_string()));
         tracing::info!(%cluster, %node, reason = why, "Node forgotten");
         self.events.push(
             at.wall_ms,
@@ -670,6 +698,7 @@ impl Store {
         }
         self.nodes.remove(cluster);
         self.streams.remove(cluster);
+        self.probed_mono_ms.remove(cluster);
         self.published.remove(cluster);
         if let Some(history) = self.histories.remove(cluster) {
             for (code, nodes) in history.open_keys() {
@@ -1032,7 +1061,10 @@ mod tests {
         let mut store = Store::new(policy, EventLog::new(1, Duration::from_secs(3600)));
         let mut live = store.events.live().subscribe();
         let (first, _first_rx) = mpsc::channel(1);
-        assert_eq!(hello_from(&mut store, 1, first, "10.0.0.1:5000", 10), Ok(()));
+        assert_eq!(
+            hello_from(&mut store, 1, first, "10.0.0.1:5000", 10),
+            Ok(())
+        );
         store.evaluate_all(Now::same(20));
         assert!(store.published.contains_key("demo"));
         // Connected: never forgotten, however old its last batch.
@@ -1049,7 +1081,10 @@ mod tests {
         store.evaluate_all(Now::same(10_000_000 + 3_600_000 - 1_000));
         assert!(store.nodes["demo"].contains_key("node1"));
         store.evaluate_all(Now::same(10_000_000 + 3_600_000 + 61_000));
-        assert!(!store.nodes.contains_key("demo"), "the cluster goes with its last node");
+        assert!(
+            !store.nodes.contains_key("demo"),
+            "the cluster goes with its last node"
+        );
         assert!(!store.published.contains_key("demo"));
         let mut kinds = Vec::new();
         while let Ok(e) = live.try_recv() {
@@ -1075,7 +1110,10 @@ mod tests {
             answer.try_recv().expect("answered at once")
         };
         let (first, _first_rx) = mpsc::channel(1);
-        assert_eq!(hello_from(&mut store, 1, first, "10.0.0.1:5000", 10), Ok(()));
+        assert_eq!(
+            hello_from(&mut store, 1, first, "10.0.0.1:5000", 10),
+            Ok(())
+        );
         assert_eq!(forget(&mut store, "node1"), Err(Unforgettable::Connected));
         assert_eq!(forget(&mut store, "node9"), Err(Unforgettable::Unknown));
         store.apply(Command::Closed {

@@ -381,12 +381,21 @@ async fn an_admin_forgets_a_node_whose_agent_is_gone_and_its_cluster_goes_with_i
     let r = client.delete(&url).send().await.expect("delete");
     assert_eq!(status(&r), 404);
     let body: Value = r.json().await.expect("a JSON error");
-    assert!(body["error"].as_str().is_some_and(|e| e.contains("lb1")), "{body}");
-    let events = wait_for(c.http, "/api/v1/events?cluster=demo", "node_forgotten", |e| {
-        e.to_string().contains("node_forgotten")
-    })
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("lb1")),
+        "{body}"
+    );
+    let events = wait_for(
+        c.http,
+        "/api/v1/events?cluster=demo",
+        "node_forgotten",
+        |e| e.to_string().contains("node_forgotten"),
+    )
     .await;
-    assert!(events.to_string().contains("forgotten by an admin"), "{events}");
+    assert!(
+        events.to_string().contains("forgotten by an admin"),
+        "{events}"
+    );
     let _ = c.stop.send(());
 }
 
@@ -544,6 +553,21 @@ async fn batches_are_acked_probe_now_reaches_the_agent_and_vigie_status_shows_it
         msg.expect("ok").and_then(|m| m.msg),
         Some(v1::collector_message::Msg::ProbeNow(_))
     ));
+    // Asked again at once: refused with when to retry, and nothing sent to the agent.
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/clusters/demo/probe", c.http))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 429);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = resp.json().await.expect("a JSON error");
+    assert_eq!(body["status"], 429);
     let (code, body) = get(c.http, "/api/v1/clusters/nope").await;
     assert_eq!((code, body["status"].clone()), (404, json!(404)));
 

@@ -210,15 +210,29 @@ async fn probe_now(State(r): State<Readers>, Path(scope): Path<String>) -> Respo
         return error(StatusCode::SERVICE_UNAVAILABLE, "collector shutting down");
     }
     match asked.await {
-        Ok(0) => error(
+        Ok(Ok(0)) => error(
             StatusCode::NOT_FOUND,
             format!("no connected agent in cluster `{scope}`"),
         ),
-        Ok(n) => (
+        Ok(Ok(n)) => (
             StatusCode::ACCEPTED,
             Json(json!({"cluster": scope, "agents_asked": n})),
         )
             .into_response(),
+        Ok(Err(wait)) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "cluster `{scope}` was asked for a cycle less than {}s ago",
+                    crate::state::PROBE_NOW_EVERY.as_secs()
+                ),
+            );
+            let secs = wait.as_secs_f64().ceil().max(1.0).to_string();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs) {
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+            r
+        }
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "collector shutting down"),
     }
 }
