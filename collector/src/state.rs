@@ -143,6 +143,8 @@ pub struct Readers {
     pub refused: Arc<crate::ingest::Refusals>,
     /// The ports' connection caps (none in tests that serve no port).
     pub ports: Option<Arc<crate::limits::Ports>>,
+    /// The SSE streams open.
+    pub sse: Arc<crate::http::sse::Clients>,
 }
 
 impl Readers {
@@ -245,6 +247,7 @@ pub fn spawn(
             store: store_health,
             refused: Default::default(),
             ports: None,
+            sse: Default::default(),
         },
         handle,
     )

@@ -904,6 +904,35 @@ async fn events_survive_a_restart_stream_live_and_vigie_events_shows_them() {
         .filter_map(|e| e["id"].as_i64())
         .collect();
     assert_eq!(again, ids);
+    // A stream resumed where a client stopped (as EventSource reconnects) gets what it missed
+    // from the log, in order, once each.
+    let mut resumed = reqwest::Client::new()
+        .get(format!(
+            "http://{}/api/v1/events/stream?cluster=demo",
+            c.http
+        ))
+        .header("Last-Event-ID", (ids[0] - 1).to_string())
+        .send()
+        .await
+        .expect("stream");
+    let mut seen: Vec<i64> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while seen.len() < ids.len() {
+        let chunk = tokio::time::timeout_at(deadline, resumed.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("missed events never replayed: {seen:?} of {ids:?}"))
+            .expect("ok")
+            .expect("data");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        seen = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:")))
+            .filter_map(|v| v.trim().parse().ok())
+            .collect();
+    }
+    assert_eq!(seen, ids, "{text}");
+    drop(resumed);
     let out = Command::new(env!("CARGO_BIN_EXE_vigie"))
         .args([
             "events",

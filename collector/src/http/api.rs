@@ -69,6 +69,7 @@ async fn healthz(State(r): State<Readers>) -> Response {
         "agents_refused": r.refused.total(),
         "agents_refused_by_reason": r.refused.by_reason().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "batches_rate_dropped": r.refused.rate_dropped(),
+        "sse_clients": r.sse.open(),
         "published_ms": p.published_ms,
     }));
     (code, body).into_response()
@@ -297,32 +298,43 @@ async fn events(State(r): State<Readers>, Query(q): Query<EventsQuery>) -> Respo
 #[derive(Debug, Deserialize)]
 struct StreamQuery {
     cluster: Option<String>,
+    /// Resume after this event id (as `Last-Event-ID`, which wins).
+    since: Option<i64>,
 }
 
-/// Server-Sent Events: every new event as it is recorded (`event: vigie`, JSON data, the event
-/// id as SSE id), optionally of one cluster.
-async fn event_stream(State(r): State<Readers>, Query(q): Query<StreamQuery>) -> Response {
-    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-    use tokio_stream::StreamExt;
+/// Server-Sent Events (see [`crate::http::sse`]): `event: vigie` with the event as JSON and its
+/// id as the SSE id, optionally of one cluster, resumed after `Last-Event-ID` or `?since=`.
+async fn event_stream(
+    State(r): State<Readers>,
+    Query(q): Query<StreamQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     // The stream ends with the state task (shutdown, or its death): no SSE client holds the
     // collector up.
     let Some(rx) = r.live.upgrade().map(|tx| tx.subscribe()) else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "collector shutting down");
     };
-    let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |item| {
-        let doc = item.ok()?;
-        if q.cluster.as_deref().is_some_and(|c| doc["cluster"] != c) {
-            return None;
-        }
-        let id = doc["id"].as_i64().unwrap_or_default().to_string();
-        Some(Ok::<_, std::convert::Infallible>(
-            SseEvent::default()
-                .event("vigie")
-                .id(id)
-                .data(doc.to_string()),
-        ))
-    });
-    Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    let Some(place) = r.sse.take() else {
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} event streams are open already",
+                crate::http::sse::MAX_CLIENTS
+            ),
+        );
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("10"),
+        );
+        return resp;
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let ask = crate::http::sse::Ask {
+        cluster: q.cluster,
+        after: resume.or(q.since),
+    };
+    crate::http::sse::stream(rx, r.events.clone(), ask, place)
 }
