@@ -142,10 +142,8 @@ async fn feed(mut live: broadcast::Receiver<Value>, log: Reader, ask: Ask, tx: O
             continue; // replayed from the log already
         }
         // Events recorded between the log's read and this subscription: from the log too.
-        if !caught_up && id > last + 1 {
-            if replay(&log, &ask, last, id, &tx).await.is_none() {
-                return;
-            }
+        if !caught_up && id > last + 1 && replay(&log, &ask, last, id, &tx).await.is_none() {
+            return;
         }
         caught_up = true;
         if wanted(&doc) && tx.send(Item::Vigie(doc)).await.is_err() {
