@@ -980,7 +980,11 @@ async fn webhooks_are_signed_and_their_ids_survive_a_collector_restart() {
                             .to_string()
                     };
                     if let Ok(mut g) = got.lock() {
-                        g.push((h("x-vigie-delivery"), h("x-vigie-signature"), body));
+                        g.push((
+                            h("x-vigie-delivery"),
+                            format!("{} {}", h("x-vigie-timestamp"), h("x-vigie-signature")),
+                            body,
+                        ));
                     }
                     "ok"
                 }
@@ -1050,9 +1054,20 @@ async fn webhooks_are_signed_and_their_ids_survive_a_collector_restart() {
         .cloned()
         .expect("a HAPROXY_DOWN delivery");
     assert!(first.0.starts_with("demo:HAPROXY_DOWN:lb1:"), "{}", first.0);
+    // The receiver's side of the recipe: the timestamp is recent, the signature covers it.
+    let (timestamp, sig) = first.1.split_once(' ').expect("timestamp and signature");
+    let sent_s: i64 = timestamp.parse().expect("unix seconds");
+    assert!(
+        (vigie_collector::state::now_ms() / 1000 - sent_s).abs() < 300,
+        "{timestamp}"
+    );
     assert_eq!(
-        first.1,
-        vigie_collector::notify::webhook::signature(b"s3cret-for-tests", first.2.as_bytes())
+        sig,
+        vigie_collector::notify::webhook::signature(
+            b"s3cret-for-tests",
+            timestamp,
+            first.2.as_bytes()
+        )
     );
     let body: Value = serde_json::from_str(&first.2).expect("json");
     assert_eq!(body["delivery_id"], first.0.as_str());

@@ -273,15 +273,22 @@ async fn an_https_webhook_with_a_test_ca_and_a_client_certificate_gets_the_signe
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(delivery.path, "/hook");
-    let sig = delivery
-        .headers
-        .iter()
-        .find(|(k, _)| k == "x-vigie-signature")
-        .map(|(_, v)| v.clone())
-        .expect("signed");
+    let header = |name: &str| {
+        delivery
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let timestamp = header("x-vigie-timestamp");
     assert_eq!(
-        sig,
-        vigie_collector::notify::webhook::signature(b"s3cret-for-tests", delivery.body.as_bytes())
+        header("x-vigie-signature"),
+        vigie_collector::notify::webhook::signature(
+            b"s3cret-for-tests",
+            &timestamp,
+            delivery.body.as_bytes()
+        )
     );
     let _ = stop.send(());
 }
