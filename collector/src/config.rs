@@ -427,6 +427,26 @@ pub fn load(path: &Path, env: HashMap<String, String>) -> Result<CollectorConfig
     Ok(cfg)
 }
 
+/// The permission bits of a secret file that let its group or others read or change it.
+pub fn shared_bits(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    Some(mode & 0o077).filter(|bits| *bits != 0)
+}
+
+/// Warns (at start and with `--check-config`) when a secret file is open to its group or
+/// others: anyone who can read it can call the API as its token, or forge notifications.
+fn warn_if_shared(field: &str, path: &Path) {
+    if let Some(bits) = shared_bits(path) {
+        tracing::warn!(
+            field,
+            path = %path.display(),
+            mode = format!("{bits:03o}"),
+            "A secret file is readable or writable by its group or others: chmod 600 it"
+        );
+    }
+}
+
 pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
     match (&cfg.tls, cfg.plaintext) {
         (None, false) => {
@@ -484,6 +504,7 @@ pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
         ));
     }
     for (i, t) in cfg.api.tokens.iter().enumerate() {
+        warn_if_shared(&format!("api.tokens[{i}].file"), &t.file);
         match std::fs::read_to_string(&t.file) {
             Ok(text) if text.lines().next().is_some_and(|l| l.trim().len() >= 16) => {}
             Ok(_) => {
@@ -519,6 +540,7 @@ pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
     }
     for (i, w) in cfg.webhooks.iter().enumerate() {
         validate_receiver_tls(&format!("webhooks[{i}]"), &w.url, &w.tls_files())?;
+        warn_if_shared(&format!("webhooks[{i}].secret_file"), &w.secret_file);
         match std::fs::read_to_string(&w.secret_file) {
             Ok(t) if t.lines().next().is_some_and(|l| !l.trim().is_empty()) => {}
             Ok(_) => {
@@ -598,6 +620,18 @@ mod tests {
         ))
         .expect_err("invalid");
         assert_eq!(e.field, "notify.hold.NOPE");
+    }
+
+    #[test]
+    fn secret_files_open_to_others_are_seen() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "x").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(shared_bits(&path), Some(0o044));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(shared_bits(&path), None);
     }
 
     #[test]
