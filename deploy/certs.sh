@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Makes a test CA, a collector server certificate (localhost, 127.0.0.1) and one client
-# certificate per node, valid for that node's name (subjectAltName DNS:NODE) — what the collector
-# checks against the node an agent names in its Hello. `--server NAME SAN` adds a server
+# certificate per node, valid for that node of its cluster (subjectAltName DNS:NODE.CLUSTER, and
+# DNS:NODE for the lab's other uses) — what the collector checks against the node and cluster an
+# agent names in its Hello: a node's certificate cannot speak for another node, nor join another
+# cluster. `--cluster NAME` sets the cluster of the node certificates after it (default demo). `--server NAME SAN` adds a server
 # certificate (serverAuth, and clientAuth for etcd's gateway) NAME.crt/NAME.key for SAN (e.g. `IP:127.0.0.11,DNS:node1`), as the
 # lab's TLS profile needs for etcd, Patroni's REST API and PostgreSQL.
 #
-#   deploy/certs.sh DIR [--server NAME SAN]... NODE...
-#   e.g. deploy/certs.sh /etc/vigie/certs node1 node2 node3 haproxy
+#   deploy/certs.sh DIR [--server NAME SAN]... [--cluster NAME] NODE...
+#   e.g. deploy/certs.sh /etc/vigie/certs --cluster main node1 node2 node3 haproxy
 #        deploy/certs.sh /tmp/lab/certs --server node1-server IP:127.0.0.11,DNS:node1 node1
 #
 # For tests and labs; in production, issue the same shapes from your own PKI.
@@ -15,13 +17,18 @@ out=${1:?usage: certs.sh DIR [--server NAME SAN]... NODE...}
 shift
 servers=()
 nodes=()
+cluster=demo
 while [ $# -gt 0 ]; do
   case "$1" in
     --server)
       [ $# -ge 3 ] || { echo "certs.sh: --server needs NAME and SAN" >&2; exit 64; }
       servers+=("$2" "$3")
       shift 3 ;;
-    *) nodes+=("$1"); shift ;;
+    --cluster)
+      [ $# -ge 2 ] || { echo "certs.sh: --cluster needs NAME" >&2; exit 64; }
+      cluster=$2
+      shift 2 ;;
+    *) nodes+=("$1|$cluster"); shift ;;
   esac
 done
 if ! command -v openssl >/dev/null; then
@@ -50,7 +57,8 @@ for ((i = 0; i < ${#servers[@]}; i += 2)); do
   # clientAuth too: etcd 3.4's gRPC gateway presents the server certificate to etcd itself.
   issue "${servers[i]}" "${servers[i + 1]}" serverAuth,clientAuth
 done
-for node in "${nodes[@]}"; do
-  issue "$node" "DNS:$node" clientAuth
+for entry in "${nodes[@]}"; do
+  node=${entry%|*} of=${entry#*|}
+  issue "$node" "DNS:$node.$of,DNS:$node" clientAuth
 done
 echo "certs: CA, collector, $((${#servers[@]} / 2)) server and ${#nodes[@]} node certificates in $out" >&2

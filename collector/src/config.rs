@@ -27,6 +27,9 @@ pub struct CollectorConfig {
     /// Accept agents without TLS: must be said explicitly.
     #[serde(default)]
     pub plaintext: bool,
+    /// TLS without `tls.client_ca` lets any client speak for any node: must be said explicitly.
+    #[serde(default)]
+    pub allow_unauthenticated_agents: bool,
     /// How often verdicts are re-evaluated (besides on every new batch), default 500ms.
     #[serde(default = "default_evaluate_every", deserialize_with = "duration")]
     pub evaluate_every: Duration,
@@ -459,6 +462,12 @@ pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
             return Err(ConfigError::new(
                 "plaintext",
                 "cannot be true together with [tls]",
+            ));
+        }
+        (Some(tls), false) if tls.client_ca.is_none() && !cfg.allow_unauthenticated_agents => {
+            return Err(ConfigError::new(
+                "tls.client_ca",
+                "without it any client can speak for any node: set it (mTLS, certificates from deploy/certs.sh), or write allow_unauthenticated_agents = true",
             ));
         }
         _ => {}

@@ -55,6 +55,7 @@ async fn collector_cfg(
         http_listen: http,
         tls: None,
         plaintext: true,
+        allow_unauthenticated_agents: false,
         evaluate_every: Duration::from_millis(100),
         events: vigie_collector::config::EventsConfig {
             path: events,
@@ -689,10 +690,21 @@ fn invalid_collector_config_exits_64_naming_the_field() {
             "[verdict]\nstale_intervals = \"three\"\n",
             "verdict.stale_intervals",
         ),
+        ("[verdict]\nforget_after = \"5m\"\n", "verdict.forget_after"),
+        (
+            "[tls]\ncert = \"/x.crt\"\nkey = \"/x.key\"\n",
+            "tls.client_ca",
+        ),
     ] {
+        // TLS and plaintext exclude each other.
+        let transport = if text.starts_with("[tls]") {
+            ""
+        } else {
+            "plaintext = true\n"
+        };
         std::fs::write(
             &path,
-            format!("grpc_listen = \"127.0.0.1:9701\"\nhttp_listen = \"127.0.0.1:9700\"\nplaintext = true\n{text}"),
+            format!("grpc_listen = \"127.0.0.1:9701\"\nhttp_listen = \"127.0.0.1:9700\"\n{transport}{text}"),
         )
         .expect("write");
         let out = Command::new(env!("CARGO_BIN_EXE_vigie-collector"))

@@ -153,6 +153,7 @@ async fn collector(webhooks: Vec<WebhookConfig>) -> (SocketAddr, oneshot::Sender
         http_listen: http_l.local_addr().expect("addr"),
         tls: None,
         plaintext: true,
+        allow_unauthenticated_agents: false,
         evaluate_every: Duration::from_millis(100),
         events: vigie_collector::config::EventsConfig {
             path: ":memory:".into(),

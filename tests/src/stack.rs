@@ -50,6 +50,7 @@ impl Collector {
             grpc_listen: grpc,
             http_listen: http,
             plaintext: tls.is_none(),
+            allow_unauthenticated_agents: false,
             tls,
             evaluate_every: Duration::from_millis(250),
             events: vigie_collector::config::EventsConfig {

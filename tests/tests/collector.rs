@@ -274,11 +274,12 @@ async fn an_agent_with_another_nodes_certificate_is_refused() {
         async move { http.get(url).send().await.ok()?.json::<Value>().await.ok() }
     };
 
-    let agent = |cert_of: &str| {
+    let agent = |cert_of: &str, cluster: &str| {
         let c = |f: &str| certs.join(f).display().to_string();
         vigie_tests::lab_agent_config(
             "node2",
             &[
+                ("VIGIE_AGENT__CLUSTER", cluster.to_string()),
                 (
                     "VIGIE_AGENT__COLLECTOR__URL",
                     format!("https://{}", collector.grpc),
@@ -310,7 +311,7 @@ async fn an_agent_with_another_nodes_certificate_is_refused() {
     };
 
     // node2 presenting node3's certificate: refused at the stream, never in the state.
-    let impostor = run(agent("node3"));
+    let impostor = run(agent("node3", "demo"));
     wait_until("the impostor refused", CLUSTER_CHANGE, || async {
         let h = get("/healthz").await?;
         (h["agents_refused"].as_u64()? >= 1).then_some(())
@@ -323,8 +324,26 @@ async fn an_agent_with_another_nodes_certificate_is_refused() {
     );
     impostor.abort();
 
+    // node2's own certificate naming another cluster: the certificate binds the cluster too.
+    let elsewhere = run(agent("node2", "other"));
+    wait_until(
+        "node2 refused in another cluster",
+        CLUSTER_CHANGE,
+        || async {
+            let h = get("/healthz").await?;
+            (h["agents_refused_by_reason"]["certificate"].as_u64()? >= 2).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        get("/api/v1/clusters/other")
+            .await
+            .is_none_or(|d| d["error"].is_string())
+    );
+    elsewhere.abort();
+
     // With its own certificate, node2 is accepted.
-    let honest = run(agent("node2"));
+    let honest = run(agent("node2", "demo"));
     let doc = wait_until("node2 accepted over mTLS", CLUSTER_CHANGE, || async {
         let d = get("/api/v1/clusters/demo").await?;
         d["nodes"]

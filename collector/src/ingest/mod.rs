@@ -69,18 +69,25 @@ impl IngestService {
     }
 }
 
-/// Checks that the leaf certificate is valid for `node` (a DNS name in its subjectAltName).
+/// Checks that the leaf certificate is valid for `node` of `cluster`: the DNS name
+/// `<node>.<cluster>` in its subjectAltName (what `deploy/certs.sh` issues), so that a node's
+/// certificate can neither speak for another node nor join another cluster.
 fn cert_matches(
     certs: &[tonic::transport::CertificateDer<'static>],
     node: &str,
+    cluster: &str,
 ) -> Result<(), String> {
     let leaf = certs.first().ok_or("no client certificate")?;
     let cert = webpki::EndEntityCert::try_from(leaf)
         .map_err(|e| format!("unreadable client certificate: {e}"))?;
-    let name = rustls_pki_types::ServerName::try_from(node.to_string())
-        .map_err(|e| format!("node name `{node}` is not a DNS name: {e}"))?;
-    cert.verify_is_valid_for_subject_name(&name)
-        .map_err(|_| format!("the client certificate is not valid for node `{node}`"))
+    let qualified = format!("{node}.{cluster}");
+    let name = rustls_pki_types::ServerName::try_from(qualified.clone())
+        .map_err(|e| format!("`{qualified}` is not a DNS name: {e}"))?;
+    cert.verify_is_valid_for_subject_name(&name).map_err(|_| {
+        format!(
+            "the client certificate is not valid for node `{node}` of cluster `{cluster}` (subjectAltName DNS:{qualified})"
+        )
+    })
 }
 
 /// The agent's cycle interval the collector accepts: its staleness limits are multiples of it.
@@ -222,7 +229,7 @@ impl Ingest for IngestService {
                     Status::unauthenticated("a client certificate is required"),
                 )
             })?;
-            if let Err(why) = cert_matches(&certs, &hello.node) {
+            if let Err(why) = cert_matches(&certs, &hello.node, &hello.cluster) {
                 tracing::warn!(node = %hello.node, cluster = %hello.cluster, reason = %why, "Agent refused");
                 return Err(self.refuse(Reason::Certificate, Status::permission_denied(why)));
             }
