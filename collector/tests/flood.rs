@@ -3,30 +3,16 @@
 //! within its descriptors, keep answering `/healthz` and admit a new agent during the flood,
 //! count what it refused or closed, and close the idle ones. Its RSS is printed.
 
+mod support;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use support::{Collector, free_port, healthz};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use vigie_proto::v1;
-
-/// The collector process, killed (by its own pid) when dropped.
-struct Collector(Child);
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -35,17 +21,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-async fn healthz(client: &reqwest::Client, http: SocketAddr) -> Option<Value> {
-    client
-        .get(format!("http://{http}/healthz"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
 }
 
 /// Opens `n` connections to `addr` and holds them without a byte sent.
@@ -69,39 +44,11 @@ async fn eleven_hundred_idle_connections_on_each_port_with_1024_descriptors() {
     vigie_collector::limits::raise_fd_limit();
     let dir = tempfile::tempdir().expect("tempdir");
     let (grpc, http) = (free_port(), free_port());
-    let config = dir.path().join("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "grpc_listen = \"{grpc}\"\nhttp_listen = \"{http}\"\nplaintext = true\n\
-             [api]\nauth = \"none\"\n[events]\npath = \"{}\"\n",
-            dir.path().join("events.db").display()
-        ),
-    )
-    .expect("write config");
-    let child = Command::new("prlimit")
-        .arg("--nofile=1024:1024")
-        .arg(env!("CARGO_BIN_EXE_vigie-collector"))
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the collector under prlimit");
-    let collector = Collector(child);
-    let pid = collector.0.id(); // prlimit execs the collector: same pid
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let before = loop {
-        if let Some(h) = healthz(&client, http).await {
-            break h;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "collector never up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let config = support::config(dir.path(), grpc, http);
+    let collector = Collector::start(&config, grpc, http, &["prlimit", "--nofile=1024:1024"]).await;
+    let pid = collector.pid(); // prlimit execs the collector: same pid
+    let client = support::client();
+    let before = healthz(&client, http).await.expect("up");
     assert_eq!(before["connections"]["fd_limit"], 1024, "{before}");
     let (grpc_cap, http_cap) = (
         before["connections"]["grpc"]["cap"].as_u64().expect("cap"),

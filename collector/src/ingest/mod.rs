@@ -96,7 +96,8 @@ pub const INTERVAL_MS: std::ops::RangeInclusive<u32> = 1_000..=60_000;
 const MAX_COMPONENTS: usize = 8;
 const MAX_WORD: usize = 64;
 
-fn validate_hello(h: &vigie_proto::v1::Hello) -> Result<(), Status> {
+/// Whether a `Hello` may be admitted: names, interval, sizes (public for the fuzz target).
+pub fn validate_hello(h: &vigie_proto::v1::Hello) -> Result<(), Status> {
     let ok_name = |s: &str| {
         !s.is_empty()
             && s.len() <= 253
