@@ -430,6 +430,49 @@ pub fn load(path: &Path, env: HashMap<String, String>) -> Result<CollectorConfig
     Ok(cfg)
 }
 
+/// Whether the event log can be written at `path`: the file if it exists, else the nearest
+/// existing directory above it (start-up creates the missing ones). `:memory:` always can.
+fn writable(path: &Path) -> Result<(), String> {
+    if path == Path::new(":memory:") {
+        return Ok(());
+    }
+    if path.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d.as_os_str().is_empty() {
+            dir = Some(Path::new("."));
+            continue;
+        }
+        if d.exists() && !d.is_dir() {
+            return Err(format!(
+                "{}: {} is not a directory",
+                path.display(),
+                d.display()
+            ));
+        }
+        if d.is_dir() {
+            let probe = d.join(format!(".vigie-write-check-{}", std::process::id()));
+            return std::fs::File::create(&probe)
+                .and_then(|_| std::fs::remove_file(&probe))
+                .map_err(|e| {
+                    format!(
+                        "{}: cannot create files in {}: {e}",
+                        path.display(),
+                        d.display()
+                    )
+                });
+        }
+        dir = d.parent();
+    }
+    Err(format!("{}: no directory above it exists", path.display()))
+}
+
 /// The permission bits of a secret file that let its group or others read or change it.
 pub fn shared_bits(path: &Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
@@ -484,7 +527,23 @@ pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
                 return Err(ConfigError::new(field, format!("{}: {e}", p.display())));
             }
         }
+        // What start-up would refuse: unreadable PEM, a key that is not the certificate's, a
+        // key (or nothing usable) given as the client CA.
+        let files = vigie_proto::tls::TlsFiles {
+            ca: tls.client_ca.clone(),
+            cert: Some(tls.cert.clone()),
+            key: Some(tls.key.clone()),
+        };
+        vigie_proto::tls::check(&files).map_err(|e| {
+            let field = match e.file {
+                vigie_proto::tls::TlsFile::Ca => "tls.client_ca",
+                vigie_proto::tls::TlsFile::Cert => "tls.cert",
+                vigie_proto::tls::TlsFile::Key => "tls.key",
+            };
+            ConfigError::new(field, e.message)
+        })?;
     }
+    writable(&cfg.events.path).map_err(|why| ConfigError::new("events.path", why))?;
     if cfg.grpc_listen == cfg.http_listen {
         return Err(ConfigError::new(
             "http_listen",

@@ -384,3 +384,87 @@ async fn vigie_reads_an_https_collector_api_with_ca() {
     assert_eq!(without.status.code(), Some(3), "{text}");
     assert!(text.to_lowercase().contains("certificate"), "{text}");
 }
+
+#[test]
+fn check_config_catches_what_start_up_would_refuse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    certs(d, &["node1"]);
+    let run = |tls: &str, events: &str| {
+        let path = d.join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "grpc_listen = \"127.0.0.1:9701\"\nhttp_listen = \"127.0.0.1:9700\"\n\
+                 [tls]\n{tls}\n[events]\npath = \"{events}\"\n"
+            ),
+        )
+        .expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigie-collector"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check-config")
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let f = |name: &str| d.join(name).display().to_string();
+    let events = f("events.db");
+    let good = format!(
+        "cert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"",
+        f("collector.crt"),
+        f("collector.key"),
+        f("ca.crt")
+    );
+    let (code, err) = run(&good, &events);
+    assert_eq!(code, Some(0), "{err}");
+    for (tls, field) in [
+        // Another certificate's key.
+        (
+            format!(
+                "cert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"",
+                f("collector.crt"),
+                f("node1.key"),
+                f("ca.crt")
+            ),
+            "tls.key",
+        ),
+        // A key where the client CA goes.
+        (
+            format!(
+                "cert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"",
+                f("collector.crt"),
+                f("collector.key"),
+                f("ca.key")
+            ),
+            "tls.client_ca",
+        ),
+        // Not PEM at all.
+        (
+            format!(
+                "cert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"",
+                f("c.toml"),
+                f("collector.key"),
+                f("ca.crt")
+            ),
+            "tls.cert",
+        ),
+    ] {
+        let (code, err) = run(&tls, &events);
+        assert_eq!(code, Some(64), "{field}: {err}");
+        assert!(
+            err.contains(&format!("invalid configuration: {field}: ")),
+            "{field} not named: {err}"
+        );
+    }
+    // An event log below a regular file cannot be created.
+    let (code, err) = run(&good, &format!("{}/events.db", f("ca.crt")));
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("invalid configuration: events.path: "),
+        "{err}"
+    );
+}
