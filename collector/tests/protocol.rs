@@ -571,6 +571,22 @@ async fn batches_are_acked_probe_now_reaches_the_agent_and_vigie_status_shows_it
     assert_eq!(body["status"], 429);
     let (code, body) = get(c.http, "/api/v1/clusters/nope").await;
     assert_eq!((code, body["status"].clone()), (404, json!(404)));
+    // Errors axum itself answers are the documented JSON too.
+    let (code, body) = get(c.http, "/api/v1/events?since=yesterday").await;
+    assert_eq!((code, body["status"].clone()), (400, json!(400)), "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("since")),
+        "{body}"
+    );
+    let resp = reqwest::Client::new()
+        .put(format!("http://{}/api/v1/clusters", c.http))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 405);
+    assert!(resp.headers().contains_key("allow"));
+    let body: Value = resp.json().await.expect("a JSON error");
+    assert_eq!(body["status"], 405);
 
     // The CLI: a table a person reads, and a Nagios-like exit code. With no database node
     // reporting, the cluster cannot be called healthy.

@@ -31,6 +31,39 @@ pub fn router(readers: Readers, access: crate::http::auth::Access) -> Router {
             access,
             crate::http::auth::require,
         ))
+        .layer(axum::middleware::from_fn(json_errors))
+}
+
+/// Every error answered as the documented JSON (`{"error", "status"}`), also those axum writes
+/// itself as text (a query string that does not parse, a method not allowed): their text becomes
+/// the message, their headers (`Allow`, `Retry-After`, …) are kept.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    let resp = next.run(request).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let message = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_string(),
+        t => t.to_string(),
+    };
+    let mut out = error(status, message);
+    for (name, value) in &parts.headers {
+        if name != CONTENT_TYPE && name != CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
