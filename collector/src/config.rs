@@ -767,9 +767,17 @@ mod tests {
         let e = load_str(&format!("{BASE}plaintext = true\nbogus = 1\n")).expect_err("invalid");
         assert_eq!(e.field, "bogus", "{e}");
         let e = load_str(&format!(
-            "{BASE}[tls]\ncert = \"/nonexistent\"\nkey = \"/nonexistent\"\n"
+            "{BASE}allow_unauthenticated_agents = true\n[tls]\ncert = \"/nonexistent\"\nkey = \"/nonexistent\"\n"
         ))
         .expect_err("invalid");
         assert_eq!(e.field, "tls.cert");
+        let e = load_str(&format!(
+            "{BASE}[tls]\ncert = \"/nonexistent\"\nkey = \"/nonexistent\"\n"
+        ))
+        .expect_err("invalid");
+        assert_eq!(
+            e.field, "tls.client_ca",
+            "TLS without client certificates: {e}"
+        );
     }
 }

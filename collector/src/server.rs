@@ -12,6 +12,9 @@ use crate::config::CollectorConfig;
 use crate::ingest::IngestService;
 use crate::{http::api, state};
 
+/// How long open connections may take to finish once the collector is asked to stop.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot read {path}: {source}")]
@@ -196,9 +199,25 @@ pub async fn run(
     let grpc_server = builder
         .add_service(ingest)
         .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone()));
+    let stop_rx_drain = stop_rx.clone();
     let http_server = axum::serve(http_incoming, api::router(readers, access))
         .with_graceful_shutdown(stopped(stop_rx));
-    let (g, h) = tokio::join!(grpc_server, http_server);
+    // Asked to stop: connections get DRAIN to finish (SSE streams end with the state task);
+    // whatever is still open then is dropped.
+    let drain = {
+        let stop = stopped(stop_rx_drain);
+        async move {
+            stop.await;
+            tokio::time::sleep(DRAIN).await;
+        }
+    };
+    let (g, h) = tokio::select! {
+        done = async { tokio::join!(grpc_server, http_server) } => done,
+        _ = drain => {
+            tracing::warn!(deadline = ?DRAIN, "Connections still open at the drain deadline: closed");
+            (Ok(()), Ok(()))
+        }
+    };
     let _ = watcher.await;
     // Every queue handle is gone with the state task: the writer commits its last tick and ends.
     let _ = writer_task.await;

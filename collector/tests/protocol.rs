@@ -765,10 +765,33 @@ fn every_shipped_collector_config_is_valid() {
         let text = std::fs::read_to_string(&path).expect("read");
         let mut env = std::collections::HashMap::new();
         if text.lines().any(|l| l.trim() == "[tls]") {
-            for key in ["CERT", "KEY", "CLIENT_CA"] {
-                env.insert(format!("VIGIE_COLLECTOR__TLS__{key}"), stand_in(key));
+            // Real PEM files: they are parsed as start-up would.
+            let certs = dir.path().join("certs");
+            let out = Command::new(root.join("deploy/certs.sh"))
+                .arg(&certs)
+                .output()
+                .expect("certs.sh");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for (key, file) in [
+                ("CERT", "collector.crt"),
+                ("KEY", "collector.key"),
+                ("CLIENT_CA", "ca.crt"),
+            ] {
+                env.insert(
+                    format!("VIGIE_COLLECTOR__TLS__{key}"),
+                    certs.join(file).display().to_string(),
+                );
             }
         }
+        // The event log where this test may write.
+        env.insert(
+            "VIGIE_COLLECTOR__EVENTS__PATH".to_string(),
+            dir.path().join("events.db").display().to_string(),
+        );
         // Token files exist on a real host only: rewrite their paths to stand-ins.
         let text = text.replace("/etc/vigie/tokens/read", &stand_in("read"));
         let text = text.replace("/etc/vigie/tokens/admin", &stand_in("admin"));

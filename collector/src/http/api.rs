@@ -31,7 +31,26 @@ pub fn router(readers: Readers, access: crate::http::auth::Access) -> Router {
             access,
             crate::http::auth::require,
         ))
+        .layer(axum::middleware::from_fn(request_timeout))
         .layer(axum::middleware::from_fn(json_errors))
+}
+
+/// How long a request may take to be answered (an SSE stream is answered at once, then streams).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Answers 503 to a request not answered within [`REQUEST_TIMEOUT`] (a slow event-log read
+/// never holds a connection, or `vigie check`, longer than that).
+async fn request_timeout(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(resp) => resp,
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not answered within {}s", REQUEST_TIMEOUT.as_secs()),
+        ),
+    }
 }
 
 /// Every error answered as the documented JSON (`{"error", "status"}`), also those axum writes
