@@ -66,7 +66,7 @@ pub struct CollectorConfig {
     #[serde(deserialize_with = "url")]
     pub url: reqwest::Url,
     /// Accept an unencrypted connection: must be said explicitly.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "vigie_config::strict_bool")]
     pub plaintext: bool,
     /// CA certificate (PEM) that signed the collector's certificate.
     #[serde(default)]
@@ -385,7 +385,7 @@ impl HaproxyApplication {
 #[serde(deny_unknown_fields)]
 pub struct SystemConfig {
     /// Turn the `system.*` probes off (default on).
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "vigie_config::strict_bool")]
     pub enabled: bool,
     #[serde(default = "default_cpu_warning")]
     pub cpu_warning_percent: f64,

@@ -25,10 +25,10 @@ pub struct CollectorConfig {
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     /// Accept agents without TLS: must be said explicitly.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "vigie_config::strict_bool")]
     pub plaintext: bool,
     /// TLS without `tls.client_ca` lets any client speak for any node: must be said explicitly.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "vigie_config::strict_bool")]
     pub allow_unauthenticated_agents: bool,
     /// How often verdicts are re-evaluated (besides on every new batch), default 500ms.
     #[serde(default = "default_evaluate_every", deserialize_with = "duration")]
@@ -203,10 +203,10 @@ pub struct ApiConfig {
     #[serde(default)]
     pub auth: ApiAuth,
     /// Serve `/healthz` without a token (default true).
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "vigie_config::strict_bool")]
     pub open_healthz: bool,
     /// Serve `/metrics` without a token (default true).
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "vigie_config::strict_bool")]
     pub open_metrics: bool,
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,

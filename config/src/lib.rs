@@ -85,6 +85,30 @@ impl Source {
     }
 }
 
+/// A boolean written as one: `true`/`false` in TOML, or exactly `"true"`/`"false"` (what an
+/// environment override can only be: text). Anything else (`"yes"`, `"off"`, `1`) is refused
+/// rather than guessed: for fields like `plaintext`, a guess is a security decision.
+pub fn strict_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct Strict;
+    impl serde::de::Visitor<'_> for Strict {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("true or false")
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+            match v {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+            }
+        }
+    }
+    d.deserialize_any(Strict)
+}
+
 /// What went wrong, without the `config` crate's own `for key …` (the path says where), and the
 /// name of a missing field: serde reports it from the struct, so the path stops one level above.
 fn cause(e: &config::ConfigError) -> (Option<&str>, String) {
@@ -275,5 +299,33 @@ mod tests {
         let e = Source::read(Path::new("/nonexistent/vigie.toml"), "T", HashMap::new())
             .expect_err("missing");
         assert_eq!(e.field, "--config");
+    }
+    #[derive(Debug, Deserialize)]
+    struct Flag {
+        #[serde(default, deserialize_with = "strict_bool")]
+        on: bool,
+    }
+
+    #[test]
+    fn booleans_are_never_guessed_from_text() {
+        let flag = |toml: &str, env: &[(&str, &str)]| {
+            let env = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Source::from_toml(toml, "T", env)?
+                .deserialize::<Flag>()
+                .map(|f| f.on)
+        };
+        assert!(flag("on = true\n", &[]).expect("a boolean"));
+        assert!(!flag("on = false\n", &[]).expect("a boolean"));
+        assert!(flag("", &[("T__ON", "true")]).expect("the environment's text"));
+        assert!(!flag("on = true\n", &[("T__ON", "false")]).expect("overridden"));
+        for bad in ["on = \"yes\"\n", "on = \"off\"\n", "on = 1\n"] {
+            let e = flag(bad, &[]).expect_err(bad);
+            assert_eq!(e.field, "on", "{bad}: {e}");
+        }
+        let e = flag("", &[("T__ON", "yes")]).expect_err("yes");
+        assert_eq!(e.field, "on", "{e}");
     }
 }
