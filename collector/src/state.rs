@@ -456,9 +456,18 @@ impl Store {
                     return;
                 }
                 for t in journal.transitions {
+                    // The agent's clock is untrusted: a time outside the last 30 days (the log's
+                    // default retention) or more than 5 minutes ahead becomes the arrival time.
+                    let plausible = (at_ms.saturating_sub(30 * 24 * 3600 * 1000))
+                        ..=at_ms.saturating_add(5 * 60 * 1000);
+                    let when = if plausible.contains(&t.at_unix_ms) {
+                        t.at_unix_ms
+                    } else {
+                        at_ms
+                    };
                     self.events.push(
                         at_ms,
-                        t.at_unix_ms,
+                        when,
                         &cluster,
                         EventBody::Probe(ProbeTransition {
                             kind: "probe_transition",
@@ -1127,5 +1136,45 @@ mod tests {
         });
         assert_eq!(forget(&mut store, "node1"), Ok(()));
         assert!(!store.nodes.contains_key("demo"));
+    }
+    #[test]
+    fn a_journals_implausible_times_become_its_arrival_time() {
+        let mut store = store();
+        let mut live = store.events.live().subscribe();
+        let (first, _first_rx) = mpsc::channel(1);
+        assert_eq!(
+            hello_from(&mut store, 1, first, "10.0.0.1:5000", 10),
+            Ok(())
+        );
+        let arrival = 1_796_000_000_000;
+        let transition = |at_unix_ms| v1::Transition {
+            probe: v1::ProbeId::HaproxyProcess as i32,
+            from: v1::Status::Ok as i32,
+            to: v1::Status::Critical as i32,
+            message: "x".into(),
+            at_unix_ms,
+            ..Default::default()
+        };
+        store.apply(Command::Journal {
+            stream: 1,
+            cluster: "demo".into(),
+            node: "node1".into(),
+            journal: v1::Journal {
+                transitions: vec![
+                    transition(i64::MAX),
+                    transition(0),
+                    transition(arrival - 60_000),
+                ],
+                ..Default::default()
+            },
+            at: Now::same(arrival),
+        });
+        let mut times = Vec::new();
+        while let Ok(e) = live.try_recv() {
+            if e["kind"] == "probe_transition" {
+                times.extend(e["at_ms"].as_i64());
+            }
+        }
+        assert_eq!(times, [arrival, arrival, arrival - 60_000]);
     }
 }
