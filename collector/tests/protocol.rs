@@ -180,6 +180,16 @@ async fn a_stream_must_start_with_hello_and_a_valid_name() {
     let _ = c.stop.send(());
 }
 
+/// This process's resident memory (the collector of these tests runs in it).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Polls the API until `accept` holds, or fails after 10 s.
 async fn wait_for(
     http: SocketAddr,
@@ -420,6 +430,42 @@ async fn out_of_range_hellos_oversized_batches_and_late_or_huge_journals_are_ref
     // A healthy agent beside the hostile ones keeps being acked and published.
     let (good, resp) = open(c.grpc, hello("lb2")).await;
     let mut good_in = resp.expect("accepted");
+    let rss_before = rss_kib();
+    // How old the verdicts served are, at its worst while the attacks run (sampled).
+    let watcher = {
+        let http = c.http;
+        tokio::spawn(async move {
+            let mut worst = 0i64;
+            for _ in 0..200 {
+                if let (200, h) = get(http, "/healthz").await {
+                    let age =
+                        vigie_collector::state::now_ms() - h["published_ms"].as_i64().unwrap_or(0);
+                    worst = worst.max(age);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            worst
+        })
+    };
+
+    // A 3 MB journal (under the caps): taken in, never freezing the verdicts.
+    let (tx, resp) = open(c.grpc, hello("lb7")).await;
+    let _inbound = resp.expect("accepted");
+    let long = v1::Transition {
+        probe: vigie_proto::ProbeId::HaproxyProcess as i32,
+        to: v1::Status::Critical as i32,
+        message: "m".repeat(340),
+        at_unix_ms: vigie_collector::state::now_ms(),
+        ..Default::default()
+    };
+    tx.send(v1::AgentMessage {
+        msg: Some(v1::agent_message::Msg::Journal(v1::Journal {
+            transitions: vec![long; 9_000],
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("send");
 
     // A batch of 100,000 results.
     let (tx, resp) = open(c.grpc, hello("lb3")).await;
@@ -475,6 +521,7 @@ async fn out_of_range_hellos_oversized_batches_and_late_or_huge_journals_are_ref
         status.message()
     );
 
+    let rss_mid = rss_kib();
     // A 64 MiB message: refused by the decoder's size cap.
     let (tx, resp) = open(c.grpc, hello("lb6")).await;
     let mut inbound = resp.expect("accepted");
@@ -504,6 +551,18 @@ async fn out_of_range_hellos_oversized_batches_and_late_or_huge_journals_are_ref
     })
     .await;
     assert_eq!(health["agents_refused_by_reason"]["hello"], 1, "{health}");
+    let worst_age_ms = watcher.await.expect("watcher");
+    let rss_after = rss_kib();
+    println!(
+        "attacks: test process (collector in it) RSS {rss_before} KiB before, {rss_mid} KiB after \
+         the 100k-result batch and the journals, {rss_after} KiB after the 64 MiB message (the \
+         test builds it: 64 MiB of its own); verdicts served at worst {worst_age_ms} ms old"
+    );
+    // Fresh enough for `vigie check` (10 s timeout) all along: nothing froze the state task.
+    assert!(
+        worst_age_ms < 10_000,
+        "verdicts {worst_age_ms} ms old during the attacks"
+    );
     let _ = c.stop.send(());
 }
 
