@@ -149,6 +149,10 @@ fn v4_mapped(ip: IpAddr) -> Option<IpAddr> {
 fn parse_proc_addr(text: &str, v6: bool) -> Option<(IpAddr, u16)> {
     let (ip_hex, port_hex) = text.split_once(':')?;
     let port = u16::from_str_radix(port_hex, 16).ok()?;
+    // Sliced by bytes below: hex digits only (a garbled table is not an address).
+    if !ip_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
     let ip = if v6 {
         if ip_hex.len() != 32 {
             return None;
@@ -312,6 +316,24 @@ mod tests {
         let wildcard = "h\n 0: 00000000:1F90 00000000:0000 0A 0 0 0 0 0 0\n";
         let any: SocketAddr = "127.0.0.5:8080".parse().expect("addr");
         assert!(listening_in(wildcard, false, any));
+    }
+
+    /// Found by `fuzz/run.sh 600 procfs`: a non-ASCII character across an IPv6 word's edge.
+    #[test]
+    fn a_garbled_address_is_no_address_never_a_panic() {
+        let local = format!("{}é{}:1F90", "0".repeat(15), "0".repeat(15));
+        assert_eq!(local.split_once(':').map(|(ip, _)| ip.len()), Some(32));
+        let table = format!(
+            "  sl  local_address rem_address   st\n   0: {local} 00000000000000000000000000000000:0000 0A\n"
+        );
+        let addr: SocketAddr = "[::1]:8080".parse().expect("addr");
+        assert!(!listening_in(&table, true, addr));
+        assert_eq!(parse_proc_addr(&local, true), None);
+        assert_eq!(parse_proc_addr("0100007G:1F90", false), None);
+        assert_eq!(
+            parse_proc_addr("0100007F:1F90", false),
+            Some((IpAddr::V4(Ipv4Addr::LOCALHOST), 8080))
+        );
     }
 
     #[test]
