@@ -66,8 +66,15 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     Some(ProcStat {
         state: field(3)?.chars().next()?,
         ppid: field(4)?.parse().ok()?,
-        cpu_ticks: field(14)?.parse::<u64>().ok()? + field(15)?.parse::<u64>().ok()?,
-        reaped_children_ticks: field(16)?.parse::<u64>().ok()? + field(17)?.parse::<u64>().ok()?,
+        // Sums of kernel counters: a text that overflows them is no stat line.
+        cpu_ticks: field(14)?
+            .parse::<u64>()
+            .ok()?
+            .checked_add(field(15)?.parse::<u64>().ok()?)?,
+        reaped_children_ticks: field(16)?
+            .parse::<u64>()
+            .ok()?
+            .checked_add(field(17)?.parse::<u64>().ok()?)?,
         start_ticks: field(22)?.parse().ok()?,
         rss_pages: field(24)?.parse().ok()?,
     })
@@ -188,8 +195,8 @@ pub fn parse_cpu_times(proc_stat: &str) -> Option<CpuTimes> {
         .collect();
     // user nice system idle iowait irq softirq steal (guest time is already in user).
     let get = |i: usize| v.get(i).copied().unwrap_or(0);
-    let idle = get(3) + get(4);
-    let total: u64 = (0..8).map(get).sum();
+    let idle = get(3).saturating_add(get(4));
+    let total: u64 = (0..8).map(get).fold(0, u64::saturating_add);
     Some(CpuTimes {
         busy: total.saturating_sub(idle),
         total,
@@ -217,8 +224,8 @@ pub fn parse_meminfo(text: &str) -> Option<MemInfo> {
             .split_whitespace()
             .next()?
             .parse::<u64>()
-            .ok()
-            .map(|k| k * 1024)
+            .ok()?
+            .checked_mul(1024)
     };
     Some(MemInfo {
         total: kib("MemTotal:")?,
@@ -316,6 +323,19 @@ mod tests {
         let wildcard = "h\n 0: 00000000:1F90 00000000:0000 0A 0 0 0 0 0 0\n";
         let any: SocketAddr = "127.0.0.5:8080".parse().expect("addr");
         assert!(listening_in(wildcard, false, any));
+    }
+
+    /// Found by `fuzz/run.sh 60 procfs` with overflow checks: counters whose sums overflow.
+    #[test]
+    fn counters_that_overflow_are_refused_or_saturate_never_a_panic() {
+        let max = u64::MAX;
+        let stat = format!("1 (x) S 0 0 0 0 0 0 0 0 0 0 {max} {max} {max} {max} 0 0 0 0 0 0 0");
+        assert_eq!(parse_stat(&stat), None);
+        let cpu = parse_cpu_times(&format!("cpu  {max} {max} {max} {max} {max} 0 0 0\n"))
+            .expect("saturated, not refused");
+        assert_eq!(cpu.total, max);
+        let meminfo = format!("MemTotal: {max} kB\nMemAvailable: 1 kB\n");
+        assert_eq!(parse_meminfo(&meminfo), None);
     }
 
     /// Found by `fuzz/run.sh 600 procfs`: a non-ASCII character across an IPv6 word's edge.

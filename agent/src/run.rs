@@ -45,14 +45,27 @@ pub async fn run_observed(
             _ = &mut shutdown => break,
             _ = ticker.tick() => {}
             _ = async { match &probe_now { Some(n) => n.notified().await, None => std::future::pending().await } } => {
-                if started.is_some_and(|s| s.elapsed() < debounce) {
-                    tracing::debug!("Probe now ignored: a cycle started less than the debounce ago");
-                    continue;
+                // Too soon after the last cycle: run at the end of the debounce, not never (the
+                // API said the request was taken).
+                if let Some(at) = started
+                    .map(|s| s + debounce)
+                    .filter(|at| *at > tokio::time::Instant::now())
+                {
+                    tracing::debug!("Probe now postponed to the end of the debounce");
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
                 }
                 ticker.reset();
             }
         }
         started = Some(tokio::time::Instant::now());
+        // Requests that came before this cycle starts are served by it (a stored permit would
+        // otherwise run one more).
+        if let Some(n) = &probe_now {
+            let _ = tokio::time::timeout(Duration::ZERO, n.notified()).await;
+        }
         let results = tokio::select! {
             _ = &mut shutdown => break,
             r = agent.cycle() => r,
@@ -156,14 +169,26 @@ mod tests {
             1,
             "a request inside the debounce ran a cycle"
         );
-        // Past the debounce, a request runs one at once.
-        while first.elapsed() < Duration::from_millis(2500) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        probe_now.notify_one();
+        // The burst is one cycle, postponed to the end of the debounce (well before the ticker).
         wait_for(2).await;
         assert!(
             first.elapsed() < Duration::from_secs(9),
+            "ran by the ticker, not by the request"
+        );
+        // Past the debounce, a request runs one at once.
+        let second = tokio::time::Instant::now();
+        while second.elapsed() < Duration::from_millis(2500) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            2,
+            "one cycle for the whole burst"
+        );
+        probe_now.notify_one();
+        wait_for(3).await;
+        assert!(
+            second.elapsed() < Duration::from_secs(9),
             "ran by the ticker, not by the request"
         );
         let _ = stop.send(());

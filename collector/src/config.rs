@@ -430,18 +430,20 @@ pub fn load(path: &Path, env: HashMap<String, String>) -> Result<CollectorConfig
     Ok(cfg)
 }
 
-/// Whether the event log can be written at `path`: the file if it exists, else the nearest
-/// existing directory above it (start-up creates the missing ones). `:memory:` always can.
+/// Whether the event log can be written at `path`: the file if it exists, and the directory
+/// it is (or will be) in, where SQLite also creates its `-wal` and `-shm` files; the nearest
+/// existing directory when it does not exist yet (start-up creates the missing ones).
+/// `:memory:` always can.
 fn writable(path: &Path) -> Result<(), String> {
     if path == Path::new(":memory:") {
         return Ok(());
     }
     if path.exists() {
-        return std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .append(true)
             .open(path)
             .map(drop)
-            .map_err(|e| format!("{}: {e}", path.display()));
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let mut dir = path.parent();
     while let Some(d) = dir {
@@ -457,8 +459,12 @@ fn writable(path: &Path) -> Result<(), String> {
             ));
         }
         if d.is_dir() {
+            // A new file of our own (never through a symbolic link someone left there).
             let probe = d.join(format!(".vigie-write-check-{}", std::process::id()));
-            return std::fs::File::create(&probe)
+            return std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
                 .and_then(|_| std::fs::remove_file(&probe))
                 .map_err(|e| {
                     format!(

@@ -267,7 +267,14 @@ async fn run(
     let mut cmds = Vec::with_capacity(256);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => {
+                // What ingest already took (and acked) is applied and written before the end.
+                rx.close();
+                while let Ok(cmd) = rx.try_recv() {
+                    store.apply(cmd);
+                }
+                break;
+            }
             n = rx.recv_many(&mut cmds, 256) => {
                 if n == 0 {
                     break;
@@ -276,7 +283,10 @@ async fn run(
                     store.apply(cmd);
                 }
                 if !store.forgotten.is_empty() {
+                    // Published as it is now (a cluster that keeps nodes judged without the
+                    // forgotten one) before the admin's answer.
                     let now = Now::read();
+                    store.evaluate_all(now);
                     publish.send_replace(Arc::new(store.published(now.wall_ms)));
                     for reply in store.forgotten.drain(..) {
                         let _ = reply.send(Ok(()));

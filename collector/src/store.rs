@@ -318,6 +318,36 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Events with `after < id < before`, oldest first, at most `limit` (the oldest ones),
+    /// optionally of one cluster — read on a blocking thread.
+    pub async fn range(
+        &self,
+        cluster: Option<String>,
+        after: i64,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<Value>, String> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let db = db.lock().map_err(|_| "event reader poisoned".to_string())?;
+            range(&db, cluster.as_deref(), after, before, limit).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// The newest event id committed (0 when the log is empty).
+    pub async fn max_id(&self) -> Result<i64, String> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let db = db.lock().map_err(|_| "event reader poisoned".to_string())?;
+            db.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     /// Events after id `since` (0: from the oldest kept), oldest first, at most `limit` (the
     /// newest ones), optionally of one cluster — read on a blocking thread.
     pub async fn query(
@@ -334,6 +364,30 @@ impl Reader {
         .await
         .map_err(|e| e.to_string())?
     }
+}
+
+/// Events with `after < id < before`, oldest first, at most `limit`, optionally of one cluster.
+fn range(
+    db: &Connection,
+    cluster: Option<&str>,
+    after: i64,
+    before: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Value>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = db.prepare_cached(
+        "SELECT doc FROM events WHERE id > ?1 AND id < ?2 AND (?3 IS NULL OR cluster = ?3)
+         ORDER BY id ASC LIMIT ?4",
+    )?;
+    let docs = stmt
+        .query_map(params![after, before, cluster, limit], |r| {
+            r.get::<_, String>(0)
+        })?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(docs
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect())
 }
 
 fn query(

@@ -45,7 +45,8 @@ impl Source {
         Source::from_toml(&text, prefix, env)
     }
 
-    fn from_toml(
+    /// The configuration from TOML `text` with the environment `env` over it (no file).
+    pub fn from_toml(
         text: &str,
         prefix: &str,
         env: HashMap<String, String>,

@@ -41,7 +41,7 @@ impl ProcessProbe {
                 let facts = Facts::Process(ProcessFacts {
                     pid,
                     state: stat.state.to_string(),
-                    rss_bytes: stat.rss_pages * 4096,
+                    rss_bytes: stat.rss_pages.saturating_mul(4096),
                     cpu_ticks: stat.cpu_ticks,
                 });
                 let result = if stat.stopped() {

@@ -79,7 +79,7 @@ async fn json_errors(request: axum::extract::Request, next: axum::middleware::Ne
     let mut out = error(status, message);
     for (name, value) in &parts.headers {
         if name != CONTENT_TYPE && name != CONTENT_LENGTH {
-            out.headers_mut().insert(name.clone(), value.clone());
+            out.headers_mut().append(name.clone(), value.clone());
         }
     }
     out

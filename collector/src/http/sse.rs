@@ -16,8 +16,10 @@ use crate::store::Reader;
 
 /// Streams served at once; one more is refused with 503.
 pub const MAX_CLIENTS: usize = 256;
-/// Events replayed from the log on a resume, at most (the newest of them).
+/// Events replayed from the log on a resume, at most: beyond, `lagged`.
 const MAX_REPLAY: usize = 10_000;
+/// Events read from the log at a time.
+const PAGE: usize = 500;
 /// How long a resume waits for events already broadcast to be committed to the log.
 const COMMIT_WAIT: Duration = Duration::from_secs(3);
 
@@ -115,35 +117,43 @@ type Out = mpsc::Sender<Item>;
 async fn feed(mut live: broadcast::Receiver<Value>, log: Reader, ask: Ask, tx: Out) {
     let wanted = |doc: &Value| ask.cluster.as_deref().is_none_or(|c| doc["cluster"] == c);
     // Every id up to `last` has been sent or was not wanted.
-    let mut last = match ask.after {
-        Some(after) => match replay(&log, &ask, after, i64::MAX, &tx).await {
-            Some(l) => l,
-            None => return,
-        },
-        None => 0,
-    };
+    let mut last = 0;
+    if let Some(after) = ask.after {
+        // An id ahead of the log (a log recreated since): resume from its newest event.
+        let newest = log.max_id().await.unwrap_or(0);
+        match replay(&log, &ask, after.min(newest), i64::MAX, &tx).await {
+            Ok(l) => last = l,
+            Err(Ended::Gone) => return,
+            Err(Ended::Lagged(last_id)) => return lagged(&tx, 0, last_id).await,
+        }
+    }
     let mut caught_up = ask.after.is_none();
     loop {
-        let doc = match live.recv().await {
-            Ok(doc) => doc,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                let _ = tx
-                    .send(Item::Lagged {
-                        missed,
-                        last_id: last,
-                    })
-                    .await;
-                return;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
+        let doc = tokio::select! {
+            // The client gone: its place is given back even if no event ever comes.
+            _ = tx.closed() => return,
+            doc = live.recv() => match doc {
+                Ok(doc) => doc,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    return lagged(&tx, missed, last).await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
         };
         let id = doc["id"].as_i64().unwrap_or_default();
         if id <= last {
             continue; // replayed from the log already
         }
         // Events recorded between the log's read and this subscription: from the log too.
-        if !caught_up && id > last + 1 && replay(&log, &ask, last, id, &tx).await.is_none() {
-            return;
+        if !caught_up && id > last + 1 {
+            match replay(&log, &ask, last, id, &tx).await {
+                Ok(_) => {}
+                Err(Ended::Gone) => return,
+                Err(Ended::Lagged(last_id)) => {
+                    let missed = u64::try_from(id - last_id - 1).unwrap_or(0);
+                    return lagged(&tx, missed, last_id).await;
+                }
+            }
         }
         caught_up = true;
         if wanted(&doc) && tx.send(Item::Vigie(doc)).await.is_err() {
@@ -153,33 +163,61 @@ async fn feed(mut live: broadcast::Receiver<Value>, log: Reader, ask: Ask, tx: O
     }
 }
 
-/// Sends the logged events of `ask` with ids in (`after`, `before`), oldest first; returns the
-/// last id covered, or `None` when the client is gone. When `before` is bounded, waits (at most
-/// [`COMMIT_WAIT`]) for the events up to it to be committed.
-async fn replay(log: &Reader, ask: &Ask, after: i64, before: i64, tx: &Out) -> Option<i64> {
-    let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
-    loop {
-        // Unfiltered ids tell whether the log has caught up with `before`.
-        let all = log.query(None, after, MAX_REPLAY).await.unwrap_or_default();
-        let newest = all.last().and_then(|d| d["id"].as_i64()).unwrap_or(after);
-        if before == i64::MAX || newest >= before - 1 || tokio::time::Instant::now() >= deadline {
-            let mut last = after;
-            for doc in all {
-                let id = doc["id"].as_i64().unwrap_or_default();
-                if id >= before {
-                    break;
-                }
-                if ask.cluster.as_deref().is_none_or(|c| doc["cluster"] == c)
-                    && tx.send(Item::Vigie(doc)).await.is_err()
-                {
-                    return None;
-                }
-                last = id;
+async fn lagged(tx: &Out, missed: u64, last_id: i64) {
+    let _ = tx.send(Item::Lagged { missed, last_id }).await;
+}
+
+/// Why a replay stopped short.
+enum Ended {
+    /// The client went away.
+    Gone,
+    /// The log did not have what was asked for in time: everything up to this id was sent.
+    Lagged(i64),
+}
+
+/// Sends the logged events of `ask` with ids in (`after`, `before`), oldest first, page by page;
+/// returns the last id covered. With `before` bounded, first waits (at most [`COMMIT_WAIT`]) for
+/// the log to hold every event before it: short of that, `Lagged`, never a silent gap.
+async fn replay(log: &Reader, ask: &Ask, after: i64, before: i64, tx: &Out) -> Result<i64, Ended> {
+    if before != i64::MAX {
+        let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
+        while log.max_id().await.unwrap_or(0) < before - 1 {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Ended::Lagged(after));
             }
-            return Some(if before == i64::MAX { last } else { before - 1 });
+            tokio::select! {
+                _ = tx.closed() => return Err(Ended::Gone),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut last = after;
+    let mut sent = 0;
+    loop {
+        let page = log
+            .range(ask.cluster.clone(), last, before, PAGE)
+            .await
+            .map_err(|_| Ended::Lagged(last))?;
+        let full = page.len() == PAGE;
+        for doc in page {
+            let id = doc["id"].as_i64().unwrap_or_default();
+            if tx.send(Item::Vigie(doc)).await.is_err() {
+                return Err(Ended::Gone);
+            }
+            last = id;
+            sent += 1;
+        }
+        if !full {
+            break;
+        }
+        if sent >= MAX_REPLAY {
+            // More than a resume should carry: the client reads the rest from `/api/v1/events`.
+            return Err(Ended::Lagged(last));
+        }
+    }
+    // A bounded range is covered whole (another cluster's events in it are not wanted); an open
+    // one up to the last event sent: what comes after arrives live.
+    Ok(if before == i64::MAX { last } else { before - 1 })
 }
 
 #[cfg(test)]
@@ -209,6 +247,24 @@ mod tests {
             })
         );
         assert_eq!(out.recv().await, None, "the stream ends after `lagged`");
+    }
+
+    #[tokio::test]
+    async fn a_client_gone_gives_its_place_back_though_no_event_comes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opened = crate::store::open(&dir.path().join("events.db")).expect("store");
+        let (_live, rx) = broadcast::channel::<Value>(4);
+        let (tx, out) = mpsc::channel(64);
+        let ask = Ask {
+            cluster: Some("quiet".into()),
+            after: None,
+        };
+        let fed = tokio::spawn(feed(rx, opened.reader, ask, tx));
+        drop(out);
+        tokio::time::timeout(Duration::from_secs(5), fed)
+            .await
+            .expect("the feed ends with its client")
+            .expect("joined");
     }
 
     #[test]
