@@ -70,8 +70,9 @@ pub fn parse(datagram: &[u8], out: &mut Vec<SocketAddr>) -> io::Result<bool> {
         match kind {
             NLMSG_DONE => return Ok(true),
             NLMSG_ERROR => {
+                // The kernel sends -errno; any other value is garbage, never an overflow.
                 let errno = u32_ne(body, 0).map_or(0, |e| e as i32);
-                return Err(io::Error::from_raw_os_error(-errno));
+                return Err(io::Error::from_raw_os_error(errno.saturating_neg()));
             }
             SOCK_DIAG_BY_FAMILY if body.len() >= DIAG_MSG_MIN => {
                 let port = u16::from_be_bytes([body[4], body[5]]);
@@ -114,6 +115,17 @@ pub fn serves(addr: SocketAddr) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `fuzz/run.sh 60 sockdiag` with overflow checks: an NLMSG_ERROR of i32::MIN.
+    #[test]
+    fn an_error_message_of_any_value_is_an_error_never_a_panic() {
+        let mut m = Vec::new();
+        m.extend_from_slice(&((NLMSG_HDR + 4) as u32).to_ne_bytes());
+        m.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        m.extend_from_slice(&[0u8; 10]);
+        m.extend_from_slice(&0x8000_0000u32.to_ne_bytes());
+        assert!(parse(&m, &mut Vec::new()).is_err());
+    }
 
     fn message(family: u8, ip: [u8; 16], port: u16) -> Vec<u8> {
         let mut body = vec![0u8; 72];
