@@ -366,6 +366,13 @@ impl Reader {
     }
 }
 
+/// Stored event documents as JSON (one that does not parse is left out).
+fn parsed(docs: &[String]) -> Vec<Value> {
+    docs.iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect()
+}
+
 /// Events with `after < id < before`, oldest first, at most `limit`, optionally of one cluster.
 fn range(
     db: &Connection,
@@ -384,10 +391,7 @@ fn range(
             r.get::<_, String>(0)
         })?
         .collect::<Result<Vec<String>, _>>()?;
-    Ok(docs
-        .iter()
-        .filter_map(|d| serde_json::from_str(d).ok())
-        .collect())
+    Ok(parsed(&docs))
 }
 
 fn query(
@@ -404,10 +408,7 @@ fn query(
     let docs = stmt
         .query_map(params![since, cluster, limit], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<String>, _>>()?;
-    Ok(docs
-        .iter()
-        .filter_map(|d| serde_json::from_str(d).ok())
-        .collect())
+    Ok(parsed(&docs))
 }
 
 #[cfg(test)]

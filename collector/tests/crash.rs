@@ -56,17 +56,7 @@ async fn a_kill_9_loses_no_committed_event() {
         .await
         .expect("connect");
     let (tx, rx) = mpsc::channel(64);
-    tx.send(v1::AgentMessage {
-        msg: Some(v1::agent_message::Msg::Hello(v1::Hello {
-            node: "lb1".into(),
-            cluster: "demo".into(),
-            components: vec!["haproxy".into()],
-            agent_version: "test".into(),
-            interval_ms: 1000,
-        })),
-    })
-    .await
-    .expect("queue");
+    tx.send(support::hello("lb1")).await.expect("queue");
     let _inbound = v1::ingest_client::IngestClient::new(channel)
         .stream(ReceiverStream::new(rx))
         .await

@@ -90,17 +90,7 @@ async fn eleven_hundred_idle_connections_on_each_port_with_1024_descriptors() {
         .await
         .expect("a new agent connects during the flood");
     let (tx, rx) = mpsc::channel(4);
-    tx.send(v1::AgentMessage {
-        msg: Some(v1::agent_message::Msg::Hello(v1::Hello {
-            node: "lb1".into(),
-            cluster: "demo".into(),
-            components: vec!["haproxy".into()],
-            agent_version: "test".into(),
-            interval_ms: 1000,
-        })),
-    })
-    .await
-    .expect("queue");
+    tx.send(support::hello("lb1")).await.expect("queue");
     tx.send(v1::AgentMessage {
         msg: Some(v1::agent_message::Msg::Batch(v1::ResultBatch {
             seq: 1,

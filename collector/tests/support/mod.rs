@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use vigie_proto::v1;
 
 pub struct Collector {
     pub child: Child,
@@ -105,4 +106,17 @@ pub async fn get(client: &reqwest::Client, http: SocketAddr, path: &str) -> Opti
         .json()
         .await
         .ok()
+}
+
+/// The `Hello` of a HAProxy agent named `node` of cluster `demo`, at a 1 s interval.
+pub fn hello(node: &str) -> v1::AgentMessage {
+    v1::AgentMessage {
+        msg: Some(v1::agent_message::Msg::Hello(v1::Hello {
+            node: node.into(),
+            cluster: "demo".into(),
+            components: vec!["haproxy".into()],
+            agent_version: "test".into(),
+            interval_ms: 1000,
+        })),
+    }
 }
