@@ -841,6 +841,9 @@ fault_promote() {
   setpriv --reuid=postgres --regid=postgres --init-groups "$dir/bin/pg_ctl" -D "$dir/data" promote -w -t 30 >/dev/null ||
     die "pg_ctl promote failed on node$n"
   echo "$n" >"$RUN/promoted$n"
+  # The fault is in place once this node's Patroni has looked at it: in maintenance mode it goes on
+  # "as primary without lock"; outside it (or if Patroni finds a pg_rewind pending) it demotes.
+  wait_for "node$n's Patroni to call it primary" 30 patroni_role_is "$n" master primary
   log "node$n: promoted by hand (node$leader is still Patroni's leader)"
 }
 
@@ -937,7 +940,24 @@ fault_pause() {
     -H 'Content-Type: application/json' -d "{\"pause\": $want}" >/dev/null
   paused_is() { [ "$(cluster_json | jq -r '.pause // false')" = "$1" ]; }
   wait_for "pause=$want in /cluster" 60 paused_is "$want"
+  # /cluster reads the DCS; each Patroni acts on the pause only from its next HA cycle (up to
+  # loop_wait later). Until every running member's own /patroni says so, a member can still act
+  # as if unpaused (e.g. demote a replica promoted by hand a moment later).
+  local n
+  for n in "${NODES[@]}"; do
+    running "patroni$n" "$(patroni_pattern "$n")" || continue
+    wait_for "node$n's Patroni to apply pause=$want" 60 member_paused_is "$n" "$want"
+  done
 }
+# patroni_role_is N ROLE...: node N's own /patroni gives one of these roles.
+patroni_role_is() {
+  local n=$1 role
+  shift
+  role=$(patroni_get "$n" patroni | jq -r '.role // ""') || return 1
+  for r in "$@"; do [ "$role" = "$r" ] && return 0; done
+  return 1
+}
+member_paused_is() { [ "$(patroni_get "$1" patroni | jq -r '.pause // false')" = "$2" ]; }
 
 cmd_fault() {
   local name=${1:-} arg=${2:-} n leader
