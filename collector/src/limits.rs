@@ -6,7 +6,6 @@
 //! the process out of descriptors, which would also stop `/healthz` and every new agent.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -99,6 +98,7 @@ pub struct PortGauge {
     refused: AtomicU64,
     idle_closed: AtomicU64,
     evicted: AtomicU64,
+    slow_headers: AtomicU64,
     /// The port's connections, oldest first, for eviction at the cap (see [`PortGauge::evict`]).
     conns: Mutex<VecDeque<Weak<Activity>>>,
 }
@@ -110,6 +110,9 @@ pub struct PortReport {
     pub refused: u64,
     pub idle_closed: u64,
     pub evicted: u64,
+    /// HTTP connections closed because a request's headers took longer than the header-read
+    /// timeout (a client trickling them).
+    pub slow_headers: u64,
 }
 
 impl PortGauge {
@@ -120,6 +123,7 @@ impl PortGauge {
             idle,
             refused: AtomicU64::new(0),
             idle_closed: AtomicU64::new(0),
+            slow_headers: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             conns: Mutex::new(VecDeque::new()),
         })
@@ -176,7 +180,13 @@ impl PortGauge {
             refused: self.refused.load(Ordering::Relaxed),
             idle_closed: self.idle_closed.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
+            slow_headers: self.slow_headers.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts a connection closed for headers slower than the header-read timeout.
+    pub fn slow_headers_closed(&self) {
+        self.slow_headers.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -260,6 +270,11 @@ pub struct Capped {
 }
 
 impl Capped {
+    /// The gauge of the port this connection came in on.
+    pub fn gauge(&self) -> Arc<PortGauge> {
+        self.gauge.clone()
+    }
+
     fn new(io: TcpStream, permit: OwnedSemaphorePermit, gauge: Arc<PortGauge>) -> Capped {
         let now = Instant::now();
         let first = now + gauge.idle.after();
@@ -398,32 +413,22 @@ pub fn accept(
     rx
 }
 
-/// axum's side of [`accept`].
+/// The API server's side of [`accept`] (`http::serve`).
 #[derive(Debug)]
 pub struct CappedListener {
     pub rx: mpsc::Receiver<std::io::Result<Capped>>,
-    pub local: SocketAddr,
 }
 
-impl axum::serve::Listener for CappedListener {
-    type Io = Capped;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Capped, SocketAddr) {
+impl CappedListener {
+    /// The next admitted connection; pending for good once the accept task has ended.
+    pub async fn next(&mut self) -> Capped {
         loop {
             match self.rx.recv().await {
-                Some(Ok(c)) => {
-                    let peer = c.io.peer_addr().unwrap_or(self.local);
-                    return (c, peer);
-                }
+                Some(Ok(c)) => return c,
                 Some(Err(_)) => continue,
                 None => std::future::pending().await,
             }
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
     }
 }
 
@@ -669,6 +674,7 @@ mod tests {
                 refused: 1,
                 idle_closed: 0,
                 evicted: 0,
+                slow_headers: 0,
             }
         );
     }

@@ -24,8 +24,6 @@ pub enum RunError {
     },
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
-    #[error("HTTP server: {0}")]
-    Http(std::io::Error),
     #[error("API tokens: {0}")]
     Tokens(String),
     #[error(transparent)]
@@ -185,7 +183,6 @@ pub async fn run(
         mtls = require_client_cert,
         "Collector listening"
     );
-    let http_local = http.local_addr().map_err(RunError::Http)?;
     let grpc_incoming = tokio_stream::wrappers::ReceiverStream::new(crate::limits::accept(
         grpc,
         ports.grpc.clone(),
@@ -193,15 +190,18 @@ pub async fn run(
     ));
     let http_incoming = crate::limits::CappedListener {
         rx: crate::limits::accept(http, ports.http.clone(), "http"),
-        local: http_local,
     };
     readers.ports = Some(ports);
     let grpc_server = builder
         .add_service(ingest)
         .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone()));
     let stop_rx_drain = stop_rx.clone();
-    let http_server = axum::serve(http_incoming, api::router(readers, access))
-        .with_graceful_shutdown(stopped(stop_rx));
+    let http_server = crate::http::serve::serve(
+        http_incoming,
+        api::router(readers, access),
+        stopped(stop_rx),
+        crate::http::serve::HEADER_READ,
+    );
     // Asked to stop: connections get DRAIN to finish (SSE streams end with the state task);
     // whatever is still open then is dropped.
     let drain = {
@@ -211,11 +211,11 @@ pub async fn run(
             tokio::time::sleep(DRAIN).await;
         }
     };
-    let (g, h) = tokio::select! {
-        done = async { tokio::join!(grpc_server, http_server) } => done,
+    let g = tokio::select! {
+        (g, ()) = async { tokio::join!(grpc_server, http_server) } => g,
         _ = drain => {
             tracing::warn!(deadline = ?DRAIN, "Connections still open at the drain deadline: closed");
-            (Ok(()), Ok(()))
+            Ok(())
         }
     };
     let _ = watcher.await;
@@ -225,6 +225,5 @@ pub async fn run(
         return Err(RunError::StateTask);
     }
     g?;
-    h.map_err(RunError::Http)?;
     Ok(())
 }

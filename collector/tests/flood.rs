@@ -168,3 +168,75 @@ async fn eleven_hundred_idle_connections_on_each_port_with_1024_descriptors() {
     }
     drop((held_grpc, held_http, tx));
 }
+
+/// Slowloris: a client sends a request line, then one header line a second and never the blank
+/// line that ends them. The collector closes it once the header-read timeout (10 s) is over,
+/// counts it, and answers others meanwhile.
+#[tokio::test]
+async fn a_client_trickling_its_request_headers_is_cut_after_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (grpc, http) = (free_port(), free_port());
+    let config = support::config(dir.path(), grpc, http);
+    let _collector = Collector::start(&config, grpc, http, &[]).await;
+    let client = support::client();
+
+    let mut slow = TcpStream::connect(http).await.expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: vigie\r\n")
+        .await
+        .expect("request line");
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    let mut sent = 0;
+    let closed_after = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a client trickling its headers was still served after 30 s ({sent} header lines)"
+        );
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_secs(1), slow.read(&mut buf)).await {
+            // Closed (with or without a 408 first) or reset.
+            Ok(Ok(0) | Err(_)) => break started.elapsed(),
+            Ok(Ok(n)) => {
+                let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+                assert!(
+                    !answer.contains(" 200 "),
+                    "answered before its headers ended: {answer}"
+                );
+            }
+            Err(_) => {
+                if slow
+                    .write_all(format!("X-Trickle-{sent}: a\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    break started.elapsed();
+                }
+                sent += 1;
+                // Others are served meanwhile.
+                assert!(
+                    healthz(&client, http).await.is_some(),
+                    "/healthz during the trickle"
+                );
+            }
+        }
+    };
+    println!(
+        "slowloris: closed after {:.1}s and {sent} header lines",
+        closed_after.as_secs_f64()
+    );
+    assert!(
+        sent >= 5,
+        "closed before it could trickle: after {sent} lines"
+    );
+    assert!(
+        closed_after >= Duration::from_secs(9),
+        "closed after {closed_after:?}: before the 10 s header-read timeout"
+    );
+    let h = healthz(&client, http).await.expect("up");
+    assert!(
+        h["connections"]["http"]["slow_headers"].as_u64() >= Some(1),
+        "not counted: {}",
+        h["connections"]
+    );
+}

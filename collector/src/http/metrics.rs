@@ -369,7 +369,7 @@ pub fn render_health(store: &crate::store::StoreReport, state_running: bool) -> 
 /// The ports' connections against their caps, and the descriptor limit.
 pub fn render_ports(p: &crate::limits::Ports) -> String {
     type Read = fn(&crate::limits::PortReport) -> u64;
-    let series: [(&str, &str, &str, Read); 5] = [
+    let series: [(&str, &str, &str, Read); 6] = [
         (
             "open",
             "gauge",
@@ -396,6 +396,12 @@ pub fn render_ports(p: &crate::limits::Ports) -> String {
             "counter",
             "Idle connections closed at the cap to make room for a new one.",
             |r| r.evicted,
+        ),
+        (
+            "slow_headers_total",
+            "counter",
+            "API connections closed because a request's headers were not complete within 10 s.",
+            |r| r.slow_headers,
         ),
     ];
     let mut out = String::new();

@@ -4,4 +4,5 @@
 pub mod api;
 pub mod auth;
 pub mod metrics;
+pub mod serve;
 pub mod sse;

@@ -122,8 +122,13 @@ impl Notifier {
         let mut resolved = Vec::new();
         let blind = !v.blind_spots.is_empty();
         self.alerts.retain(|key, a| {
+            // Another cluster's: kept unless resolved long ago (a forgotten cluster has no
+            // update of its own).
+            if key.0 != v.cluster {
+                return a.ended_ms.is_none_or(|ended| now - ended < keep);
+            }
             // While blind, an alert whose finding is not seen may still hold: not resolved.
-            if key.0 != v.cluster || current.contains(key) || (blind && a.ended_ms.is_none()) {
+            if current.contains(key) || (blind && a.ended_ms.is_none()) {
                 return true;
             }
             match a.ended_ms {
@@ -140,20 +145,17 @@ impl Notifier {
         changed
     }
 
-    /// Drops a forgotten cluster's alerts: those still firing are sent resolved once (webhooks)
-    /// and no longer pushed (Alertmanager ends them at their `endsAt`).
+    /// Resolves a forgotten cluster's alerts: those still firing are sent resolved once
+    /// (webhooks) and pushed resolved to Alertmanager for as long as any resolved alert is, then
+    /// dropped (by a later update of any cluster).
     pub fn forget(&mut self, cluster: &str, now: i64) -> bool {
         let mut resolved = Vec::new();
-        self.alerts.retain(|key, a| {
-            if key.0 != cluster {
-                return true;
-            }
-            if a.ended_ms.is_none() {
+        for (key, a) in &mut self.alerts {
+            if key.0 == cluster && a.ended_ms.is_none() {
                 a.ended_ms = Some(now);
                 resolved.push(delivery(a, "resolved", now));
             }
-            false
-        });
+        }
         let changed = !resolved.is_empty();
         self.deliveries.extend(resolved);
         changed
@@ -336,6 +338,30 @@ mod tests {
         assert!(n.take_deliveries().is_empty());
         // Long after, the resolved alert is forgotten.
         n.update(&verdict(1_000_000, vec![]));
+        assert!(n.alerts().is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_cluster_s_alerts_are_sent_resolved_then_dropped() {
+        let mut n = Notifier::new(HashMap::new());
+        assert!(n.update(&verdict(
+            10_000,
+            vec![finding(Code::SplitBrain, Severity::Critical, 9_000)]
+        )));
+        n.take_deliveries();
+        assert!(n.forget("demo", 20_000));
+        // Still pushed, resolved, so that Alertmanager ends it now rather than at its endsAt.
+        assert_eq!(n.alerts().len(), 1);
+        assert_eq!(n.alerts()[0].ended_ms, Some(20_000));
+        let d = n.take_deliveries();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].body["state"], "resolved");
+        // Forgetting it again resolves nothing twice.
+        assert!(!n.forget("demo", 21_000));
+        // Another cluster's update, long after, drops it.
+        let mut other = verdict(1_000_000, vec![]);
+        other.cluster = "other".into();
+        n.update(&other);
         assert!(n.alerts().is_empty());
     }
 }
