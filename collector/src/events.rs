@@ -4,6 +4,8 @@
 //! age, surviving a restart), one transaction per tick.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -78,6 +80,8 @@ pub struct NodeEvent {
 pub struct EventLog {
     next_id: i64,
     live: broadcast::Sender<Value>,
+    /// The id of the last event broadcast (for an SSE resume: what it must read from the log).
+    sent: Arc<AtomicI64>,
     pending: Vec<Op>,
     retention: Duration,
     last_prune_ms: i64,
@@ -90,6 +94,7 @@ impl EventLog {
         EventLog {
             next_id,
             live,
+            sent: Arc::new(AtomicI64::new(next_id - 1)),
             pending: Vec::new(),
             retention,
             last_prune_ms: 0,
@@ -99,6 +104,12 @@ impl EventLog {
     /// The live stream's sender, for SSE subscribers.
     pub fn live(&self) -> broadcast::Sender<Value> {
         self.live.clone()
+    }
+
+    /// The id of the last event broadcast, kept up to date: set before the broadcast, so that
+    /// a subscriber that reads it after subscribing gets every later event live.
+    pub fn sent(&self) -> Arc<AtomicI64> {
+        self.sent.clone()
     }
 
     /// Records one event: broadcast now, written with this tick's transaction.
@@ -122,6 +133,7 @@ impl EventLog {
             kind,
             doc: doc.to_string(),
         });
+        self.sent.store(id, Ordering::Release);
         let _ = self.live.send(doc);
         // Drops events older than the retention, at most once a minute.
         if recorded_ms - self.last_prune_ms >= 60_000 {

@@ -138,6 +138,8 @@ pub struct Readers {
     pub events: Reader,
     /// Live events, fed by the state task (weak: subscriptions end with the task).
     pub live: tokio::sync::broadcast::WeakSender<serde_json::Value>,
+    /// The id of the last live event sent (read after subscribing: older ones are in the log).
+    pub live_sent: Arc<std::sync::atomic::AtomicI64>,
     pub store: Arc<StoreHealth>,
     /// Streams refused at `Hello` or cut, by reason, counted by ingest.
     pub refused: Arc<crate::ingest::Refusals>,
@@ -236,6 +238,7 @@ pub fn spawn(
             .insert(cluster, FindingHistory::restore(open, Now::read()));
     }
     let live = store.events.live().downgrade();
+    let live_sent = store.events.sent();
     let handle = tokio::spawn(run(store, rx, pub_tx, evaluate_every, shutdown));
     (
         tx.clone(),
@@ -244,6 +247,7 @@ pub fn spawn(
             commands: tx,
             events: persistence.reader,
             live,
+            live_sent,
             store: store_health,
             refused: Default::default(),
             ports: None,

@@ -387,6 +387,8 @@ async fn event_stream(
     let ask = crate::http::sse::Ask {
         cluster: q.cluster,
         after: resume.or(q.since),
+        // Read after subscribing: every later event comes live.
+        sent_before: r.live_sent.load(std::sync::atomic::Ordering::Acquire),
     };
     crate::http::sse::stream(rx, r.events.clone(), ask, place)
 }

@@ -59,6 +59,9 @@ pub struct Ask {
     pub cluster: Option<String>,
     /// Resume after this event id (none: live events only).
     pub after: Option<i64>,
+    /// The id of the last event broadcast before the stream subscribed to the live feed: a
+    /// resume reads up to it from the log, and everything after it comes live.
+    pub sent_before: i64,
 }
 
 /// What the feed sends, made an SSE event on the way out.
@@ -119,15 +122,15 @@ async fn feed(mut live: broadcast::Receiver<Value>, log: Reader, ask: Ask, tx: O
     // Every id up to `last` has been sent or was not wanted.
     let mut last = 0;
     if let Some(after) = ask.after {
-        // An id ahead of the log (a log recreated since): resume from its newest event.
-        let newest = log.max_id().await.unwrap_or(0);
-        match replay(&log, &ask, after.min(newest), i64::MAX, &tx).await {
+        // Up to the last event broadcast before the subscription, from the log (waiting for its
+        // commit); an id ahead of it (a log recreated since) resumes from there.
+        let upto = ask.sent_before;
+        match replay(&log, &ask, after.min(upto), upto, &tx).await {
             Ok(l) => last = l,
             Err(Ended::Gone) => return,
             Err(Ended::Lagged(last_id)) => return lagged(&tx, 0, last_id).await,
         }
     }
-    let mut caught_up = ask.after.is_none();
     loop {
         let doc = tokio::select! {
             // The client gone: its place is given back even if no event ever comes.
@@ -144,18 +147,6 @@ async fn feed(mut live: broadcast::Receiver<Value>, log: Reader, ask: Ask, tx: O
         if id <= last {
             continue; // replayed from the log already
         }
-        // Events recorded between the log's read and this subscription: from the log too.
-        if !caught_up && id > last + 1 {
-            match replay(&log, &ask, last, id, &tx).await {
-                Ok(_) => {}
-                Err(Ended::Gone) => return,
-                Err(Ended::Lagged(last_id)) => {
-                    let missed = u64::try_from(id - last_id - 1).unwrap_or(0);
-                    return lagged(&tx, missed, last_id).await;
-                }
-            }
-        }
-        caught_up = true;
         if wanted(&doc) && tx.send(Item::Vigie(doc)).await.is_err() {
             return;
         }
@@ -175,27 +166,25 @@ enum Ended {
     Lagged(i64),
 }
 
-/// Sends the logged events of `ask` with ids in (`after`, `before`), oldest first, page by page;
-/// returns the last id covered. With `before` bounded, first waits (at most [`COMMIT_WAIT`]) for
-/// the log to hold every event before it: short of that, `Lagged`, never a silent gap.
-async fn replay(log: &Reader, ask: &Ask, after: i64, before: i64, tx: &Out) -> Result<i64, Ended> {
-    if before != i64::MAX {
-        let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
-        while log.max_id().await.unwrap_or(0) < before - 1 {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Ended::Lagged(after));
-            }
-            tokio::select! {
-                _ = tx.closed() => return Err(Ended::Gone),
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
+/// Sends the logged events of `ask` with ids in (`after`, `upto`], oldest first, page by page,
+/// once the log holds every event up to `upto` (waiting at most [`COMMIT_WAIT`] for its commit:
+/// short of that, `Lagged`, never a silent gap); returns `upto`.
+async fn replay(log: &Reader, ask: &Ask, after: i64, upto: i64, tx: &Out) -> Result<i64, Ended> {
+    let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
+    while log.max_id().await.unwrap_or(0) < upto {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Ended::Lagged(after));
+        }
+        tokio::select! {
+            _ = tx.closed() => return Err(Ended::Gone),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
     let mut last = after;
     let mut sent = 0;
     loop {
         let page = log
-            .range(ask.cluster.clone(), last, before, PAGE)
+            .range(ask.cluster.clone(), last, upto.saturating_add(1), PAGE)
             .await
             .map_err(|_| Ended::Lagged(last))?;
         let full = page.len() == PAGE;
@@ -215,9 +204,8 @@ async fn replay(log: &Reader, ask: &Ask, after: i64, before: i64, tx: &Out) -> R
             return Err(Ended::Lagged(last));
         }
     }
-    // A bounded range is covered whole (another cluster's events in it are not wanted); an open
-    // one up to the last event sent: what comes after arrives live.
-    Ok(if before == i64::MAX { last } else { before - 1 })
+    // Covered whole: another cluster's events in the range are not wanted.
+    Ok(upto)
 }
 
 #[cfg(test)]
@@ -237,6 +225,7 @@ mod tests {
         let ask = Ask {
             cluster: None,
             after: None,
+            sent_before: 0,
         };
         feed(rx, opened.reader, ask, tx).await;
         assert_eq!(
@@ -258,6 +247,7 @@ mod tests {
         let ask = Ask {
             cluster: Some("quiet".into()),
             after: None,
+            sent_before: 0,
         };
         let fed = tokio::spawn(feed(rx, opened.reader, ask, tx));
         drop(out);
@@ -265,6 +255,58 @@ mod tests {
             .await
             .expect("the feed ends with its client")
             .expect("joined");
+    }
+
+    fn event(id: i64) -> crate::store::Op {
+        crate::store::Op::Event {
+            id,
+            recorded_ms: id,
+            at_ms: id,
+            cluster: "demo".into(),
+            kind: "verdict",
+            doc: json!({"id": id, "cluster": "demo"}).to_string(),
+        }
+    }
+
+    async fn next_id(out: &mut mpsc::Receiver<Item>) -> Option<i64> {
+        match tokio::time::timeout(Duration::from_secs(5), out.recv()).await {
+            Ok(Some(Item::Vigie(doc))) => doc["id"].as_i64(),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// Events broadcast before the stream subscribed but committed after it first read the log
+    /// are sent at once, in order, not held until the next live event.
+    #[tokio::test]
+    async fn a_resume_gets_what_was_broadcast_before_it_subscribed_as_soon_as_it_is_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opened = crate::store::open(&dir.path().join("events.db")).expect("store");
+        let (q, _writer) = crate::store::spawn_writer(opened.writer);
+        q.send((1..=3).map(event).collect());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while opened.reader.max_id().await.unwrap_or(0) < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "never committed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Events 4 and 5 went out before the subscription; their commit is late.
+        let (live, rx) = broadcast::channel(16);
+        let (tx, mut out) = mpsc::channel(64);
+        let ask = Ask {
+            cluster: None,
+            after: Some(2),
+            sent_before: 5,
+        };
+        let fed = tokio::spawn(feed(rx, opened.reader.clone(), ask, tx));
+        q.send(vec![event(4), event(5)]);
+        assert_eq!(next_id(&mut out).await, Some(3));
+        assert_eq!(next_id(&mut out).await, Some(4));
+        assert_eq!(next_id(&mut out).await, Some(5));
+        // Then live, without a repeat.
+        let _ = live.send(json!({"id": 5, "cluster": "demo"}));
+        let _ = live.send(json!({"id": 6, "cluster": "demo"}));
+        assert_eq!(next_id(&mut out).await, Some(6));
+        drop(out);
+        let _ = fed.await;
     }
 
     #[test]
