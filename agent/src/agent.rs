@@ -56,7 +56,7 @@ type Postmaster = Option<(u32, ProcStat)>;
 struct PgState {
     session: PgSession,
     accept: AcceptProbe,
-    postmaster: OffThread<(), Postmaster>,
+    postmaster: OffThread<postgres_accept::PostmasterSeen, Postmaster>,
     lag: LagTracker,
     last_failed: bool,
     /// The last snapshot showed (almost) no free connection slot.
@@ -136,7 +136,7 @@ impl Agent {
             PgState {
                 session,
                 accept,
-                postmaster: OffThread::new(ProbeId::PostgresAccept, ()),
+                postmaster: OffThread::new(ProbeId::PostgresAccept, None),
                 lag: LagTracker::default(),
                 last_failed: false,
                 slots_tight: false,
@@ -225,7 +225,7 @@ impl Agent {
                     t,
                     haproxy_backends::probe(&http.haproxy, h)
                 ),
-                process.probe(t, ProcessProbe::probe),
+                process.probe_fast_first(t, ProcessProbe::known, ProcessProbe::probe),
             );
             vec![rw, ro, backends, process]
         };
@@ -250,7 +250,7 @@ impl Agent {
                     t,
                     etcd_health::probe(&http.etcd, &e.client_url)
                 ),
-                process.probe(t, ProcessProbe::probe),
+                process.probe_fast_first(t, ProcessProbe::known, ProcessProbe::probe),
             );
             vec![c, p, h, process]
         };
@@ -291,7 +291,7 @@ impl Agent {
                     t,
                     patroni_cluster::probe(&http.patroni, &p.url, &cfg.node, lag_warning)
                 ),
-                process.probe(t, ProcessProbe::probe),
+                process.probe_fast_first(t, ProcessProbe::known, ProcessProbe::probe),
             );
             (
                 vec![port, health, node, cluster.0, process],
@@ -346,10 +346,16 @@ impl Agent {
             let (Some(state), Some(backend)) = (pg.as_mut(), backend) else {
                 return None;
             };
+            if let Some(known) = state
+                .postmaster
+                .inline(|seen| postgres_accept::postmaster_known(seen, backend))
+            {
+                return known;
+            }
             // Unread, the postmaster is judged like one in another pid namespace: by the login.
             state
                 .postmaster
-                .call(t, move |_| postgres_accept::postmaster_of(backend))
+                .call(t, move |seen| postgres_accept::postmaster_of(seen, backend))
                 .await
                 .unwrap_or_else(|r| {
                     tracing::debug!(message = %r.message, "Postmaster state unread");

@@ -240,8 +240,17 @@ impl AcceptProbe {
     }
 }
 
-/// The postmaster that forked `backend_pid`, when it runs on this host (same pid namespace).
-pub fn postmaster_of(backend_pid: i32) -> Option<(u32, procfs::ProcStat)> {
+/// The postmaster found through a backend: (backend pid, postmaster pid, its start time).
+pub type PostmasterSeen = Option<(i32, u32, u64)>;
+
+/// The postmaster that forked `backend_pid`, when it runs on this host (same pid namespace),
+/// remembered in `seen` for [`postmaster_known`]. Reads the backend's `cmdline`, which waits on
+/// its memory lock: off the runtime's thread.
+pub fn postmaster_of(
+    seen: &mut PostmasterSeen,
+    backend_pid: i32,
+) -> Option<(u32, procfs::ProcStat)> {
+    *seen = None;
     let backend = u32::try_from(backend_pid).ok()?;
     let argv = procfs::read_cmdline(backend)?;
     // A backend's title is "postgres: …": anything else means another pid namespace.
@@ -249,7 +258,24 @@ pub fn postmaster_of(backend_pid: i32) -> Option<(u32, procfs::ProcStat)> {
         return None;
     }
     let ppid = procfs::read_stat(backend)?.ppid;
-    Some((ppid, procfs::read_stat(ppid)?))
+    let stat = procfs::read_stat(ppid)?;
+    *seen = Some((backend_pid, ppid, stat.start_ticks));
+    Some((ppid, stat))
+}
+
+/// The postmaster's state from what [`postmaster_of`] found for this same backend: one
+/// `/proc/PID/stat` read (no lock the process can hold), safe on the runtime's thread. `None`:
+/// another backend, or that postmaster is gone.
+pub fn postmaster_known(
+    seen: &PostmasterSeen,
+    backend_pid: i32,
+) -> Option<Option<(u32, procfs::ProcStat)>> {
+    let (backend, pid, start) = (*seen)?;
+    if backend != backend_pid {
+        return None;
+    }
+    let stat = procfs::read_stat(pid).filter(|s| s.exists() && s.start_ticks == start)?;
+    Some(Some((pid, stat)))
 }
 
 #[cfg(test)]

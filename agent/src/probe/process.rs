@@ -32,8 +32,23 @@ impl ProcessProbe {
         }
     }
 
+    /// The whole probe: the remembered process, or a scan of the process table (whose
+    /// `/proc/PID/cmdline` reads wait on each process's memory lock: run it off the runtime's
+    /// thread).
     pub fn probe(&mut self) -> crate::result::ProbeResult {
-        let found = self.find();
+        let found = self.known_stat().or_else(|| self.scan());
+        self.judge(found)
+    }
+
+    /// The probe from the remembered process alone, if it still runs: one `/proc/PID/stat`
+    /// read, which takes no lock the process can hold (unlike `cmdline`), so it is safe on the
+    /// runtime's thread. `None`: a scan is needed ([`ProcessProbe::probe`]).
+    pub fn known(&mut self) -> Option<crate::result::ProbeResult> {
+        let found = self.known_stat()?;
+        Some(self.judge(Some(found)))
+    }
+
+    fn judge(&self, found: Option<(u32, ProcStat)>) -> crate::result::ProbeResult {
         let what = describe(&self.matcher);
         match found {
             None => self.id.critical(format!("no process {what} is running")),
@@ -57,15 +72,18 @@ impl ProcessProbe {
         }
     }
 
-    fn find(&mut self) -> Option<(u32, ProcStat)> {
-        if let Some((pid, start)) = self.known
-            && let Some(stat) = procfs::read_stat(pid)
-            && stat.exists()
-            && stat.start_ticks == start
-        {
-            return Some((pid, stat));
+    fn known_stat(&mut self) -> Option<(u32, ProcStat)> {
+        let (pid, start) = self.known?;
+        match procfs::read_stat(pid) {
+            Some(stat) if stat.exists() && stat.start_ticks == start => Some((pid, stat)),
+            _ => {
+                self.known = None;
+                None
+            }
         }
-        self.known = None;
+    }
+
+    fn scan(&mut self) -> Option<(u32, ProcStat)> {
         let mut pids = procfs::all_pids();
         pids.sort_unstable();
         for pid in pids {
@@ -155,6 +173,36 @@ mod tests {
             assert_eq!(matches(&matcher, cmd), expected, "{matcher:?} on {cmd:?}");
         }
         assert!(!matches(&m("patroni", None), &[]));
+    }
+
+    #[test]
+    fn a_found_process_is_then_read_from_its_pid_alone_until_it_is_gone() {
+        let marker = format!("{}.5", 3000 + std::process::id() % 1000);
+        let mut child = std::process::Command::new("sleep")
+            .arg(&marker)
+            .spawn()
+            .expect("sleep");
+        let mut p = ProcessProbe::new(ProbeId::EtcdProcess, m("sleep", Some(&marker)));
+        assert!(p.known().is_none(), "nothing remembered before a scan");
+        let scanned = p.probe();
+        assert_eq!(
+            scanned.status,
+            crate::result::Status::Ok,
+            "{}",
+            scanned.message
+        );
+        let fast = p.known().expect("the remembered pid answers");
+        assert_eq!(fast.message, scanned.message);
+        assert!(
+            fast.message.contains(&child.id().to_string()),
+            "{}",
+            fast.message
+        );
+        child.kill().expect("kill");
+        child.wait().expect("reaped");
+        assert!(p.known().is_none(), "a gone process needs a scan");
+        let r = p.probe();
+        assert_eq!(r.status, crate::result::Status::Critical, "{}", r.message);
     }
 
     #[test]
