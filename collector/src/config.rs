@@ -460,7 +460,10 @@ fn writable(path: &Path) -> Result<(), String> {
         }
         if d.is_dir() {
             // A new file of our own (never through a symbolic link someone left there).
-            let probe = d.join(format!(".vigie-write-check-{}", std::process::id()));
+            // Unique per call too: two checks at once (threads) must not meet on one name.
+            static CHECKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let probe = d.join(format!(".vigie-write-check-{}-{n}", std::process::id()));
             return std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
