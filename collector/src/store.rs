@@ -5,7 +5,7 @@
 //! it never stops the verdict or the live event stream.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, params};
@@ -63,6 +63,10 @@ pub struct StoreHealth {
     /// The last transaction failed, or writes were dropped since the last one that landed.
     pub failing: AtomicBool,
     pub last_error: Mutex<Option<String>>,
+    /// Every event with an id up to this one is in the log, or never will be (its write failed;
+    /// ids from a prune are gone too): what an SSE resume waits for instead of the log's
+    /// largest id, which a prune can leave behind.
+    pub settled_id: AtomicI64,
 }
 
 impl StoreHealth {
@@ -240,11 +244,32 @@ impl WriteQueue {
 pub fn spawn_writer(db: Connection) -> (WriteQueue, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Vec<Op>>(QUEUE_TICKS);
     let health = Arc::new(StoreHealth::default());
+    // AUTOINCREMENT's counter: every id up to it was written before (some since pruned).
+    let written: i64 = db
+        .query_row(
+            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0);
+    health.settled_id.store(written, Ordering::Release);
     let h = health.clone();
     let handle = tokio::task::spawn_blocking(move || {
         let mut db = db;
         while let Some(ops) = rx.blocking_recv() {
-            match write(&mut db, &ops) {
+            let newest = ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Event { id, .. } => Some(*id),
+                    _ => None,
+                })
+                .max();
+            let written = write(&mut db, &ops);
+            // Landed or lost for good: either way no resume should wait for these ids.
+            if let Some(id) = newest {
+                h.settled_id.fetch_max(id, Ordering::AcqRel);
+            }
+            match written {
                 Ok(()) => {
                     h.transactions.fetch_add(1, Ordering::Relaxed);
                     h.failing.store(false, Ordering::Relaxed);

@@ -390,5 +390,9 @@ async fn event_stream(
         // Read after subscribing: every later event comes live.
         sent_before: r.live_sent.load(std::sync::atomic::Ordering::Acquire),
     };
-    crate::http::sse::stream(rx, r.events.clone(), ask, place)
+    let log = crate::http::sse::Log {
+        reader: r.events.clone(),
+        writer: r.store.clone(),
+    };
+    crate::http::sse::stream(rx, log, ask, place)
 }

@@ -12,7 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::store::Reader;
+use crate::store::{Reader, StoreHealth};
 
 /// Streams served at once; one more is refused with 503.
 pub const MAX_CLIENTS: usize = 256;
@@ -97,7 +97,7 @@ impl Item {
 /// The stream for `ask`, fed by a task that holds `place` until the client goes.
 pub fn stream(
     live: broadcast::Receiver<Value>,
-    log: Reader,
+    log: Log,
     ask: Ask,
     place: Place,
 ) -> axum::response::Response {
@@ -117,7 +117,14 @@ pub fn stream(
 
 type Out = mpsc::Sender<Item>;
 
-async fn feed(mut live: broadcast::Receiver<Value>, log: Reader, ask: Ask, tx: Out) {
+/// The event log as a stream reads it: its read-only connection, and how far its writer got.
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub reader: Reader,
+    pub writer: Arc<StoreHealth>,
+}
+
+async fn feed(mut live: broadcast::Receiver<Value>, log: Log, ask: Ask, tx: Out) {
     let wanted = |doc: &Value| ask.cluster.as_deref().is_none_or(|c| doc["cluster"] == c);
     // Every id up to `last` has been sent or was not wanted.
     let mut last = 0;
@@ -169,9 +176,9 @@ enum Ended {
 /// Sends the logged events of `ask` with ids in (`after`, `upto`], oldest first, page by page,
 /// once the log holds every event up to `upto` (waiting at most [`COMMIT_WAIT`] for its commit:
 /// short of that, `Lagged`, never a silent gap); returns `upto`.
-async fn replay(log: &Reader, ask: &Ask, after: i64, upto: i64, tx: &Out) -> Result<i64, Ended> {
+async fn replay(log: &Log, ask: &Ask, after: i64, upto: i64, tx: &Out) -> Result<i64, Ended> {
     let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
-    while log.max_id().await.unwrap_or(0) < upto {
+    while log.writer.settled_id.load(Ordering::Acquire) < upto {
         if tokio::time::Instant::now() >= deadline {
             return Err(Ended::Lagged(after));
         }
@@ -184,6 +191,7 @@ async fn replay(log: &Reader, ask: &Ask, after: i64, upto: i64, tx: &Out) -> Res
     let mut sent = 0;
     loop {
         let page = log
+            .reader
             .range(ask.cluster.clone(), last, upto.saturating_add(1), PAGE)
             .await
             .map_err(|_| Ended::Lagged(last))?;
@@ -227,7 +235,7 @@ mod tests {
             after: None,
             sent_before: 0,
         };
-        feed(rx, opened.reader, ask, tx).await;
+        feed(rx, test_log(opened.reader), ask, tx).await;
         assert_eq!(
             out.recv().await,
             Some(Item::Lagged {
@@ -249,12 +257,20 @@ mod tests {
             after: None,
             sent_before: 0,
         };
-        let fed = tokio::spawn(feed(rx, opened.reader, ask, tx));
+        let fed = tokio::spawn(feed(rx, test_log(opened.reader), ask, tx));
         drop(out);
         tokio::time::timeout(Duration::from_secs(5), fed)
             .await
             .expect("the feed ends with its client")
             .expect("joined");
+    }
+
+    /// A log whose writer has settled nothing yet (an empty store).
+    fn test_log(reader: Reader) -> Log {
+        Log {
+            reader,
+            writer: Arc::new(StoreHealth::default()),
+        }
     }
 
     fn event(id: i64) -> crate::store::Op {
@@ -284,7 +300,7 @@ mod tests {
         let (q, _writer) = crate::store::spawn_writer(opened.writer);
         q.send((1..=3).map(event).collect());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while opened.reader.max_id().await.unwrap_or(0) < 3 {
+        while q.health().settled_id.load(Ordering::Acquire) < 3 {
             assert!(tokio::time::Instant::now() < deadline, "never committed");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -296,7 +312,11 @@ mod tests {
             after: Some(2),
             sent_before: 5,
         };
-        let fed = tokio::spawn(feed(rx, opened.reader.clone(), ask, tx));
+        let log = Log {
+            reader: opened.reader.clone(),
+            writer: q.health().clone(),
+        };
+        let fed = tokio::spawn(feed(rx, log, ask, tx));
         q.send(vec![event(4), event(5)]);
         assert_eq!(next_id(&mut out).await, Some(3));
         assert_eq!(next_id(&mut out).await, Some(4));
