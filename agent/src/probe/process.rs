@@ -184,13 +184,16 @@ mod tests {
             .expect("sleep");
         let mut p = ProcessProbe::new(ProbeId::EtcdProcess, m("sleep", Some(&marker)));
         assert!(p.known().is_none(), "nothing remembered before a scan");
-        let scanned = p.probe();
-        assert_eq!(
-            scanned.status,
-            crate::result::Status::Ok,
-            "{}",
-            scanned.message
-        );
+        // Until the child has exec'd, its command line is still this test's: poll the scan.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let scanned = loop {
+            let r = p.probe();
+            if r.status == crate::result::Status::Ok {
+                break r;
+            }
+            assert!(std::time::Instant::now() < deadline, "{}", r.message);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         let fast = p.known().expect("the remembered pid answers");
         assert_eq!(fast.message, scanned.message);
         assert!(
