@@ -163,14 +163,7 @@ pub fn open(path: &Path) -> Result<Opened, StoreError> {
                  PRIMARY KEY (cluster, code, nodes));",
         )
         .map_err(err)?;
-    // AUTOINCREMENT's counter, not max(id): ids are never reused, even after a prune.
-    let last: i64 = writer
-        .query_row(
-            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(err)?;
+    let last = last_event_id(&writer).map_err(err)?;
     let open = load_open(&writer).map_err(err)?;
     let ro = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_URI
@@ -244,15 +237,10 @@ impl WriteQueue {
 pub fn spawn_writer(db: Connection) -> (WriteQueue, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Vec<Op>>(QUEUE_TICKS);
     let health = Arc::new(StoreHealth::default());
-    // AUTOINCREMENT's counter: every id up to it was written before (some since pruned).
-    let written: i64 = db
-        .query_row(
-            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap_or(0);
-    health.settled_id.store(written, Ordering::Release);
+    // Every id up to it was written before (some since pruned).
+    health
+        .settled_id
+        .store(last_event_id(&db).unwrap_or(0), Ordering::Release);
     let h = health.clone();
     let handle = tokio::task::spawn_blocking(move || {
         let mut db = db;
@@ -287,6 +275,16 @@ pub fn spawn_writer(db: Connection) -> (WriteQueue, tokio::task::JoinHandle<()>)
         h.writer_stopped.store(true, Ordering::Relaxed);
     });
     (WriteQueue { tx, health }, handle)
+}
+
+/// The id of the last event ever written: AUTOINCREMENT's counter, not max(id), since ids are
+/// never reused, even after a prune.
+fn last_event_id(db: &Connection) -> rusqlite::Result<i64> {
+    db.query_row(
+        "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
+        [],
+        |r| r.get(0),
+    )
 }
 
 fn write(db: &mut Connection, ops: &[Op]) -> rusqlite::Result<()> {

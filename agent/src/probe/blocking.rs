@@ -200,6 +200,22 @@ mod tests {
         }
     }
 
+    /// Calls again until the late call has returned and a new one answers (5 s at most).
+    async fn answered(
+        probe: &mut OffThread<u32, u32>,
+        gate: &Arc<Gate>,
+        calls: &Arc<AtomicUsize>,
+    ) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match probe.call(TIMEOUT, counting(gate, calls)).await {
+                Ok(n) => return n,
+                Err(r) => assert!(Instant::now() < deadline, "never returned: {}", r.message),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
     async fn an_answer_in_time_is_returned_and_the_state_kept() {
         let mut probe = OffThread::new(ProbeId::SystemDisk, 0u32);
@@ -251,14 +267,7 @@ mod tests {
 
         gate.open();
         // The late call counted 1 on the state it returned; the next call runs on it.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let n = loop {
-            match probe.call(TIMEOUT, counting(&gate, &calls)).await {
-                Ok(n) => break n,
-                Err(r) => assert!(Instant::now() < deadline, "never returned: {}", r.message),
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let n = answered(&mut probe, &gate, &calls).await;
         assert_eq!(n, 2);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
@@ -302,14 +311,7 @@ mod tests {
         assert!(blocked.is_err());
         assert_eq!(probe.inline(|n| Some(*n)), None);
         gate.open();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let n = loop {
-            match probe.call(TIMEOUT, counting(&gate, &calls)).await {
-                Ok(n) => break n,
-                Err(r) => assert!(Instant::now() < deadline, "never returned: {}", r.message),
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let n = answered(&mut probe, &gate, &calls).await;
         // 10 from the inline run, +1 by the late call, +1 by this one.
         assert_eq!(n, 12);
         assert_eq!(probe.inline(|n| Some(*n)), Some(12));
