@@ -25,8 +25,8 @@ use crate::probe::system_disk::FsUsageReader;
 use crate::probe::{
     Outcome, ProbeId, etcd_health, fmt_duration, haproxy_backends, haproxy_port, patroni_cluster,
     patroni_health, patroni_node, postgres_accept, postgres_connections, postgres_locks,
-    postgres_recovery, postgres_replication, postgres_wal_receiver, system_disk, system_memory,
-    tcp, timed,
+    postgres_recovery, postgres_replication, postgres_wal_receiver, postgres_wal_retention,
+    postgres_xmin_horizon, system_disk, system_memory, tcp, timed,
 };
 use crate::procfs::ProcStat;
 use crate::result::{ProbeResult, unix_ms};
@@ -412,6 +412,8 @@ fn sql_results(
         ProbeId::PostgresRecovery,
         ProbeId::PostgresReplication,
         ProbeId::PostgresReplicationLag,
+        ProbeId::PostgresWalRetention,
+        ProbeId::PostgresXminHorizon,
     ];
     let mut out: Vec<ProbeResult> = match &snapshot {
         Ok(snap) => {
@@ -429,6 +431,8 @@ fn sql_results(
                 postgres_recovery::judge(&ctx),
                 postgres_replication::judge(&ctx),
                 state.lag.judge(&ctx),
+                postgres_wal_retention::judge(&ctx),
+                postgres_xmin_horizon::judge(&ctx),
             ]
         }
         Err(e) => sql_ids

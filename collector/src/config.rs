@@ -304,6 +304,23 @@ pub struct VerdictConfig {
     /// CONNECTIONS_SATURATED warns (default 90; at 100 new logins are refused).
     #[serde(default = "default_connections_warning_percent")]
     pub connections_warning_percent: f64,
+    /// WAL_RETENTION warns when an inactive replication slot retains this many bytes of WAL
+    /// (default 1 GiB)…
+    #[serde(default = "default_wal_retention_warning_bytes")]
+    pub wal_retention_warning_bytes: u64,
+    /// …and is critical when the disk is full within this long at the WAL rate seen (default 1h).
+    #[serde(default = "default_wal_full_critical", deserialize_with = "duration")]
+    pub wal_full_critical: Duration,
+    /// The window the WAL rate is measured over (default 5m).
+    #[serde(default = "default_wal_rate_window", deserialize_with = "duration")]
+    pub wal_rate_window: Duration,
+    /// XMIN_HORIZON_HELD warns on a transaction open this long that holds the xmin horizon
+    /// (default 30m)…
+    #[serde(default = "default_xmin_hold_warning", deserialize_with = "duration")]
+    pub xmin_hold_warning: Duration,
+    /// …or on any holder this many transactions old (default 100000000).
+    #[serde(default = "default_xmin_age_warning")]
+    pub xmin_age_warning: u64,
 }
 
 impl Default for VerdictConfig {
@@ -321,6 +338,11 @@ impl Default for VerdictConfig {
             lag_critical: default_lag_critical(),
             clock_skew: default_clock_skew(),
             connections_warning_percent: default_connections_warning_percent(),
+            wal_retention_warning_bytes: default_wal_retention_warning_bytes(),
+            wal_full_critical: default_wal_full_critical(),
+            wal_rate_window: default_wal_rate_window(),
+            xmin_hold_warning: default_xmin_hold_warning(),
+            xmin_age_warning: default_xmin_age_warning(),
         }
     }
 }
@@ -341,6 +363,11 @@ impl VerdictConfig {
             stall_min_ms: ms(self.stream_stall),
             connections_warning_percent: self.connections_warning_percent,
             forget_after_ms: ms(self.forget_after),
+            wal_retention_warning_bytes: self.wal_retention_warning_bytes,
+            wal_full_critical_ms: ms(self.wal_full_critical),
+            wal_rate_window_ms: ms(self.wal_rate_window),
+            xmin_hold_warning_s: self.xmin_hold_warning.as_secs_f64(),
+            xmin_age_warning: self.xmin_age_warning,
             ..Policy::default()
         }
     }
@@ -379,6 +406,21 @@ fn default_events_path() -> PathBuf {
 }
 fn default_retention() -> Duration {
     Duration::from_secs(30 * 24 * 3600)
+}
+fn default_wal_retention_warning_bytes() -> u64 {
+    1 << 30
+}
+fn default_wal_full_critical() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_wal_rate_window() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_xmin_hold_warning() -> Duration {
+    Duration::from_secs(1800)
+}
+fn default_xmin_age_warning() -> u64 {
+    100_000_000
 }
 fn default_connections_warning_percent() -> f64 {
     90.0
@@ -653,6 +695,12 @@ pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::new(
             "verdict.connections_warning_percent",
             "must be above 0 and at most 100",
+        ));
+    }
+    if cfg.verdict.wal_rate_window < Duration::from_secs(30) {
+        return Err(ConfigError::new(
+            "verdict.wal_rate_window",
+            "must be at least 30s",
         ));
     }
     if cfg.verdict.stale_intervals < 2 {

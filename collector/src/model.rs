@@ -169,6 +169,22 @@ impl LsnSeries {
         self.samples.back().copied()
     }
 
+    /// The WAL rate in bytes per second over the last `window_ms` before `now_ms`: from the last
+    /// sample at or before the window's start (or the oldest kept) to the latest position,
+    /// over the time up to now (an idle spell since counts as such). `None` over less than ten
+    /// seconds of samples or when the position has not moved: no rate to extrapolate.
+    pub fn rate_bps(&self, now_ms: i64, window_ms: i64) -> Option<f64> {
+        let (_, latest) = self.latest()?;
+        let start = now_ms - window_ms;
+        let i = self.samples.partition_point(|&(t, _)| t <= start);
+        let (t0, l0) = self.samples.get(i.saturating_sub(1)).copied()?;
+        let span_ms = now_ms - t0;
+        if span_ms < 10_000 || latest <= l0 {
+            return None;
+        }
+        Some((latest - l0) as f64 * 1_000.0 / span_ms as f64)
+    }
+
     /// When the position first went past `lsn`.
     pub fn passed(&self, lsn: u64) -> Passed {
         let i = self.samples.partition_point(|&(_, l)| l <= lsn);
@@ -183,6 +199,27 @@ impl LsnSeries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_is_measured_over_the_window_up_to_now() {
+        let mut s = LsnSeries::default();
+        assert_eq!(s.rate_bps(0, 300_000), None);
+        // 1 MiB/s for 60 s, sampled every second.
+        for i in 0..=60 {
+            s.record(i * 1_000, (i as u64) << 20);
+        }
+        assert_eq!(s.rate_bps(60_000, 300_000), Some(1_048_576.0));
+        // Thirty idle seconds later, the same bytes over 90 s.
+        let r = s.rate_bps(90_000, 300_000).expect("a rate");
+        assert!((r - 60.0 * 1_048_576.0 / 90.0).abs() < 1.0, "{r}");
+        // A window of 20 s: from the sample 20 s before now.
+        assert_eq!(s.rate_bps(60_000, 20_000), Some(1_048_576.0));
+        // Under ten seconds of history: no rate.
+        let mut short = LsnSeries::default();
+        short.record(0, 0);
+        short.record(5_000, 1 << 20);
+        assert_eq!(short.rate_bps(5_000, 300_000), None);
+    }
 
     #[test]
     fn the_series_says_when_a_position_was_passed() {

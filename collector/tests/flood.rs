@@ -37,6 +37,44 @@ async fn hold(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     held
 }
 
+/// An admitted agent's stream: its sender, the collector's messages, and the first of them.
+type Admitted = (
+    mpsc::Sender<v1::AgentMessage>,
+    tonic::Streaming<v1::CollectorMessage>,
+    Option<v1::collector_message::Msg>,
+);
+
+/// One agent's try: connects to `grpc`, says hello, sends an empty batch; the collector's reply.
+async fn admit(grpc: SocketAddr) -> Result<Admitted, String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .expect("url")
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(support::hello("lb1")).await.expect("queue");
+    tx.send(v1::AgentMessage {
+        msg: Some(v1::agent_message::Msg::Batch(v1::ResultBatch {
+            seq: 1,
+            results: vec![],
+            dropped: 0,
+        })),
+    })
+    .await
+    .expect("queue");
+    let mut inbound = v1::ingest_client::IngestClient::new(channel)
+        .stream(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| format!("stream: {e}"))?
+        .into_inner();
+    let reply = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .map_err(|_| "no reply in 10 s".to_string())?
+        .map_err(|e| format!("reply: {e}"))?;
+    Ok((tx, inbound, reply.and_then(|m| m.msg)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eleven_hundred_idle_connections_on_each_port_with_1024_descriptors() {
     vigie_proto::tls::install_crypto_provider();
@@ -83,41 +121,31 @@ async fn eleven_hundred_idle_connections_on_each_port_with_1024_descriptors() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-        .expect("url")
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .expect("a new agent connects during the flood");
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(support::hello("lb1")).await.expect("queue");
-    tx.send(v1::AgentMessage {
-        msg: Some(v1::agent_message::Msg::Batch(v1::ResultBatch {
-            seq: 1,
-            results: vec![],
-            dropped: 0,
-        })),
-    })
-    .await
-    .expect("queue");
-    let mut inbound = v1::ingest_client::IngestClient::new(channel)
-        .stream(ReceiverStream::new(rx))
-        .await
-        .expect("admitted during the flood")
-        .into_inner();
-    let ack = tokio::time::timeout(Duration::from_secs(10), inbound.message())
-        .await
-        .expect("acked in time");
+    // A new agent arriving within the eviction grace of the flood finds every held connection
+    // too young to evict and is refused; like the real agent, it reconnects after a backoff.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut attempts = 0;
+    let (tx, _inbound, ack) = loop {
+        attempts += 1;
+        match admit(grpc).await {
+            Ok(ack) => break ack,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no new agent admitted during the flood after {attempts} attempts: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert!(
         matches!(
-            ack.as_ref().ok().cloned().flatten().and_then(|m| m.msg),
+            ack,
             Some(v1::collector_message::Msg::Ack(v1::Ack { seq: 1 }))
         ),
         "{ack:?}"
     );
     let rss_during = rss_kib(pid);
     println!(
-        "flood: {} + {} connections held; collector RSS {} KiB before, {} KiB during; /healthz during: {}",
+        "flood: {} + {} connections held; a new agent admitted at attempt {attempts}; collector RSS {} KiB before, {} KiB during; /healthz during: {}",
         held_grpc.len(),
         held_http.len(),
         rss_before,

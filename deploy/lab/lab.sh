@@ -205,7 +205,7 @@ write_configs() {
     local dir ip
     dir=$(node_dir "$n")
     ip=$(node_ip "$n")
-    mkdir -p "$dir/bin" "$BASE/etcd$n"
+    mkdir -p "$dir/bin" "$dir/archive" "$BASE/etcd$n"
     chmod 700 "$BASE/etcd$n"
     # Patroni starts PostgreSQL through this bin_dir. `postgres` is a wrapper that refuses to
     # start while the stop-pg fault holds, so Patroni cannot restart the stopped instance; every
@@ -279,6 +279,11 @@ bootstrap:
         max_wal_senders: 10
         max_replication_slots: 10
         max_connections: 50
+        # Archived to the node's own directory (next to its data directory: the archiver runs
+        # in it). Copied then renamed, so that a segment copied twice (an archiver restarted
+        # after its copy) is no failure.
+        archive_mode: "on"
+        archive_command: "cp %p ../archive/%f.part && mv ../archive/%f.part ../archive/%f"
   initdb:
     - encoding: UTF8
     - locale: C.UTF-8
@@ -602,7 +607,10 @@ cmd_down() {
   stop_haproxy
   for n in "${NODES[@]}"; do
     if [ -e "$(pidfile "hold$n")" ]; then fault_release_connections "$n"; fi
+    if [ -e "$(pidfile "snapshot$n")" ]; then fault_release_snapshot "$n"; fi
+    if [ -e "$RUN/archive-failing$n" ]; then fault_repair_archiving "$n"; fi
   done
+  if [ -e "$RUN/forgotten-slot" ]; then fault_drop_forgotten_slot; fi
   for n in "${NODES[@]}"; do
     pid=$(recorded_pid "patroni$n")
     if alive "$pid" "$(patroni_pattern "$n")"; then kill -CONT "$pid"; kill -TERM "$pid"; fi
@@ -634,7 +642,10 @@ cmd_repair() {
     if alive "$pid" "$(etcd_pattern "$n")"; then kill -CONT "$pid"; fi
     if [ -e "$RUN/misrouted$n" ] && running haproxy "$(haproxy_pattern)"; then fault_unmisroute_rw "$n"; fi
     if [ -e "$(pidfile "hold$n")" ]; then fault_release_connections "$n"; fi
+    if [ -e "$(pidfile "snapshot$n")" ]; then fault_release_snapshot "$n"; fi
+    if [ -e "$RUN/archive-failing$n" ]; then fault_repair_archiving "$n"; fi
   done
+  if [ -e "$RUN/forgotten-slot" ]; then fault_drop_forgotten_slot; fi
   for n in "${NODES[@]}"; do reinit_promoted "$n"; done
   cmd_up
   if [ "$(cluster_json | jq -r '.pause // false')" = true ]; then fault_pause resume; fi
@@ -901,6 +912,90 @@ fault_release_connections() {
   log "node$n: application connections released"
 }
 
+# forgotten-slot / drop-forgotten-slot: a permanent physical slot in Patroni's configuration
+# that nothing consumes (a decommissioned standby, a backup tool that is gone): Patroni creates
+# it reserving WAL from now, and every segment written since stays in pg_wal.
+FORGOTTEN_SLOT=lab_forgotten
+slot_on_leader() {
+  local leader
+  leader=$(leader_node) || return 1
+  [ "$(psql_node "$leader" "select count(*) from pg_replication_slots where slot_name = '$FORGOTTEN_SLOT' and restart_lsn is not null")" = "$1" ]
+}
+patch_config() {
+  local leader
+  leader=$(leader_node) || die "no leader right now"
+  lab_curl -fsS -m 10 -XPATCH "$(scheme)://$(node_ip "$leader"):8008/config" \
+    -H 'Content-Type: application/json' -d "$1" >/dev/null || die "Patroni refused PATCH /config $1"
+}
+fault_forgotten_slot() {
+  patch_config "{\"slots\": {\"$FORGOTTEN_SLOT\": {\"type\": \"physical\"}}}"
+  : >"$RUN/forgotten-slot"
+  wait_for "slot $FORGOTTEN_SLOT on the leader" 60 slot_on_leader 1
+  log "slot $FORGOTTEN_SLOT: created by Patroni on node$(leader_node), consumed by nobody"
+}
+fault_drop_forgotten_slot() {
+  patch_config '{"slots": null}'
+  wait_for "slot $FORGOTTEN_SLOT dropped on the leader" 60 slot_on_leader 0
+  rm -f "$RUN/forgotten-slot"
+  log "slot $FORGOTTEN_SLOT: removed from Patroni's configuration and dropped"
+}
+
+# switch-wal N [COUNT]: N completes COUNT WAL segments (a write, then pg_switch_wal()), as a busy
+# primary does: what a slot retains or the archiver must archive grows by 16 MiB each.
+fault_switch_wal() {
+  local n=$1 count=${2:-1} i
+  psql_node "$n" "create table if not exists lab_wal (at timestamptz)" >/dev/null
+  for ((i = 0; i < count; i++)); do
+    psql_node "$n" "insert into lab_wal values (now())" >/dev/null
+    psql_node "$n" "select pg_switch_wal()" >/dev/null
+  done
+  log "node$n: $count WAL segment(s) completed"
+}
+
+# fail-archiving N / repair-archiving N: N's archive directory refuses writes (a full or
+# read-only archive volume): archive_command fails on every segment, which piles up in pg_wal.
+archiver_failing() { [ "$(psql_node "$1" "select coalesce(last_failed_time > last_archived_time, last_failed_time is not null) from pg_stat_archiver")" = "$2" ]; }
+fault_fail_archiving() {
+  local n=$1
+  chmod 0500 "$(node_dir "$n")/archive"
+  : >"$RUN/archive-failing$n"
+  fault_switch_wal "$n" 1
+  wait_for "node$n's archive_command to fail" 60 archiver_failing "$n" t
+  log "node$n: archive_command failing (archive directory read-only)"
+}
+fault_repair_archiving() {
+  local n=$1
+  chmod 0700 "$(node_dir "$n")/archive"
+  rm -f "$RUN/archive-failing$n"
+  if running "patroni$n" "$(patroni_pattern "$n")" && [ "$(psql_node "$n" "select not pg_is_in_recovery()" 2>/dev/null)" = t ]; then
+    fault_switch_wal "$n" 1
+    wait_for "node$n's archiver to succeed again" 90 archiver_failing "$n" f
+  fi
+  log "node$n: archive directory writable again"
+}
+
+# hold-snapshot N / release-snapshot N: an application's session on N opens a transaction,
+# reads, and stays idle in it (a connection pool that lost track of it): its snapshot holds
+# the xmin horizon until it ends.
+snapshot_pattern() { echo "hold-snapshot.py $(node_ip "$1")"; }
+fault_hold_snapshot() {
+  local n=$1
+  running "snapshot$n" "$(snapshot_pattern "$n")" && die "node$n: a snapshot is held already"
+  : >"$BASE/snapshot$n.log"
+  spawn "snapshot$n" "$BASE/snapshot$n.log" /usr/bin/python3 "$HERE/hold-snapshot.py" "$(node_ip "$n")" 5432 \
+    "$APP_USER" "$APP_PASSWORD"
+  snapshot_up() { grep -q "^holding" "$BASE/snapshot$1.log" 2>/dev/null || ! running "snapshot$1" "$(snapshot_pattern "$1")"; }
+  wait_for "node$n's snapshot held" 30 snapshot_up "$n"
+  grep -q "^holding" "$BASE/snapshot$n.log" || die "node$n: $(cat "$BASE/snapshot$n.log")"
+  log "node$n: $(cat "$BASE/snapshot$n.log")"
+}
+fault_release_snapshot() {
+  local n=$1
+  stop_pid "$(recorded_pid "snapshot$n")" "$(snapshot_pattern "$n")" 10
+  rm -f "$(pidfile "snapshot$n")"
+  log "node$n: the idle transaction ended"
+}
+
 # freeze-etcd N / thaw-etcd N: etcd member N stops answering (SIGSTOP), as in a long disk stall.
 fault_freeze_etcd() {
   local n=$1 pid
@@ -991,6 +1086,13 @@ cmd_fault() {
     thaw-etcd) fault_thaw_etcd "$(resolve_node "$arg")" ;;
     saturate-connections) fault_saturate_connections "$(resolve_node "$arg")" ;;
     release-connections) fault_release_connections "$(resolve_node "$arg")" ;;
+    forgotten-slot) fault_forgotten_slot ;;
+    drop-forgotten-slot) fault_drop_forgotten_slot ;;
+    switch-wal) fault_switch_wal "$(resolve_node "$arg")" "${3:-1}" ;;
+    fail-archiving) fault_fail_archiving "$(resolve_node "$arg")" ;;
+    repair-archiving) fault_repair_archiving "$(resolve_node "$arg")" ;;
+    hold-snapshot) fault_hold_snapshot "$(resolve_node "$arg")" ;;
+    release-snapshot) fault_release_snapshot "$(resolve_node "$arg")" ;;
     switchover) fault_switchover ;;
     pause) fault_pause pause ;;
     resume) fault_pause resume ;;

@@ -83,6 +83,8 @@ catalogue! {
     PostgresReplication => "postgres.replication", "postgres", PostgresReplication(PostgresReplicationFacts);
     PostgresReplicationLag => "postgres.replication_lag", "postgres", PostgresReplicationLag(PostgresReplicationLagFacts);
     PostgresAccept => "postgres.accept", "postgres", PostgresAccept(PostgresAcceptFacts);
+    PostgresWalRetention => "postgres.wal_retention", "postgres", PostgresWalRetention(PostgresWalRetentionFacts);
+    PostgresXminHorizon => "postgres.xmin_horizon", "postgres", PostgresXminHorizon(PostgresXminHorizonFacts);
 }
 
 macro_rules! accessors {
@@ -120,6 +122,8 @@ accessors! {
     postgres_replication => PostgresReplication(PostgresReplicationFacts);
     postgres_replication_lag => PostgresReplicationLag(PostgresReplicationLagFacts);
     postgres_accept => PostgresAccept(PostgresAcceptFacts);
+    postgres_wal_retention => PostgresWalRetention(PostgresWalRetentionFacts);
+    postgres_xmin_horizon => PostgresXminHorizon(PostgresXminHorizonFacts);
 }
 
 /// Renders a byte count for people: `0 B`, `12.0 KiB`, `3.4 MiB`.

@@ -18,6 +18,8 @@ pub mod postgres_replication;
 pub mod postgres_replication_lag;
 pub mod postgres_session;
 pub mod postgres_wal_receiver;
+pub mod postgres_wal_retention;
+pub mod postgres_xmin_horizon;
 pub mod process;
 pub mod system_cpu;
 pub mod system_disk;

@@ -81,6 +81,97 @@ pub struct PgSnapshot {
     pub waiting_sessions: i64,
     /// Longest current lock wait, in seconds.
     pub longest_lock_wait: Option<f64>,
+    pub retention: Retention,
+    pub horizon: Horizon,
+}
+
+/// One `pg_replication_slots` row; LSNs as text, retained bytes counted by the server.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Slot {
+    pub name: String,
+    pub slot_type: String,
+    pub database: Option<String>,
+    pub active: bool,
+    pub active_pid: Option<i64>,
+    pub wal_status: Option<String>,
+    pub safe_wal_size: Option<i64>,
+    pub restart_lsn: Option<String>,
+    pub retained_bytes: Option<i64>,
+    pub xmin_age: Option<i64>,
+    pub catalog_xmin_age: Option<i64>,
+}
+
+/// `pg_stat_archiver`, with the segments waiting for it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ArchiverRow {
+    pub archived_count: i64,
+    pub failed_count: i64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_age_s: Option<f64>,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_age_s: Option<f64>,
+    pub failing: bool,
+}
+
+/// What keeps WAL on the server.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Retention {
+    pub slots: Vec<Slot>,
+    pub archive_mode: String,
+    /// Unless `archive_mode` is off.
+    pub archiver: Option<ArchiverRow>,
+    pub archive_ready: Option<i64>,
+    pub wal_dir_bytes: Option<i64>,
+    pub wal_dir_files: Option<i64>,
+    pub max_wal_bytes: i64,
+    /// `-1`: unlimited.
+    pub max_slot_wal_keep_bytes: i64,
+}
+
+/// The oldest session holding a snapshot or a transaction id.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct OldestSession {
+    pub pid: i64,
+    pub user: Option<String>,
+    pub application_name: Option<String>,
+    pub client_addr: Option<String>,
+    pub state: Option<String>,
+    pub xact_age_s: Option<f64>,
+    pub xid_age: Option<i64>,
+}
+
+/// The oldest prepared (two-phase) transaction.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct OldestPrepared {
+    pub gid: String,
+    pub owner: Option<String>,
+    pub database: Option<String>,
+    pub age_s: Option<f64>,
+    pub xid_age: Option<i64>,
+}
+
+/// The walsender whose standby's feedback holds the oldest xmin.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Feedback {
+    pub application_name: Option<String>,
+    pub xid_age: Option<i64>,
+}
+
+/// The oldest database's frozen XID age.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Frozen {
+    pub datname: String,
+    pub xid_age: i64,
+}
+
+/// Who holds the xmin horizon, and how far the oldest database is from wraparound.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Horizon {
+    pub oldest_session: Option<OldestSession>,
+    pub oldest_prepared: Option<OldestPrepared>,
+    pub oldest_feedback: Option<Feedback>,
+    pub frozen: Option<Frozen>,
+    pub autovacuum_freeze_max_age: i64,
 }
 
 /// Connection slots as the server counts them: `max_connections` slots, of which the last
@@ -158,7 +249,47 @@ SELECT
   coalesce(current_setting('reserved_connections', true), '0')::int AS reserved_connections,
   (SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted) AS waiting_sessions,
   (SELECT extract(epoch FROM max(now() - waitstart))::float8 FROM pg_locks WHERE NOT granted)
-     AS longest_lock_wait
+     AS longest_lock_wait,
+  (SELECT coalesce(json_agg(s), '[]')::text FROM (
+     SELECT slot_name AS name, slot_type, database, active, active_pid, wal_status::text,
+            safe_wal_size::int8 AS safe_wal_size, restart_lsn::text AS restart_lsn,
+            pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                                 ELSE pg_current_wal_lsn() END, restart_lsn)::int8 AS retained_bytes,
+            age(xmin)::int8 AS xmin_age, age(catalog_xmin)::int8 AS catalog_xmin_age
+     FROM pg_replication_slots ORDER BY slot_name) s) AS slots,
+  current_setting('archive_mode') AS archive_mode,
+  CASE WHEN current_setting('archive_mode') <> 'off' THEN (SELECT row_to_json(a)::text FROM (
+     SELECT archived_count, failed_count, last_archived_wal,
+            extract(epoch FROM now() - last_archived_time)::float8 AS last_archived_age_s,
+            last_failed_wal, extract(epoch FROM now() - last_failed_time)::float8 AS last_failed_age_s,
+            coalesce(last_failed_time > last_archived_time, last_failed_time IS NOT NULL) AS failing
+     FROM pg_stat_archiver) a) END AS archiver,
+  CASE WHEN current_setting('archive_mode') <> 'off' THEN
+     (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready') END AS archive_ready,
+  (SELECT coalesce(sum(size), 0)::int8 FROM pg_ls_waldir()) AS wal_dir_bytes,
+  (SELECT count(*) FROM pg_ls_waldir()) AS wal_dir_files,
+  (SELECT setting::int8 * 1048576 FROM pg_settings WHERE name = 'max_wal_size') AS max_wal_bytes,
+  (SELECT CASE WHEN setting::int8 < 0 THEN -1 ELSE setting::int8 * 1048576 END
+     FROM pg_settings WHERE name = 'max_slot_wal_keep_size') AS max_slot_wal_keep_bytes,
+  (SELECT row_to_json(x)::text FROM (
+     SELECT pid, usename AS user, application_name, host(client_addr) AS client_addr, state,
+            extract(epoch FROM now() - xact_start)::float8 AS xact_age_s,
+            greatest(age(backend_xmin), age(backend_xid))::int8 AS xid_age
+     FROM pg_stat_activity
+     WHERE (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL) AND pid <> pg_backend_pid()
+       AND backend_type <> 'walsender'
+     ORDER BY greatest(age(backend_xmin), age(backend_xid)) DESC, xact_start LIMIT 1) x) AS oldest_session,
+  (SELECT row_to_json(p)::text FROM (
+     SELECT gid, owner::text, database::text, extract(epoch FROM now() - prepared)::float8 AS age_s,
+            age(transaction)::int8 AS xid_age
+     FROM pg_prepared_xacts ORDER BY prepared LIMIT 1) p) AS oldest_prepared,
+  (SELECT row_to_json(f)::text FROM (
+     SELECT application_name, age(backend_xmin)::int8 AS xid_age FROM pg_stat_replication
+     WHERE backend_xmin IS NOT NULL ORDER BY age(backend_xmin) DESC LIMIT 1) f) AS oldest_feedback,
+  (SELECT row_to_json(d)::text FROM (
+     SELECT datname::text, age(datfrozenxid)::int8 AS xid_age FROM pg_database
+     ORDER BY age(datfrozenxid) DESC LIMIT 1) d) AS frozen,
+  current_setting('autovacuum_freeze_max_age')::int8 AS autovacuum_freeze_max_age
 ";
 
 /// The long-lived session.
@@ -322,6 +453,34 @@ fn parse_row(row: &tokio_postgres::Row) -> Result<PgSnapshot, String> {
         None => Vec::new(),
     };
     let get = |name: &str| format!("column {name}");
+    let i64_col = |name: &str| -> Result<Option<i64>, String> {
+        row.try_get::<_, Option<i64>>(name)
+            .map_err(|e| format!("column {name}: {e}"))
+    };
+    fn json<T: serde::de::DeserializeOwned>(
+        text: Option<String>,
+        what: &str,
+    ) -> Result<Option<T>, String> {
+        text.map(|t| serde_json::from_str(&t).map_err(|e| format!("{what}: {e}")))
+            .transpose()
+    }
+    let retention = Retention {
+        slots: json(col("slots")?, "pg_replication_slots")?.unwrap_or_default(),
+        archive_mode: col("archive_mode")?.unwrap_or_default(),
+        archiver: json(col("archiver")?, "pg_stat_archiver")?,
+        archive_ready: i64_col("archive_ready")?,
+        wal_dir_bytes: i64_col("wal_dir_bytes")?,
+        wal_dir_files: i64_col("wal_dir_files")?,
+        max_wal_bytes: i64_col("max_wal_bytes")?.unwrap_or_default(),
+        max_slot_wal_keep_bytes: i64_col("max_slot_wal_keep_bytes")?.unwrap_or(-1),
+    };
+    let horizon = Horizon {
+        oldest_session: json(col("oldest_session")?, "pg_stat_activity")?,
+        oldest_prepared: json(col("oldest_prepared")?, "pg_prepared_xacts")?,
+        oldest_feedback: json(col("oldest_feedback")?, "pg_stat_replication")?,
+        frozen: json(col("frozen")?, "pg_database")?,
+        autovacuum_freeze_max_age: i64_col("autovacuum_freeze_max_age")?.unwrap_or_default(),
+    };
     Ok(PgSnapshot {
         in_recovery: row.try_get("in_recovery").map_err(|_| get("in_recovery"))?,
         current_lsn: lsn("current_lsn")?,
@@ -361,6 +520,8 @@ fn parse_row(row: &tokio_postgres::Row) -> Result<PgSnapshot, String> {
             .try_get("waiting_sessions")
             .map_err(|_| get("waiting_sessions"))?,
         longest_lock_wait: f64_col("longest_lock_wait")?,
+        retention,
+        horizon,
     })
 }
 
@@ -437,6 +598,16 @@ pub mod tests_support {
             },
             waiting_sessions: 0,
             longest_lock_wait: None,
+            retention: Retention {
+                archive_mode: "off".into(),
+                max_wal_bytes: 1 << 30,
+                max_slot_wal_keep_bytes: -1,
+                ..Default::default()
+            },
+            horizon: Horizon {
+                autovacuum_freeze_max_age: 200_000_000,
+                ..Default::default()
+            },
         }
     }
 

@@ -98,6 +98,33 @@ fn every_fact_the_rules_read_is_filled_by_the_real_agents() {
             "{e:?}"
         );
         assert!(get(node, ProbeId::PostgresLocks).postgres_locks().is_some());
+        let r = get(node, ProbeId::PostgresWalRetention)
+            .postgres_wal_retention()
+            .expect("wal retention");
+        assert!(
+            r.archive_mode == "on" && r.archiver.is_some() && r.max_wal_bytes > 0,
+            "{r:?}"
+        );
+        assert!(r.position.is_some() && r.wal_dir_bytes.is_some(), "{r:?}");
+        if is_leader {
+            // Patroni's slots for the two replicas, in use, read with what retention needs.
+            let slots: Vec<_> = r.slots.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(slots.len(), 2, "{r:?}");
+            for s in &r.slots {
+                assert!(s.active && s.restart_lsn.is_some(), "{s:?}");
+                assert!(s.retained_bytes.is_some() && s.wal_status.is_some(), "{s:?}");
+            }
+            let a = r.archiver.as_ref().expect("archiver");
+            assert!(a.ready_count.is_some() && !a.failing, "{a:?}");
+        }
+        let h = get(node, ProbeId::PostgresXminHorizon)
+            .postgres_xmin_horizon()
+            .expect("xmin horizon");
+        assert!(
+            h.frozen_xid_age.is_some() && h.frozen_database.is_some(),
+            "{h:?}"
+        );
+        assert!(h.autovacuum_freeze_max_age > 0, "{h:?}");
     }
     let b = get("haproxy", ProbeId::HaproxyBackends)
         .haproxy_backends()

@@ -95,6 +95,10 @@ codes! {
     ConnectionsSaturated => "CONNECTIONS_SATURATED",
     ClockSkew => "CLOCK_SKEW",
     DuplicateAgent => "DUPLICATE_AGENT",
+    WalRetention => "WAL_RETENTION",
+    ArchivingFailing => "ARCHIVING_FAILING",
+    XminHorizonHeld => "XMIN_HORIZON_HELD",
+    XidWraparound => "XID_WRAPAROUND",
 }
 
 impl Serialize for Code {
@@ -204,6 +208,16 @@ pub struct Policy {
     /// A node without a stream and silent this long is forgotten (with an event), and a
     /// cluster left with no node disappears.
     pub forget_after_ms: i64,
+    /// WAL_RETENTION warns when an inactive slot retains this much WAL…
+    pub wal_retention_warning_bytes: u64,
+    /// …and is critical when, at the WAL rate seen, the disk is full within this long.
+    pub wal_full_critical_ms: i64,
+    /// The WAL rate is measured over this window.
+    pub wal_rate_window_ms: i64,
+    /// XMIN_HORIZON_HELD: a transaction (or a prepared one) open this long holding the horizon…
+    pub xmin_hold_warning_s: f64,
+    /// …or a holder (a session, a slot, a standby's feedback) this many transactions behind.
+    pub xmin_age_warning: u64,
 }
 
 impl Default for Policy {
@@ -222,6 +236,11 @@ impl Default for Policy {
             transition_window_ms: 30_000,
             stall_min_ms: 500,
             connections_warning_percent: 90.0,
+            wal_retention_warning_bytes: 1 << 30,
+            wal_full_critical_ms: 3_600_000,
+            wal_rate_window_ms: 300_000,
+            xmin_hold_warning_s: 1_800.0,
+            xmin_age_warning: 100_000_000,
         }
     }
 }

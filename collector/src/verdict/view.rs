@@ -124,6 +124,9 @@ typed_facts! {
     replication => PostgresReplication, postgres_replication, PostgresReplicationFacts;
     lag => PostgresReplicationLag, postgres_replication_lag, PostgresReplicationLagFacts;
     accept => PostgresAccept, postgres_accept, PostgresAcceptFacts;
+    wal_retention => PostgresWalRetention, postgres_wal_retention, PostgresWalRetentionFacts;
+    xmin_horizon => PostgresXminHorizon, postgres_xmin_horizon, PostgresXminHorizonFacts;
+    disk => SystemDisk, system_disk, SystemDiskFacts;
 }
 
 impl<'a> View<'a> {
@@ -206,6 +209,17 @@ impl<'a> View<'a> {
         } else {
             "replica"
         }
+    }
+
+    /// The cluster's WAL rate in bytes per second, from the writable node's position over the
+    /// policy's window (see [`crate::model::LsnSeries::rate_bps`]).
+    pub fn wal_rate_bps(&self) -> Option<f64> {
+        let w = self.writable();
+        let primary = w.first().filter(|_| w.len() == 1)?;
+        primary
+            .state
+            .lsn_series
+            .rate_bps(self.now_mono_ms, self.policy.wal_rate_window_ms)
     }
 
     /// The member list Patroni publishes (from the freshest view), by name.

@@ -2,6 +2,7 @@
 //! is missing to exclude a critical condition, blind spots).
 
 mod agents;
+mod archiving;
 mod components;
 mod connections;
 mod dcs;
@@ -13,6 +14,9 @@ mod maintenance;
 mod patroni_words;
 pub mod replication;
 mod skew;
+mod wal_retention;
+mod wraparound;
+mod xmin_horizon;
 
 use super::Finding;
 use super::view::View;
@@ -29,5 +33,9 @@ pub fn run_all(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Str
     patroni_words::check(view, findings);
     host::check(view, findings);
     identity::check(view, findings);
+    wal_retention::check(view, findings);
+    archiving::check(view, findings);
+    xmin_horizon::check(view, findings);
+    wraparound::check(view, findings);
     skew::check(view, blind);
 }

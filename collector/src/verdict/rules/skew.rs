@@ -4,9 +4,33 @@
 //! positions, members, HAProxy's routing — is missing from that node: each is a blind spot,
 //! named with the agent's version, so the verdict is never `healthy` on statuses alone.
 
+use crate::model::ProbeId;
 use crate::verdict::view::View;
 
+/// Probes newer than the typed wire's first version: a typed agent older than them reports its
+/// SQL probes without these, and what they watch is then unwatched on that node.
+const LATER_SQL_PROBES: [ProbeId; 2] =
+    [ProbeId::PostgresWalRetention, ProbeId::PostgresXminHorizon];
+
 pub fn check(view: &View<'_>, blind: &mut Vec<String>) {
+    for n in view.fresh().filter(|n| !n.state.untyped_facts) {
+        if n.result(ProbeId::PostgresRecovery).is_none() {
+            continue; // no SQL probes on this node
+        }
+        let missing: Vec<&str> = LATER_SQL_PROBES
+            .iter()
+            .filter(|id| !n.state.results.contains_key(id))
+            .map(|id| id.name())
+            .collect();
+        if !missing.is_empty() {
+            blind.push(format!(
+                "the agent on {} (version {}) does not report {}: WAL retention, archiving and the xmin horizon are unwatched there; upgrade it",
+                n.name(),
+                n.state.agent_version,
+                missing.join(", ")
+            ));
+        }
+    }
     for n in view.fresh().filter(|n| n.state.untyped_facts) {
         let missing: Vec<&str> = n
             .state
@@ -44,6 +68,22 @@ mod tests {
             Arc::make_mut(o).facts = None;
         }
         lab
+    }
+
+    #[test]
+    fn a_typed_agent_without_the_later_sql_probes_is_a_blind_spot() {
+        let mut lab = Lab::healthy();
+        let n = lab.node_mut("node3");
+        n.agent_version = "0.2.0".into();
+        n.results
+            .remove(&crate::model::ProbeId::PostgresWalRetention);
+        let v = lab.verdict();
+        assert_eq!(v.health, Health::Unknown, "{:?}", v.findings);
+        assert!(
+            v.blind_spots.iter().any(|b| b.contains("node3 (version 0.2.0) does not report postgres.wal_retention")),
+            "{:?}",
+            v.blind_spots
+        );
     }
 
     #[test]
