@@ -608,9 +608,7 @@ cmd_down() {
   for n in "${NODES[@]}"; do
     if [ -e "$(pidfile "hold$n")" ]; then fault_release_connections "$n"; fi
     if [ -e "$(pidfile "snapshot$n")" ]; then fault_release_snapshot "$n"; fi
-    if [ -e "$RUN/archive-failing$n" ]; then fault_repair_archiving "$n"; fi
   done
-  if [ -e "$RUN/forgotten-slot" ]; then fault_drop_forgotten_slot; fi
   for n in "${NODES[@]}"; do
     pid=$(recorded_pid "patroni$n")
     if alive "$pid" "$(patroni_pattern "$n")"; then kill -CONT "$pid"; kill -TERM "$pid"; fi
@@ -643,12 +641,14 @@ cmd_repair() {
     if [ -e "$RUN/misrouted$n" ] && running haproxy "$(haproxy_pattern)"; then fault_unmisroute_rw "$n"; fi
     if [ -e "$(pidfile "hold$n")" ]; then fault_release_connections "$n"; fi
     if [ -e "$(pidfile "snapshot$n")" ]; then fault_release_snapshot "$n"; fi
-    if [ -e "$RUN/archive-failing$n" ]; then fault_repair_archiving "$n"; fi
   done
-  if [ -e "$RUN/forgotten-slot" ]; then fault_drop_forgotten_slot; fi
   for n in "${NODES[@]}"; do reinit_promoted "$n"; done
   cmd_up
   if [ "$(cluster_json | jq -r '.pause // false')" = true ]; then fault_pause resume; fi
+  for n in "${NODES[@]}"; do
+    if [ -e "$RUN/archive-failing$n" ]; then fault_repair_archiving "$n"; fi
+  done
+  if [ -e "$RUN/forgotten-slot" ]; then fault_drop_forgotten_slot; fi
 }
 
 cmd_status() {

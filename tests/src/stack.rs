@@ -29,7 +29,7 @@ pub struct Collector {
 impl Collector {
     /// Starts a collector on `grpc`/`http` (port 0: any free port).
     pub async fn start(grpc: SocketAddr, http: SocketAddr, tls: Option<TlsConfig>) -> Collector {
-        Collector::start_with(grpc, http, tls, None).await
+        Collector::start_with(grpc, http, tls, None, VerdictConfig::default()).await
     }
 
     /// [`Collector::start`], pushing findings to an Alertmanager.
@@ -38,6 +38,7 @@ impl Collector {
         http: SocketAddr,
         tls: Option<TlsConfig>,
         alertmanager: Option<vigie_collector::config::AlertmanagerConfig>,
+        verdict: VerdictConfig,
     ) -> Collector {
         vigie_proto::tls::install_crypto_provider();
         let grpc_l = bind_retrying(grpc).await;
@@ -57,7 +58,7 @@ impl Collector {
                 path: ":memory:".into(),
                 retention: Duration::from_secs(3600),
             },
-            verdict: VerdictConfig::default(),
+            verdict,
             api: Default::default(),
             alertmanager,
             webhooks: Vec::new(),
@@ -132,7 +133,12 @@ impl Stack {
 
     /// [`Stack::start`] with only the agents `names` (the others' hosts go unwatched).
     pub async fn start_only(interval: Duration, names: &[&str]) -> Stack {
-        Stack::start_agents(interval, None, names).await
+        Stack::start_agents(interval, None, names, VerdictConfig::default()).await
+    }
+
+    /// [`Stack::start`] with the collector's verdict thresholds `verdict`.
+    pub async fn start_judging(interval: Duration, verdict: VerdictConfig) -> Stack {
+        Stack::start_agents(interval, None, &AGENTS, verdict).await
     }
 
     /// [`Stack::start`], the collector pushing to an Alertmanager.
@@ -140,16 +146,17 @@ impl Stack {
         interval: Duration,
         alertmanager: Option<vigie_collector::config::AlertmanagerConfig>,
     ) -> Stack {
-        Stack::start_agents(interval, alertmanager, &AGENTS).await
+        Stack::start_agents(interval, alertmanager, &AGENTS, VerdictConfig::default()).await
     }
 
     async fn start_agents(
         interval: Duration,
         alertmanager: Option<vigie_collector::config::AlertmanagerConfig>,
         names: &[&str],
+        verdict: VerdictConfig,
     ) -> Stack {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let collector = Collector::start_with(any, any, None, alertmanager).await;
+        let collector = Collector::start_with(any, any, None, alertmanager, verdict).await;
         let (cycles_tx, cycles) = mpsc::unbounded_channel();
         let mut stack = Stack {
             collector,

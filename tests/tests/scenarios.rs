@@ -1018,3 +1018,139 @@ async fn s21_a_replica_out_of_connection_slots_is_a_warning() {
     timer.record();
     s.stop().await;
 }
+
+/// [`stack`] with the collector's verdict thresholds `verdict`.
+async fn stack_judging(verdict: vigie_collector::config::VerdictConfig) -> Stack {
+    let s = Stack::start_judging(interval(), verdict).await;
+    s.wait_demo("a first healthy verdict", CLUSTER_CHANGE, healthy)
+        .await;
+    s
+}
+
+#[tokio::test]
+async fn s22_a_forgotten_slot_retaining_wal_is_named_on_the_leader_and_clears_once_dropped() {
+    let lab = Lab::acquire().await;
+    // Three segments retained is the warning here (1 GiB by default).
+    let s = stack_judging(vigie_collector::config::VerdictConfig {
+        wal_retention_warning_bytes: 48 << 20,
+        ..Default::default()
+    })
+    .await;
+    let leader = lab.leader().await.expect("a leader").to_string();
+    let node = format!("node{leader}");
+    steady(&s).await;
+    // Patroni creates the permanent slot, reserving WAL from now: nothing retained yet.
+    lab.fault("forgotten-slot", None).await;
+    s.wait_demo("still healthy under the threshold", CLUSTER_CHANGE, |d| {
+        healthy(d) && !has_finding(d, "WAL_RETENTION", &node)
+    })
+    .await;
+    let mut timer = Timer::fault("forgotten slot past the retention threshold", interval());
+    // Four segments written: 64 MiB kept for a slot nobody reads.
+    lab.script_ok(&["fault", "switch-wal", &leader, "4"]).await;
+    let doc = s
+        .wait_demo(
+            "WAL_RETENTION naming the slot on the leader",
+            interval() * 2 + Duration::from_secs(2),
+            |d| {
+                finding_message(d, "WAL_RETENTION", &node)
+                    .is_some_and(|m| m.contains("slot lab_forgotten (inactive"))
+            },
+        )
+        .await;
+    timer.detected();
+    let message = finding_message(&doc, "WAL_RETENTION", &node).unwrap_or_default();
+    assert!(
+        message.contains("no Patroni member's") && message.contains("retains"),
+        "{message}"
+    );
+    assert_eq!(verdict(&doc), "degraded", "{:?}", finding_codes(&doc));
+    timer.note(message);
+    timer.repair();
+    lab.fault("drop-forgotten-slot", None).await;
+    s.wait_demo("healthy once the slot is dropped", CLUSTER_CHANGE, healthy)
+        .await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s23_a_failing_archive_command_is_critical_on_the_leader_and_clears_after_repair() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    let leader = lab.leader().await.expect("a leader").to_string();
+    let node = format!("node{leader}");
+    steady(&s).await;
+    let mut timer = Timer::fault("archive_command failing on the leader", interval());
+    // Returns once PostgreSQL's own pg_stat_archiver shows the failure.
+    lab.fault("fail-archiving", Some(&leader)).await;
+    let doc = critical_soon_after_seen(
+        &s,
+        &mut timer,
+        ("ARCHIVING_FAILING", &node),
+        interval() * 2 + Duration::from_secs(2),
+    )
+    .await;
+    let message = finding_message(&doc, "ARCHIVING_FAILING", &node).unwrap_or_default();
+    assert!(
+        message.contains("archive_command fails") && message.contains("segments wait in pg_wal"),
+        "{message}"
+    );
+    // Only the node that archives: the replicas (archive_mode = on) do not.
+    let others: Vec<_> = doc["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["code"] == "ARCHIVING_FAILING" && f["nodes"][0] != node.as_str())
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+    timer.note(message);
+    timer.repair();
+    lab.fault("repair-archiving", Some(&leader)).await;
+    s.wait_demo("healthy once archiving works", CLUSTER_CHANGE, healthy)
+        .await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s24_a_session_idle_in_transaction_holding_the_horizon_is_named_and_clears_when_it_ends() {
+    let lab = Lab::acquire().await;
+    let hold = Duration::from_secs(5);
+    let s = stack_judging(vigie_collector::config::VerdictConfig {
+        xmin_hold_warning: hold,
+        ..Default::default()
+    })
+    .await;
+    let leader = lab.leader().await.expect("a leader").to_string();
+    let node = format!("node{leader}");
+    steady(&s).await;
+    let mut timer = Timer::fault("idle in transaction past the hold threshold", interval());
+    lab.fault("hold-snapshot", Some(&leader)).await;
+    let doc = s
+        .wait_demo(
+            "XMIN_HORIZON_HELD naming the session",
+            hold + interval() * 2 + Duration::from_secs(2),
+            |d| {
+                finding_message(d, "XMIN_HORIZON_HELD", &node).is_some_and(|m| {
+                    m.contains("application vigie-lab-forgotten-tx")
+                        && m.contains("idle in transaction")
+                })
+            },
+        )
+        .await;
+    timer.detected();
+    let message = finding_message(&doc, "XMIN_HORIZON_HELD", &node).unwrap_or_default();
+    assert!(message.contains("user lab_app"), "{message}");
+    assert_eq!(verdict(&doc), "degraded", "{:?}", finding_codes(&doc));
+    timer.note(message);
+    timer.repair();
+    lab.fault("release-snapshot", Some(&leader)).await;
+    s.wait_demo("healthy once the transaction ends", CLUSTER_CHANGE, healthy)
+        .await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}

@@ -112,7 +112,10 @@ fn every_fact_the_rules_read_is_filled_by_the_real_agents() {
             assert_eq!(slots.len(), 2, "{r:?}");
             for s in &r.slots {
                 assert!(s.active && s.restart_lsn.is_some(), "{s:?}");
-                assert!(s.retained_bytes.is_some() && s.wal_status.is_some(), "{s:?}");
+                assert!(
+                    s.retained_bytes.is_some() && s.wal_status.is_some(),
+                    "{s:?}"
+                );
             }
             let a = r.archiver.as_ref().expect("archiver");
             assert!(a.ready_count.is_some() && !a.failing, "{a:?}");
