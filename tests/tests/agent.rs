@@ -63,7 +63,7 @@ async fn cycle_until(
     }
 }
 
-const DB_PROBES: [ProbeId; 19] = [
+const DB_PROBES: [ProbeId; 21] = [
     ProbeId::EtcdClientPort,
     ProbeId::EtcdPeerPort,
     ProbeId::EtcdProcess,
@@ -83,6 +83,8 @@ const DB_PROBES: [ProbeId; 19] = [
     ProbeId::PostgresReplication,
     ProbeId::PostgresReplicationLag,
     ProbeId::PostgresAccept,
+    ProbeId::PostgresWalRetention,
+    ProbeId::PostgresXminHorizon,
 ];
 
 #[tokio::test]
@@ -246,6 +248,8 @@ async fn freeze_pg_3_makes_node3_sql_probes_critical_on_time_while_others_answer
         ProbeId::PostgresRecovery,
         ProbeId::PostgresReplication,
         ProbeId::PostgresReplicationLag,
+        ProbeId::PostgresWalRetention,
+        ProbeId::PostgresXminHorizon,
     ] {
         let r = get(&results, id);
         assert_eq!(r.status, Status::Critical, "{}: {}", r.id, r.message);
