@@ -126,6 +126,10 @@ accessors! {
     postgres_xmin_horizon => PostgresXminHorizon(PostgresXminHorizonFacts);
 }
 
+/// Transactions until PostgreSQL refuses new XIDs (wraparound protection): what
+/// `frozen_xid_age` of `postgres.xmin_horizon` is judged against, on both sides.
+pub const WRAPAROUND_XIDS: f64 = 2_147_483_648.0;
+
 /// Renders a byte count for people: `0 B`, `12.0 KiB`, `3.4 MiB`.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -10,6 +10,7 @@ use vigie_proto::Facts;
 use vigie_proto::v1::{Archiver, PostgresWalRetentionFacts, ReplicationSlot};
 
 use super::postgres_session::{Lsn, PgContext, PgSnapshot};
+use super::system_cpu::round1;
 use super::{Outcome, ProbeId};
 use crate::result::{ProbeResult, Status, human_bytes};
 
@@ -121,10 +122,6 @@ fn facts(snap: &PgSnapshot) -> PostgresWalRetentionFacts {
         max_slot_wal_keep_bytes: unsigned(Some(r.max_slot_wal_keep_bytes)),
         position: snap.current_lsn.or(snap.replay_lsn).map(|l| l.0),
     }
-}
-
-fn round1(v: f64) -> f64 {
-    (v * 10.0).round() / 10.0
 }
 
 #[cfg(test)]

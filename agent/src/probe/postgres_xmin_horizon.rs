@@ -10,11 +10,11 @@ use vigie_proto::Facts;
 use vigie_proto::v1::{FeedbackXmin, PostgresXminHorizonFacts, PreparedXact, XminSession};
 
 use super::postgres_session::{PgContext, PgSnapshot};
+use super::system_cpu::round1;
 use super::{Outcome, ProbeId};
 use crate::result::{ProbeResult, Status};
 
-/// Transactions until PostgreSQL refuses new XIDs (wraparound protection).
-pub const WRAPAROUND_XIDS: f64 = 2_147_483_648.0;
+use vigie_proto::probes::WRAPAROUND_XIDS;
 
 pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
     let id = ProbeId::PostgresXminHorizon;
@@ -73,7 +73,6 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
 fn facts(snap: &PgSnapshot) -> PostgresXminHorizonFacts {
     let h = &snap.horizon;
     let unsigned = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
-    let round1 = |v: Option<f64>| v.map(|v| (v * 10.0).round() / 10.0);
     PostgresXminHorizonFacts {
         oldest_session: h.oldest_session.as_ref().map(|s| XminSession {
             pid: u32::try_from(s.pid).unwrap_or(0),
@@ -81,14 +80,14 @@ fn facts(snap: &PgSnapshot) -> PostgresXminHorizonFacts {
             application_name: s.application_name.clone(),
             client_addr: s.client_addr.clone(),
             state: s.state.clone(),
-            xact_age_s: round1(s.xact_age_s),
+            xact_age_s: s.xact_age_s.map(round1),
             xid_age: unsigned(s.xid_age),
         }),
         oldest_prepared: h.oldest_prepared.as_ref().map(|p| PreparedXact {
             gid: p.gid.clone(),
             owner: p.owner.clone(),
             database: p.database.clone(),
-            age_s: round1(p.age_s),
+            age_s: p.age_s.map(round1),
             xid_age: unsigned(p.xid_age),
         }),
         oldest_feedback: h.oldest_feedback.as_ref().map(|f| FeedbackXmin {

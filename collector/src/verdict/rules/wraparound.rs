@@ -7,8 +7,7 @@ use crate::model::ProbeId;
 use crate::verdict::view::View;
 use crate::verdict::{Code, Finding, Severity};
 
-/// Transactions until PostgreSQL refuses new XIDs.
-const WRAPAROUND_XIDS: f64 = 2_147_483_648.0;
+use vigie_proto::probes::WRAPAROUND_XIDS;
 
 pub fn check(view: &View<'_>, findings: &mut Vec<Finding>) {
     for n in view.writable() {
