@@ -4,17 +4,25 @@
 
 /// Enum-typed fields of the fact messages (`i32` in prost), serialized as their words
 /// (`running`, `rw`; `null` for the unspecified 0): (field, enum).
-const ENUM_FIELDS: [(&str, &str); 6] = [
+const ENUM_FIELDS: [(&str, &str); 7] = [
     ("PortFacts.check", "PortCheck"),
     ("HaproxyPortsFacts.check", "PortCheck"),
     ("HaproxyProxy.kind", "ProxyKind"),
     ("PatroniNodeFacts.state_kind", "StateKind"),
     ("PatroniMember.state_kind", "StateKind"),
     ("PostgresAcceptFacts.refused", "Refusal"),
+    ("PatroniConfigFacts.synchronous_mode", "SyncMode"),
 ];
 
 /// Enums with words: snake_case variant names.
-const WORD_ENUMS: [&str; 5] = ["Status", "PortCheck", "ProxyKind", "StateKind", "Refusal"];
+const WORD_ENUMS: [&str; 6] = [
+    "Status",
+    "PortCheck",
+    "ProxyKind",
+    "StateKind",
+    "Refusal",
+    "SyncMode",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = ["proto/vigie/v1/ingest.proto", "proto/vigie/v1/facts.proto"];

@@ -24,9 +24,9 @@ use crate::probe::system_cpu::CpuProbe;
 use crate::probe::system_disk::FsUsageReader;
 use crate::probe::{
     Outcome, ProbeId, etcd_health, fmt_duration, haproxy_backends, haproxy_port, patroni_cluster,
-    patroni_health, patroni_node, postgres_accept, postgres_connections, postgres_locks,
-    postgres_recovery, postgres_replication, postgres_wal_receiver, postgres_wal_retention,
-    postgres_xmin_horizon, system_disk, system_memory, tcp, timed,
+    patroni_config, patroni_health, patroni_node, postgres_accept, postgres_connections,
+    postgres_locks, postgres_recovery, postgres_replication, postgres_wal_receiver,
+    postgres_wal_retention, postgres_xmin_horizon, system_disk, system_memory, tcp, timed,
 };
 use crate::procfs::ProcStat;
 use crate::result::{ProbeResult, unix_ms};
@@ -279,7 +279,7 @@ impl Agent {
                     view,
                 )
             };
-            let (port, (health, node, view), cluster, process) = tokio::join!(
+            let (port, (health, node, view), cluster, config, process) = tokio::join!(
                 timed(
                     ProbeId::PatroniApiPort,
                     t,
@@ -291,10 +291,15 @@ impl Agent {
                     t,
                     patroni_cluster::probe(&http.patroni, &p.url, &cfg.node, lag_warning)
                 ),
+                timed(
+                    ProbeId::PatroniConfig,
+                    t,
+                    patroni_config::probe(&http.patroni, &p.url)
+                ),
                 process.probe_fast_first(t, ProcessProbe::known, ProcessProbe::probe),
             );
             (
-                vec![port, health, node, cluster.0, process],
+                vec![port, health, node, cluster.0, config, process],
                 view,
                 cluster.1,
             )
@@ -326,7 +331,9 @@ impl Agent {
         if let Some(dir) = snap.and_then(|s| s.data_directory.as_ref())
             && disk_paths.is_empty()
         {
-            Arc::make_mut(disk_paths).push(PathBuf::from(dir));
+            // pg_wal too: on a volume of its own (a symlink), it fills apart from the data.
+            let dir = PathBuf::from(dir);
+            Arc::make_mut(disk_paths).extend([dir.clone(), dir.join("pg_wal")]);
         }
         if cfg.system.enabled && disk_paths.is_empty() {
             Arc::make_mut(disk_paths).push(PathBuf::from("/"));
@@ -499,6 +506,7 @@ mod tests {
             n.fetch_add(1, Ordering::SeqCst);
             g.wait();
             Ok(FsUsage {
+                device: 1,
                 total_bytes: 100 << 30,
                 available_bytes: 90 << 30,
                 used_percent: 10.0,

@@ -399,7 +399,8 @@ pub struct SystemConfig {
     pub disk_warning_percent: f64,
     #[serde(default = "default_disk_critical")]
     pub disk_critical_percent: f64,
-    /// Filesystems to watch, by a path on them (default: PostgreSQL's data directory, else `/`).
+    /// Filesystems to watch, by a path on them (default: PostgreSQL's data directory and its
+    /// `pg_wal`, shown once when they share a filesystem; else `/`).
     #[serde(default)]
     pub disk_paths: Vec<PathBuf>,
 }

@@ -256,6 +256,8 @@ pub fn cpu_count() -> usize {
 /// Filesystem usage of the filesystem holding `path`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FsUsage {
+    /// The device of the filesystem (`st_dev`): two paths on one filesystem share it.
+    pub device: u64,
     pub total_bytes: u64,
     pub available_bytes: u64,
     pub used_percent: f64,
@@ -281,6 +283,7 @@ pub fn fs_usage(path: &Path) -> std::io::Result<FsUsage> {
         s.f_files.saturating_sub(s.f_ffree) as f64 * 100.0 / s.f_files as f64
     };
     Ok(FsUsage {
+        device: rustix::fs::stat(path).map_err(std::io::Error::from)?.st_dev,
         total_bytes: total,
         available_bytes: avail,
         used_percent,

@@ -321,6 +321,13 @@ pub struct VerdictConfig {
     /// …or on any holder this many transactions old (default 100000000).
     #[serde(default = "default_xmin_age_warning")]
     pub xmin_age_warning: u64,
+    /// WRITES_BLOCKED_SYNCREP: a commit has waited this long for a synchronous standby's
+    /// confirmation (default 5s; a healthy one confirms within milliseconds).
+    #[serde(
+        default = "default_syncrep_wait_critical",
+        deserialize_with = "duration"
+    )]
+    pub syncrep_wait_critical: Duration,
 }
 
 impl Default for VerdictConfig {
@@ -343,6 +350,7 @@ impl Default for VerdictConfig {
             wal_rate_window: default_wal_rate_window(),
             xmin_hold_warning: default_xmin_hold_warning(),
             xmin_age_warning: default_xmin_age_warning(),
+            syncrep_wait_critical: default_syncrep_wait_critical(),
         }
     }
 }
@@ -368,6 +376,7 @@ impl VerdictConfig {
             wal_rate_window_ms: ms(self.wal_rate_window),
             xmin_hold_warning_s: self.xmin_hold_warning.as_secs_f64(),
             xmin_age_warning: self.xmin_age_warning,
+            syncrep_wait_critical_s: self.syncrep_wait_critical.as_secs_f64(),
             ..Policy::default()
         }
     }
@@ -421,6 +430,9 @@ fn default_xmin_hold_warning() -> Duration {
 }
 fn default_xmin_age_warning() -> u64 {
     100_000_000
+}
+fn default_syncrep_wait_critical() -> Duration {
+    Duration::from_secs(5)
 }
 fn default_connections_warning_percent() -> f64 {
     90.0

@@ -506,13 +506,23 @@ leader_node() {
   echo "${name#node}"
 }
 
-# resolve_node ARG: a node number; `leader` means the current leader.
+# sync_node: the node number of Patroni's (first) synchronous standby, from /cluster.
+sync_node() {
+  local name
+  name=$(cluster_json | jq -r '.members[] | select(.role == "sync_standby") | .name' | head -n1)
+  [ -n "$name" ] || return 1
+  echo "${name#node}"
+}
+
+# resolve_node ARG: a node number; `leader` means the current leader, `sync` Patroni's
+# synchronous standby.
 resolve_node() {
   case "${1:-}" in
     1 | 2 | 3) echo "$1" ;;
     leader) leader_node || die "no leader right now" ;;
-    "") die "this fault needs a node: 1, 2, 3 or leader" ;;
-    *) die "unknown node '$1': expected 1, 2, 3 or leader" ;;
+    sync) sync_node || die "no synchronous standby right now" ;;
+    "") die "this fault needs a node: 1, 2, 3, leader or sync" ;;
+    *) die "unknown node '$1': expected 1, 2, 3, leader or sync" ;;
   esac
 }
 
@@ -623,6 +633,9 @@ cmd_down() {
     if alive "$pid" "$(etcd_pattern "$n")"; then kill -CONT "$pid"; kill -TERM "$pid"; fi
   done
   for n in "${NODES[@]}"; do stop_etcd "$n"; done
+  for n in "${NODES[@]}"; do
+    if mountpoint -q "$(walfs_dir "$n")"; then umount "$(walfs_dir "$n")"; fi
+  done
   rm -rf "$BASE"
   log "down: every lab process stopped, $BASE removed"
 }
@@ -643,12 +656,16 @@ cmd_repair() {
     if [ -e "$(pidfile "snapshot$n")" ]; then fault_release_snapshot "$n"; fi
   done
   for n in "${NODES[@]}"; do reinit_promoted "$n"; done
+  for n in "${NODES[@]}"; do
+    if [ -e "$RUN/walfs$n" ]; then fault_restore_wal_fs "$n"; fi
+  done
   cmd_up
   if [ "$(cluster_json | jq -r '.pause // false')" = true ]; then fault_pause resume; fi
   for n in "${NODES[@]}"; do
     if [ -e "$RUN/archive-failing$n" ]; then fault_repair_archiving "$n"; fi
   done
   if [ -e "$RUN/forgotten-slot" ]; then fault_drop_forgotten_slot; fi
+  if [ -e "$RUN/sync-mode" ]; then fault_sync_mode off; fi
 }
 
 cmd_status() {
@@ -940,6 +957,102 @@ fault_drop_forgotten_slot() {
   log "slot $FORGOTTEN_SLOT: removed from Patroni's configuration and dropped"
 }
 
+# sync-mode on|strict|off: Patroni's synchronous_mode (and synchronous_mode_strict), set in its
+# dynamic configuration as `patronictl edit-config` does. `on` and `strict` return once
+# PostgreSQL on the leader waits for a streaming sync standby and /cluster names it; `off` once
+# synchronous_standby_names is empty again.
+sync_standby_ready() {
+  local leader count
+  leader=$(leader_node) || return 1
+  count=$(psql_node "$leader" "select count(*) from pg_stat_replication where state = 'streaming' and sync_state = 'sync'") || return 1
+  [ "$count" -ge 1 ] && [ -n "$(sync_node)" ]
+}
+sync_off_applied() {
+  local leader
+  leader=$(leader_node) || return 1
+  [ -z "$(psql_node "$leader" "show synchronous_standby_names")" ] && ! sync_node >/dev/null
+}
+fault_sync_mode() {
+  case "${1:-}" in
+    on | strict)
+      local strict=false
+      [ "$1" = strict ] && strict=true
+      patch_config "{\"synchronous_mode\": true, \"synchronous_mode_strict\": $strict}"
+      : >"$RUN/sync-mode"
+      wait_for "a synchronous standby" 60 sync_standby_ready
+      log "synchronous_mode on$([ "$strict" = true ] && echo " (strict)"): node$(sync_node) is the sync standby"
+      ;;
+    off)
+      patch_config '{"synchronous_mode": false, "synchronous_mode_strict": false}'
+      wait_for "asynchronous replication" 60 sync_off_applied
+      rm -f "$RUN/sync-mode"
+      log "synchronous_mode off"
+      ;;
+    *) die "sync-mode needs on, strict or off" ;;
+  esac
+}
+
+# small-wal-fs N [MIB] / restore-wal-fs N: node N's pg_wal moves to a tmpfs of MIB (default 256)
+# mounted at nodeN/walfs — a WAL volume of its own, small enough to fill — and back into the data
+# directory. The move is done in maintenance mode with N's PostgreSQL stopped; on `resume` Patroni
+# starts it again in place, as after a crash (the leader stays the leader).
+walfs_dir() { echo "$(node_dir "$1")/walfs"; }
+pg_ctl_stop() {
+  local n=$1
+  postmaster_pid "$n" >/dev/null || return 0
+  setpriv --reuid=postgres --regid=postgres --init-groups "$(node_dir "$n")/bin/pg_ctl" \
+    -D "$(node_dir "$n")/data" stop -m fast -w -t 60 >/dev/null || die "pg_ctl stop failed on node$n"
+}
+postgres_back() { [ "$(psql_node "$1" "select 1" 2>/dev/null)" = 1 ]; }
+fault_small_wal_fs() {
+  local n=$1 mib=${2:-256} fs data
+  fs=$(walfs_dir "$n") data=$(node_dir "$n")/data
+  [ -e "$RUN/walfs$n" ] && die "node$n: pg_wal is on a small filesystem already"
+  local used
+  used=$(du -sm "$data/pg_wal" | cut -f1)
+  [ "$used" -lt "$mib" ] || die "node$n: pg_wal holds $used MiB already, more than a $mib MiB volume"
+  fault_pause pause
+  pg_ctl_stop "$n"
+  mkdir -p "$fs"
+  mount -t tmpfs -o "size=${mib}m,mode=0700" "vigie-lab-walfs$n" "$fs" || die "cannot mount a tmpfs on $fs"
+  : >"$RUN/walfs$n"
+  chown postgres:postgres "$fs"
+  cp -a "$data/pg_wal" "$fs/pg_wal"
+  rm -rf "$data/pg_wal"
+  ln -s "$fs/pg_wal" "$data/pg_wal"
+  chown -h postgres:postgres "$data/pg_wal"
+  fault_pause resume
+  wait_for "PostgreSQL on node$n, restarted by Patroni" 120 postgres_back "$n"
+  wait_for "the cluster ready" 120 cluster_ready
+  log "node$n: pg_wal on a $mib MiB tmpfs ($fs): $(df -h --output=avail "$fs" | tail -n1 | tr -d ' ') free"
+}
+fault_restore_wal_fs() {
+  local n=$1 fs data
+  fs=$(walfs_dir "$n") data=$(node_dir "$n")/data
+  [ -e "$RUN/walfs$n" ] || { log "node$n: pg_wal is in the data directory"; return 0; }
+  # A PostgreSQL already down (its WAL volume filled) is moved as it is; Patroni restarts it.
+  local running=
+  if postmaster_pid "$n" >/dev/null && leader_node >/dev/null; then
+    running=1
+    fault_pause pause
+    pg_ctl_stop "$n"
+  fi
+  if [ -L "$data/pg_wal" ]; then
+    rm "$data/pg_wal"
+    cp -a "$fs/pg_wal" "$data/pg_wal"
+  fi
+  umount "$fs"
+  rm -f "$RUN/walfs$n"
+  # Left paused with N down (small-wal-fs failed half-way): Patroni starts it once resumed.
+  if [ -z "$running" ] && [ "$(cluster_json | jq -r '.pause // false')" = true ]; then fault_pause resume; fi
+  if [ -n "$running" ]; then
+    fault_pause resume
+    wait_for "PostgreSQL on node$n, restarted by Patroni" 120 postgres_back "$n"
+    wait_for "the cluster ready" 120 cluster_ready
+  fi
+  log "node$n: pg_wal back in the data directory"
+}
+
 # switch-wal N [COUNT]: N completes COUNT WAL segments (a write, then pg_switch_wal()), as a busy
 # primary does: what a slot retains or the archiver must archive grows by 16 MiB each.
 fault_switch_wal() {
@@ -1026,9 +1139,29 @@ fault_switchover() {
   log "switchover: node$leader -> node$(leader_node)"
 }
 
+# failover N: Patroni's manual failover to candidate N (`patronictl failover --candidate`): unlike
+# a switchover, any healthy member may be named, and it is done even without the leader's consent.
+fault_failover() {
+  local n=$1 leader
+  leader=$(leader_node) || die "no leader to fail over from"
+  [ "$n" != "$leader" ] || die "node$n is the leader already"
+  lab_curl -fsS -m 30 -XPOST "$(scheme)://$(node_ip "$leader"):8008/failover" \
+    -H 'Content-Type: application/json' -d "{\"candidate\":\"node$n\"}" >/dev/null ||
+    die "Patroni refused the failover to node$n"
+  leader_is() { [ "$(leader_node)" = "$1" ]; }
+  wait_for "node$n to lead" 60 leader_is "$n"
+  wait_for "HAProxy RW on the new leader" 60 cluster_ready
+  log "failover: node$leader -> node$n"
+}
+
 fault_pause() {
-  local mode=$1 leader
-  leader=$(leader_node) || die "no leader right now"
+  local mode=$1 leader n
+  # Any member takes the change to the DCS; the leader's first (none while its PostgreSQL is down
+  # in maintenance mode).
+  leader=$(leader_node) || for n in "${NODES[@]}"; do
+    if patroni_get "$n" patroni >/dev/null 2>&1; then leader=$n; break; fi
+  done
+  [ -n "$leader" ] || die "no Patroni answers"
   local want=true
   [ "$mode" = resume ] && want=false
   lab_curl -fsS -m 10 -XPATCH "$(scheme)://$(node_ip "$leader"):8008/config" \
@@ -1089,11 +1222,15 @@ cmd_fault() {
     forgotten-slot) fault_forgotten_slot ;;
     drop-forgotten-slot) fault_drop_forgotten_slot ;;
     switch-wal) fault_switch_wal "$(resolve_node "$arg")" "${3:-1}" ;;
+    small-wal-fs) fault_small_wal_fs "$(resolve_node "$arg")" "${3:-256}" ;;
+    restore-wal-fs) fault_restore_wal_fs "$(resolve_node "$arg")" ;;
+    sync-mode) fault_sync_mode "$arg" ;;
     fail-archiving) fault_fail_archiving "$(resolve_node "$arg")" ;;
     repair-archiving) fault_repair_archiving "$(resolve_node "$arg")" ;;
     hold-snapshot) fault_hold_snapshot "$(resolve_node "$arg")" ;;
     release-snapshot) fault_release_snapshot "$(resolve_node "$arg")" ;;
     switchover) fault_switchover ;;
+    failover) fault_failover "$(resolve_node "$arg")" ;;
     pause) fault_pause pause ;;
     resume) fault_pause resume ;;
     pause-replay) fault_pause_replay "$(resolve_node "$arg")" ;;

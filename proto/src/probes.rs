@@ -85,6 +85,7 @@ catalogue! {
     PostgresAccept => "postgres.accept", "postgres", PostgresAccept(PostgresAcceptFacts);
     PostgresWalRetention => "postgres.wal_retention", "postgres", PostgresWalRetention(PostgresWalRetentionFacts);
     PostgresXminHorizon => "postgres.xmin_horizon", "postgres", PostgresXminHorizon(PostgresXminHorizonFacts);
+    PatroniConfig => "patroni.config", "patroni", PatroniConfig(PatroniConfigFacts);
 }
 
 macro_rules! accessors {
@@ -124,6 +125,7 @@ accessors! {
     postgres_accept => PostgresAccept(PostgresAcceptFacts);
     postgres_wal_retention => PostgresWalRetention(PostgresWalRetentionFacts);
     postgres_xmin_horizon => PostgresXminHorizon(PostgresXminHorizonFacts);
+    patroni_config => PatroniConfig(PatroniConfigFacts);
 }
 
 /// Transactions until PostgreSQL refuses new XIDs (wraparound protection): what

@@ -225,6 +225,14 @@ impl Lab {
         }
     }
 
+    /// Nodes Patroni lists as synchronous standbys (`sync_standby`).
+    pub async fn sync_standbys(&self) -> Vec<u8> {
+        match self.cluster().await {
+            Some(c) => member_nodes(&c, |m| m["role"] == "sync_standby"),
+            None => Vec::new(),
+        }
+    }
+
     /// Whether etcd member `n` reports itself healthy.
     pub async fn etcd_healthy(&self, n: u8) -> bool {
         self.get_json(&format!("{}://{}:2379/health", scheme(), node_ip(n)))

@@ -63,7 +63,7 @@ async fn cycle_until(
     }
 }
 
-const DB_PROBES: [ProbeId; 21] = [
+const DB_PROBES: [ProbeId; 22] = [
     ProbeId::EtcdClientPort,
     ProbeId::EtcdPeerPort,
     ProbeId::EtcdProcess,
@@ -85,6 +85,7 @@ const DB_PROBES: [ProbeId; 21] = [
     ProbeId::PostgresAccept,
     ProbeId::PostgresWalRetention,
     ProbeId::PostgresXminHorizon,
+    ProbeId::PatroniConfig,
 ];
 
 #[tokio::test]
@@ -113,6 +114,21 @@ async fn healthy_lab_every_probe_ok_with_leader_and_replica_expectations() {
         let replication = facts(get(&results, ProbeId::PostgresReplication))
             .postgres_replication()
             .expect("replication facts");
+        // The lab runs asynchronous replication, as Patroni's configuration says on every node.
+        let config = facts(get(&results, ProbeId::PatroniConfig))
+            .patroni_config()
+            .expect("config facts");
+        assert_eq!(
+            config.synchronous_mode(),
+            vigie_proto::v1::SyncMode::Off,
+            "node{n}"
+        );
+        assert!(
+            config.ttl.is_some() && config.loop_wait.is_some(),
+            "{config:?}"
+        );
+        assert_eq!(replication.synchronous_standby_names.as_deref(), Some(""));
+        assert_eq!(replication.sync_waiters, Some(0));
         if n == leader {
             assert!(!recovery.in_recovery);
             assert_eq!(recovery.patroni_role.as_deref(), Some("primary"));

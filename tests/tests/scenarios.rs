@@ -1061,7 +1061,8 @@ async fn s22_a_forgotten_slot_retaining_wal_is_named_on_the_leader_and_clears_on
     timer.detected();
     let message = finding_message(&doc, "WAL_RETENTION", &node).unwrap_or_default();
     assert!(
-        message.contains("no Patroni member's") && message.contains("retains"),
+        message.contains("a permanent slot of Patroni's configuration (`slots:`)")
+            && message.contains("retains"),
         "{message}"
     );
     assert_eq!(verdict(&doc), "degraded", "{:?}", finding_codes(&doc));
@@ -1152,5 +1153,239 @@ async fn s24_a_session_idle_in_transaction_holding_the_horizon_is_named_and_clea
         .await;
     timer.recovered();
     timer.record();
+    s.stop().await;
+}
+
+/// Patroni's synchronous mode on: with its sync standby confirming, the cluster is quiet. Returns
+/// the sync standby.
+async fn quiet_in_sync_mode(lab: &Lab, s: &Stack, mode: &str) -> u8 {
+    lab.fault("sync-mode", Some(mode)).await;
+    steady(s).await;
+    let until = Instant::now() + interval() * 5;
+    while Instant::now() < until {
+        let doc = s.demo().await.expect("the API answers");
+        assert!(
+            healthy(&doc) && doc["findings"].as_array().is_some_and(Vec::is_empty),
+            "synchronous mode {mode} with a sync standby is not quiet: {:?}",
+            finding_codes(&doc)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    *lab.sync_standbys()
+        .await
+        .first()
+        .expect("Patroni names a sync standby")
+}
+
+#[tokio::test]
+async fn s25_a_frozen_sync_standby_hangs_commits_critical_on_the_leader_and_clears_when_thawed() {
+    let lab = Lab::acquire().await;
+    let wait = Duration::from_secs(2);
+    let s = stack_judging(vigie_collector::config::VerdictConfig {
+        syncrep_wait_critical: wait,
+        ..Default::default()
+    })
+    .await;
+    let leader = lab.leader().await.expect("a leader").to_string();
+    let node = format!("node{leader}");
+    let sync = quiet_in_sync_mode(&lab, &s, "on").await.to_string();
+    let writer = Writer::start();
+    let mut timer = Timer::fault("the sync standby frozen, writes going on", interval());
+    lab.fault("freeze-pg", Some(&sync)).await;
+    // Observable once a commit has waited `wait`; the writer commits every 250 ms.
+    let doc = s
+        .wait_demo(
+            "WRITES_BLOCKED_SYNCREP on the leader",
+            wait + interval() * 2 + Duration::from_secs(2),
+            |d| verdict(d) == "critical" && has_finding(d, "WRITES_BLOCKED_SYNCREP", &node),
+        )
+        .await;
+    timer.detected();
+    let message = finding_message(&doc, "WRITES_BLOCKED_SYNCREP", &node).unwrap_or_default();
+    assert!(
+        message.contains("wait for a synchronous standby to confirm their commit")
+            && message.contains(&format!("synchronous now: node{sync}")),
+        "{message}"
+    );
+    let others: Vec<_> = doc["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["code"] == "WRITES_BLOCKED_SYNCREP" && f["nodes"][0] != node.as_str())
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+    timer.note(message);
+    timer.repair();
+    lab.fault("thaw-pg", Some(&sync)).await;
+    s.wait_demo("commits confirmed again", CLUSTER_CHANGE, |d| {
+        !has_finding(d, "WRITES_BLOCKED_SYNCREP", &node)
+    })
+    .await;
+    timer.recovered();
+    drop(writer);
+    lab.fault("sync-mode", Some("off")).await;
+    s.wait_demo("healthy, asynchronous again", CLUSTER_CHANGE, healthy)
+        .await;
+    timer.record();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s26_no_standby_left_hangs_commits_in_strict_mode_and_only_degrades_otherwise() {
+    let lab = Lab::acquire().await;
+    let wait = Duration::from_secs(2);
+    let s = stack_judging(vigie_collector::config::VerdictConfig {
+        syncrep_wait_critical: wait,
+        ..Default::default()
+    })
+    .await;
+    let leader = lab.leader().await.expect("a leader");
+    let node = format!("node{leader}");
+    let replicas: Vec<String> = (1..=3u8)
+        .filter(|n| *n != leader)
+        .map(|n| n.to_string())
+        .collect();
+    quiet_in_sync_mode(&lab, &s, "strict").await;
+    let writer = Writer::start();
+    let mut timer = Timer::fault("strict synchronous mode, both replicas stopped", interval());
+    for r in &replicas {
+        lab.fault("stop-patroni", Some(r)).await;
+    }
+    let doc = s
+        .wait_demo(
+            "WRITES_BLOCKED_SYNCREP and SYNC_STANDBY_MISSING on the leader",
+            wait + interval() * 2 + Duration::from_secs(2),
+            |d| {
+                has_finding(d, "WRITES_BLOCKED_SYNCREP", &node)
+                    && has_finding(d, "SYNC_STANDBY_MISSING", &node)
+            },
+        )
+        .await;
+    timer.detected();
+    let blocked = finding_message(&doc, "WRITES_BLOCKED_SYNCREP", &node).unwrap_or_default();
+    assert!(
+        blocked.contains("synchronous_standby_names = '*'")
+            && blocked.contains("strict synchronous mode"),
+        "{blocked}"
+    );
+    let missing = finding_message(&doc, "SYNC_STANDBY_MISSING", &node).unwrap_or_default();
+    assert!(
+        missing.contains("synchronous_mode on (strict) asks for 1")
+            && missing.contains("commits wait"),
+        "{missing}"
+    );
+    timer.note(blocked);
+    timer.repair();
+    for r in &replicas {
+        lab.fault("start-patroni", Some(r)).await;
+    }
+    s.wait_demo("commits confirmed again", CLUSTER_CHANGE, |d| {
+        !has_finding(d, "WRITES_BLOCKED_SYNCREP", &node)
+            && !has_finding(d, "SYNC_STANDBY_MISSING", &node)
+    })
+    .await;
+    timer.recovered();
+    timer.record();
+
+    // Not strict: Patroni stops waiting for the standbys it lost; commits go on, unprotected.
+    lab.script_ok(&["ready"]).await;
+    quiet_in_sync_mode(&lab, &s, "on").await;
+    for r in &replicas {
+        lab.fault("stop-patroni", Some(r)).await;
+    }
+    let doc = s
+        .wait_demo(
+            "SYNC_STANDBY_MISSING and commits that no longer wait",
+            CLUSTER_CHANGE,
+            |d| {
+                finding_message(d, "SYNC_STANDBY_MISSING", &node)
+                    .is_some_and(|m| m.contains("synchronous_standby_names = ''"))
+                    && !has_finding(d, "WRITES_BLOCKED_SYNCREP", &node)
+            },
+        )
+        .await;
+    let missing = finding_message(&doc, "SYNC_STANDBY_MISSING", &node).unwrap_or_default();
+    assert!(missing.contains("a failover now may lose"), "{missing}");
+    let before = writer.ok.load(Ordering::Relaxed);
+    s.wait_demo("writes still going through", CLUSTER_CHANGE, |_| {
+        writer.ok.load(Ordering::Relaxed) > before + 2
+    })
+    .await;
+    drop(writer);
+    for r in &replicas {
+        lab.fault("start-patroni", Some(r)).await;
+    }
+    lab.fault("sync-mode", Some("off")).await;
+    s.wait_demo("healthy, asynchronous again", CLUSTER_CHANGE, healthy)
+        .await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn s27_switchover_and_failover_in_synchronous_mode_are_never_critical() {
+    let lab = Lab::acquire().await;
+    let s = stack().await;
+    quiet_in_sync_mode(&lab, &s, "on").await;
+    let writer = Writer::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watch = {
+        let api = s.collector.api("/api/v1/clusters/demo");
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut worst = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(r) = reqwest::get(&api).await
+                    && let Ok(d) = r.json::<Value>().await
+                    && verdict(&d) == "critical"
+                {
+                    worst.push(finding_codes(&d));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            worst
+        })
+    };
+    let mut timer = Timer::fault("switchover in synchronous mode", interval());
+    let old = lab.leader().await.expect("a leader");
+    lab.fault("switchover", None).await;
+    let new = lab.leader().await.expect("a new leader");
+    assert_ne!(new, old);
+    timer.detected();
+    timer.repair();
+    s.wait_demo("healthy, a sync standby again", CLUSTER_CHANGE, |d| {
+        healthy(d) && d["leader"] == format!("node{new}").as_str()
+    })
+    .await;
+    timer.recovered();
+    timer.note(format!("node{old} -> node{new}"));
+    timer.record();
+    let mut timer = Timer::fault("manual failover in synchronous mode", interval());
+    lab.script_ok(&["ready"]).await;
+    let candidate = *lab
+        .sync_standbys()
+        .await
+        .first()
+        .expect("Patroni names a sync standby");
+    lab.fault("failover", Some(&candidate.to_string())).await;
+    timer.detected();
+    timer.repair();
+    s.wait_demo("healthy after the failover", CLUSTER_CHANGE, |d| {
+        healthy(d) && d["leader"] == format!("node{candidate}").as_str()
+    })
+    .await;
+    timer.recovered();
+    timer.note(format!("node{new} -> node{candidate}"));
+    timer.record();
+    stop.store(true, Ordering::Relaxed);
+    let criticals = watch.await.expect("watcher");
+    assert!(
+        criticals.is_empty(),
+        "critical during a synchronous-mode switchover or failover: {criticals:?}"
+    );
+    assert!(writer.ok.load(Ordering::Relaxed) > 10);
+    drop(writer);
+    lab.fault("sync-mode", Some("off")).await;
+    s.wait_demo("healthy, asynchronous again", CLUSTER_CHANGE, healthy)
+        .await;
     s.stop().await;
 }

@@ -7,6 +7,7 @@ pub mod etcd_health;
 pub mod haproxy_backends;
 pub mod haproxy_port;
 pub mod patroni_cluster;
+pub mod patroni_config;
 pub mod patroni_health;
 pub mod patroni_node;
 pub mod patroni_words;

@@ -23,6 +23,8 @@ pub struct Member {
     pub timeline: Option<u64>,
     /// Bytes behind the leader as Patroni computes it (`None` for the leader or "unknown").
     pub lag: Option<u64>,
+    /// Listed as `sync_standby` (or `quorum_standby`).
+    pub sync_standby: bool,
 }
 
 /// What the other probes need from `/cluster`.
@@ -82,6 +84,7 @@ pub fn judge(
                 state: m["state"].as_str().unwrap_or("unknown").to_string(),
                 timeline: m["timeline"].as_u64(),
                 lag: m["lag"].as_u64(),
+                sync_standby: matches!(m["role"].as_str(), Some("sync_standby" | "quorum_standby")),
             })
         })
         .collect();
@@ -175,6 +178,7 @@ pub fn judge(
             state_kind: state_kind(&m.state) as i32,
             timeline: m.timeline,
             lag_bytes: m.lag,
+            sync_standby: m.sync_standby,
         })
         .collect();
     let switchover = &doc["scheduled_switchover"];

@@ -46,6 +46,10 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
             senders: senders.clone(),
             expected: expected.map(|e| e as u32),
             missing,
+            synchronous_standby_names: Some(snap.sync.standby_names.clone()),
+            synchronous_commit: Some(snap.sync.commit.clone()),
+            sync_waiters: Some(u32::try_from(snap.sync.waiters).unwrap_or(u32::MAX)),
+            longest_sync_wait_s: snap.sync.longest_wait_s,
         })
     };
     let base = |r: ProbeResult| r.with(facts(None, Vec::new()));
@@ -95,7 +99,16 @@ pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
     } else {
         format!(": {}", names.join(", "))
     };
-    let text = format!("{}/{expected} replicas streaming{listed}", streaming.len());
+    let mut text = format!("{}/{expected} replicas streaming{listed}", streaming.len());
+    // Said here, judged by the collector (`[verdict] syncrep_wait_critical`).
+    if snap.sync.waiters > 0 {
+        text.push_str(&format!(
+            "; {} commits wait for a synchronous standby (longest {:.1}s, synchronous_standby_names '{}')",
+            snap.sync.waiters,
+            snap.sync.longest_wait_s.unwrap_or(0.0),
+            snap.sync.standby_names
+        ));
+    }
     let result = if streaming.len() == expected {
         id.ok(text)
     } else if streaming.is_empty() {
@@ -130,6 +143,7 @@ mod tests {
                     state: "running".into(),
                     timeline: None,
                     lag: None,
+                    sync_standby: false,
                 })
                 .collect(),
             paused: false,
@@ -237,5 +251,47 @@ mod tests {
         };
         let r = judge(&ctx);
         assert_eq!(r.json()["senders"][0]["replay_lag_bytes"], 0x100_0000);
+    }
+}
+
+#[cfg(test)]
+mod sync_tests {
+    use super::*;
+    use crate::probe::patroni_cluster::ClusterView;
+    use crate::probe::postgres_session::tests_support::{cfg, sender, snapshot};
+
+    #[test]
+    fn commits_waiting_for_a_sync_standby_are_reported_with_the_settings() {
+        let cfg = cfg();
+        let view = ClusterView {
+            members: Vec::new(),
+            paused: false,
+        };
+        let mut snap = snapshot();
+        snap.in_recovery = false;
+        snap.current_lsn = Some(Lsn(0x500_0000));
+        snap.replication = vec![sender("node2", "streaming")];
+        snap.sync.standby_names = "\"node2\"".into();
+        snap.sync.waiters = 3;
+        snap.sync.longest_wait_s = Some(12.5);
+        let ctx = PgContext {
+            snapshot: &snap,
+            role: Some(&Role::Primary),
+            cluster: Some(&view),
+            node: "node1",
+            cfg: &cfg,
+        };
+        let r = judge(&ctx);
+        let f = r.json();
+        assert_eq!(f["synchronous_standby_names"], "\"node2\"");
+        assert_eq!(f["synchronous_commit"], "on");
+        assert_eq!(f["sync_waiters"], 3);
+        assert_eq!(f["longest_sync_wait_s"], 12.5);
+        assert!(
+            r.message
+                .contains("3 commits wait for a synchronous standby (longest 12.5s"),
+            "{}",
+            r.message
+        );
     }
 }

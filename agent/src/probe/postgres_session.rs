@@ -83,6 +83,18 @@ pub struct PgSnapshot {
     pub longest_lock_wait: Option<f64>,
     pub retention: Retention,
     pub horizon: Horizon,
+    pub sync: SyncRep,
+}
+
+/// Synchronous replication as this server runs it: whom commits wait for, and who waits now.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SyncRep {
+    pub standby_names: String,
+    pub commit: String,
+    /// Sessions waiting for a synchronous standby to confirm their commit.
+    pub waiters: i64,
+    /// The longest of those waits, since its statement started (seconds).
+    pub longest_wait_s: Option<f64>,
 }
 
 /// One `pg_replication_slots` row; LSNs as text, retained bytes counted by the server.
@@ -289,7 +301,12 @@ SELECT
   (SELECT row_to_json(d)::text FROM (
      SELECT datname::text, age(datfrozenxid)::int8 AS xid_age FROM pg_database
      ORDER BY age(datfrozenxid) DESC LIMIT 1) d) AS frozen,
-  current_setting('autovacuum_freeze_max_age')::int8 AS autovacuum_freeze_max_age
+  current_setting('autovacuum_freeze_max_age')::int8 AS autovacuum_freeze_max_age,
+  current_setting('synchronous_standby_names') AS synchronous_standby_names,
+  current_setting('synchronous_commit') AS synchronous_commit,
+  (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep') AS sync_waiters,
+  (SELECT extract(epoch FROM max(now() - query_start))::float8 FROM pg_stat_activity
+     WHERE wait_event = 'SyncRep') AS longest_sync_wait
 ";
 
 /// The long-lived session.
@@ -522,6 +539,12 @@ fn parse_row(row: &tokio_postgres::Row) -> Result<PgSnapshot, String> {
         longest_lock_wait: f64_col("longest_lock_wait")?,
         retention,
         horizon,
+        sync: SyncRep {
+            standby_names: col("synchronous_standby_names")?.unwrap_or_default(),
+            commit: col("synchronous_commit")?.unwrap_or_default(),
+            waiters: i64_col("sync_waiters")?.unwrap_or_default(),
+            longest_wait_s: f64_col("longest_sync_wait")?,
+        },
     })
 }
 
@@ -606,6 +629,10 @@ pub mod tests_support {
             },
             horizon: Horizon {
                 autovacuum_freeze_max_age: 200_000_000,
+                ..Default::default()
+            },
+            sync: SyncRep {
+                commit: "on".into(),
                 ..Default::default()
             },
         }

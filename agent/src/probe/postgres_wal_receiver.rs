@@ -86,6 +86,7 @@ mod tests {
                 state: "running".into(),
                 timeline: Some(3),
                 lag: None,
+                sync_standby: false,
             }],
             paused: false,
         }

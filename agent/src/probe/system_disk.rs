@@ -1,5 +1,6 @@
 //! `system.disk`: space and inodes used on the filesystems holding the configured paths
-//! (PostgreSQL's data directory by default), from `statvfs`.
+//! (PostgreSQL's data directory and its `pg_wal` by default), from `statvfs`, one row per
+//! filesystem.
 
 use std::path::{Path, PathBuf};
 
@@ -40,9 +41,13 @@ pub fn probe(cfg: &SystemConfig, paths: &[PathBuf], read: &FsUsageReader) -> Pro
     let mut status = Status::Ok;
     let mut parts = Vec::new();
     let mut facts = Vec::new();
+    let mut devices = Vec::new();
     for path in paths {
         match (read.0)(path) {
+            // One filesystem, one row (the data directory's `pg_wal` is usually on it).
+            Ok(u) if devices.contains(&u.device) => {}
             Ok(u) => {
+                devices.push(u.device);
                 let worst = u.used_percent.max(u.inodes_used_percent);
                 let s = if worst >= cfg.disk_critical_percent {
                     Status::Critical
@@ -94,5 +99,26 @@ mod tests {
         assert!(r.message.starts_with("/: "), "{}", r.message);
         let r = probe(&cfg, &[PathBuf::from("/nonexistent/vigie")], &statvfs);
         assert_eq!(r.status, Status::Unknown);
+    }
+
+    #[test]
+    fn paths_on_one_filesystem_are_one_row_and_a_separate_one_its_own() {
+        let cfg = SystemConfig::default();
+        let read = FsUsageReader::new(|p: &Path| {
+            Ok(FsUsage {
+                device: if p.ends_with("walfs") { 2 } else { 1 },
+                total_bytes: 100 << 20,
+                available_bytes: 60 << 20,
+                used_percent: 40.0,
+                inodes_used_percent: 1.0,
+            })
+        });
+        let paths = ["/data", "/data/pg_wal", "/walfs"].map(PathBuf::from);
+        let r = probe(&cfg, &paths, &read);
+        let rows: Vec<String> = match r.facts {
+            Some(Facts::SystemDisk(d)) => d.filesystems.into_iter().map(|f| f.path).collect(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(rows, ["/data", "/walfs"]);
     }
 }

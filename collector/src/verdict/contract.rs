@@ -128,6 +128,25 @@ fn every_fact_the_rules_read_is_filled_by_the_real_agents() {
             "{h:?}"
         );
         assert!(h.autovacuum_freeze_max_age > 0, "{h:?}");
+        // Synchronous replication: Patroni's promise and what PostgreSQL runs.
+        let c = get(node, ProbeId::PatroniConfig)
+            .patroni_config()
+            .expect("patroni config");
+        assert!(
+            c.synchronous_mode() != crate::model::wire::SyncMode::Unspecified
+                && c.synchronous_node_count > 0
+                && c.ttl.is_some(),
+            "{c:?}"
+        );
+        let p = get(node, ProbeId::PostgresReplication)
+            .postgres_replication()
+            .expect("replication");
+        assert!(
+            p.synchronous_standby_names.is_some()
+                && p.synchronous_commit.is_some()
+                && p.sync_waiters.is_some(),
+            "{p:?}"
+        );
     }
     let b = get("haproxy", ProbeId::HaproxyBackends)
         .haproxy_backends()

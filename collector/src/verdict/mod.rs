@@ -99,6 +99,8 @@ codes! {
     ArchivingFailing => "ARCHIVING_FAILING",
     XminHorizonHeld => "XMIN_HORIZON_HELD",
     XidWraparound => "XID_WRAPAROUND",
+    WritesBlockedSyncrep => "WRITES_BLOCKED_SYNCREP",
+    SyncStandbyMissing => "SYNC_STANDBY_MISSING",
 }
 
 impl Serialize for Code {
@@ -218,6 +220,8 @@ pub struct Policy {
     pub xmin_hold_warning_s: f64,
     /// …or a holder (a session, a slot, a standby's feedback) this many transactions behind.
     pub xmin_age_warning: u64,
+    /// WRITES_BLOCKED_SYNCREP: a commit waiting this long for a synchronous standby.
+    pub syncrep_wait_critical_s: f64,
 }
 
 impl Default for Policy {
@@ -241,6 +245,7 @@ impl Default for Policy {
             wal_rate_window_ms: 300_000,
             xmin_hold_warning_s: 1_800.0,
             xmin_age_warning: 100_000_000,
+            syncrep_wait_critical_s: 5.0,
         }
     }
 }

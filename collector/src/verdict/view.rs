@@ -127,6 +127,7 @@ typed_facts! {
     wal_retention => PostgresWalRetention, postgres_wal_retention, PostgresWalRetentionFacts;
     xmin_horizon => PostgresXminHorizon, postgres_xmin_horizon, PostgresXminHorizonFacts;
     disk => SystemDisk, system_disk, SystemDiskFacts;
+    patroni_config => PatroniConfig, patroni_config, PatroniConfigFacts;
 }
 
 impl<'a> View<'a> {
@@ -220,6 +221,16 @@ impl<'a> View<'a> {
             .state
             .lsn_series
             .rate_bps(self.now_mono_ms, self.policy.wal_rate_window_ms)
+    }
+
+    /// Patroni's dynamic configuration (the same on every member): as the leader's agent
+    /// reports it, else any fresh DB node's.
+    pub fn patroni_config(&self) -> Option<&'a wire::PatroniConfigFacts> {
+        let leader = self.patroni_leader();
+        self.fresh()
+            .filter(|n| Some(n.name()) == leader)
+            .chain(self.fresh())
+            .find_map(|n| n.patroni_config())
     }
 
     /// The member list Patroni publishes (from the freshest view), by name.

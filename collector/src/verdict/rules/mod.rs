@@ -14,6 +14,7 @@ mod maintenance;
 mod patroni_words;
 pub mod replication;
 mod skew;
+mod sync_replication;
 mod wal_retention;
 mod wraparound;
 mod xmin_horizon;
@@ -37,5 +38,6 @@ pub fn run_all(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<Str
     archiving::check(view, findings);
     xmin_horizon::check(view, findings);
     wraparound::check(view, findings);
+    sync_replication::check(view, findings, blind);
     skew::check(view, blind);
 }

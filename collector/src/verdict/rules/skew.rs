@@ -12,7 +12,29 @@ use crate::verdict::view::View;
 const LATER_SQL_PROBES: [ProbeId; 2] =
     [ProbeId::PostgresWalRetention, ProbeId::PostgresXminHorizon];
 
+/// The same for the Patroni probes: an agent without them leaves synchronous replication and
+/// Patroni's promises unjudged on that node.
+const LATER_PATRONI_PROBES: [ProbeId; 1] = [ProbeId::PatroniConfig];
+
 pub fn check(view: &View<'_>, blind: &mut Vec<String>) {
+    for n in view.fresh().filter(|n| !n.state.untyped_facts) {
+        if n.result(ProbeId::PatroniNode).is_none() {
+            continue;
+        }
+        let missing: Vec<&str> = LATER_PATRONI_PROBES
+            .iter()
+            .filter(|id| !n.state.results.contains_key(id))
+            .map(|id| id.name())
+            .collect();
+        if !missing.is_empty() {
+            blind.push(format!(
+                "the agent on {} (version {}) does not report {}: Patroni's synchronous mode is unwatched there; upgrade it",
+                n.name(),
+                n.state.agent_version,
+                missing.join(", ")
+            ));
+        }
+    }
     for n in view.fresh().filter(|n| !n.state.untyped_facts) {
         if n.result(ProbeId::PostgresRecovery).is_none() {
             continue; // no SQL probes on this node
@@ -81,6 +103,23 @@ mod tests {
         assert_eq!(v.health, Health::Unknown, "{:?}", v.findings);
         assert!(
             v.blind_spots.iter().any(|b| b.contains("node3 (version 0.2.0) does not report postgres.wal_retention")),
+            "{:?}",
+            v.blind_spots
+        );
+    }
+
+    #[test]
+    fn a_typed_agent_without_patroni_config_is_a_blind_spot() {
+        let mut lab = Lab::healthy();
+        let n = lab.node_mut("node2");
+        n.agent_version = "0.2.1".into();
+        n.results.remove(&crate::model::ProbeId::PatroniConfig);
+        let v = lab.verdict();
+        assert_eq!(v.health, Health::Unknown, "{:?}", v.findings);
+        assert!(
+            v.blind_spots
+                .iter()
+                .any(|b| b.contains("node2 (version 0.2.1) does not report patroni.config")),
             "{:?}",
             v.blind_spots
         );

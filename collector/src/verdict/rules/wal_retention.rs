@@ -74,8 +74,16 @@ fn owner(view: &View<'_>, slot: &ReplicationSlot) -> String {
         .find(|(member, _)| patroni_slot_name(member) == slot.name)
     {
         Some((member, m)) => format!("member {member}'s slot, {member} is {}", m.state),
-        None => "no Patroni member's: a permanent slot of Patroni's configuration, or made outside Patroni"
-            .to_string(),
+        None => match view.patroni_config() {
+            Some(c) if c.permanent_slots.contains(&slot.name) => {
+                "no Patroni member's: a permanent slot of Patroni's configuration (`slots:`), kept whether or not anything reads it"
+                    .to_string()
+            }
+            Some(_) => "no Patroni member's and not in Patroni's `slots:`: made outside Patroni"
+                .to_string(),
+            None => "no Patroni member's: a permanent slot of Patroni's configuration, or made outside Patroni"
+                .to_string(),
+        },
     }
 }
 
@@ -125,12 +133,13 @@ pub fn full_text(full: Option<(&str, i64)>, rate: Option<f64>) -> String {
     }
 }
 
-/// A duration for an estimate: `45s`, `12m`, `3h 20m`, `4d 2h`.
+/// A duration for an estimate: `45s`, `4m 10s`, `12m`, `3h 20m`, `4d 2h`.
 fn rough(ms: i64) -> String {
     let s = ms.max(0) / 1_000;
     match s {
         0..=59 => format!("{s}s"),
-        60..=3_599 => format!("{}m", s / 60),
+        60..=599 => format!("{}m {}s", s / 60, s % 60),
+        600..=3_599 => format!("{}m", s / 60),
         3_600..=86_399 => format!("{}h {}m", s / 3_600, s % 3_600 / 60),
         _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3_600),
     }
