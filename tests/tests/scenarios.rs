@@ -1389,3 +1389,168 @@ async fn s27_switchover_and_failover_in_synchronous_mode_are_never_critical() {
         .await;
     s.stop().await;
 }
+/// Free bytes on the filesystem holding `path`, as `df` counts them for an ordinary user.
+async fn free_bytes(path: &std::path::Path) -> u64 {
+    let out = tokio::process::Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(path)
+        .output()
+        .await
+        .expect("df runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("df {}: {out:?}", path.display()))
+}
+
+/// The leader's current WAL position, in bytes.
+async fn leader_lsn(leader: &str) -> u64 {
+    let n = leader.parse::<u8>().expect("a node number");
+    let c = connect(Target::Node(n), Role::Superuser, Duration::from_secs(5))
+        .await
+        .expect("connect to the leader");
+    query_one_text(
+        &c,
+        "select (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint::text",
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("the position")
+    .parse()
+    .expect("a number")
+}
+
+/// The estimate in a WAL_RETENTION message (`… is full in ~4m 10s`), in seconds.
+fn time_to_full_s(message: &str) -> Option<f64> {
+    let rest = message.split("is full in ~").nth(1)?;
+    let mut total = 0.0;
+    for part in rest.split_whitespace() {
+        let (n, unit) = part.split_at(part.find(|c: char| !c.is_ascii_digit())?);
+        let n: f64 = n.parse().ok()?;
+        total += n * match unit.trim_end_matches([',', ';']) {
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            _ => return None,
+        };
+    }
+    Some(total)
+}
+
+#[test]
+fn time_to_full_reads_every_shape_of_the_estimate() {
+    assert_eq!(time_to_full_s("x is full in ~45s"), Some(45.0));
+    assert_eq!(time_to_full_s("x is full in ~4m 10s"), Some(250.0));
+    assert_eq!(time_to_full_s("x is full in ~3h 20m"), Some(12_000.0));
+    assert_eq!(time_to_full_s("no estimate"), None);
+}
+
+#[tokio::test]
+async fn s28_the_time_to_full_estimate_is_within_a_factor_of_two_of_the_truth_on_a_filling_wal_volume()
+ {
+    let lab = Lab::acquire().await;
+    let leader = lab.leader().await.expect("a leader").to_string();
+    let node = format!("node{leader}");
+    // The leader's WAL on a volume of its own, with 480 MiB free: three minutes at the writer's
+    // rate below.
+    let du = tokio::process::Command::new("du")
+        .arg("-sm")
+        .arg(vigie_tests::lab_dir().join(format!("node{leader}/data/pg_wal")))
+        .output()
+        .await
+        .expect("du runs");
+    let wal_mib: u64 = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("du: {du:?}"));
+    let size = (wal_mib + 480).to_string();
+    lab.script_ok(&["fault", "small-wal-fs", &leader, &size])
+        .await;
+    let walfs = vigie_tests::lab_dir().join(format!("node{leader}/walfs"));
+    let window = Duration::from_secs(30);
+    let s = stack_judging(vigie_collector::config::VerdictConfig {
+        wal_retention_warning_bytes: 16 << 20,
+        wal_rate_window: window,
+        ..Default::default()
+    })
+    .await;
+    steady(&s).await;
+    lab.fault("forgotten-slot", None).await;
+    // A steady writer: ~0.5 MiB of rows every 250 ms, straight to the leader.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = {
+        let (stop, n) = (stop.clone(), leader.parse::<u8>().expect("a node number"));
+        tokio::spawn(async move {
+            let c = connect(Target::Node(n), Role::Superuser, Duration::from_secs(5))
+                .await
+                .expect("connect to the leader");
+            c.batch_execute("create table if not exists lab_fill (filler text)")
+                .await
+                .expect("table");
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                c.batch_execute(
+                    "insert into lab_fill select repeat(md5(random()::text), 32) from generate_series(1, 500)",
+                )
+                .await
+                .expect("insert");
+            }
+        })
+    };
+    let mut timer = Timer::fault("a forgotten slot filling a small WAL volume", interval());
+    // The collector's rate is measured over its window: judged once the window holds only the
+    // writer's steady rate (its first half minute writes twice as much WAL: full-page images of
+    // the pages first touched after PostgreSQL's restart).
+    let started = Instant::now();
+    let doc = s
+        .wait_demo("an estimate of time to full", CLUSTER_CHANGE, |d| {
+            started.elapsed() >= window * 2 + interval() * 2
+                && finding_message(d, "WAL_RETENTION", &node)
+                    .is_some_and(|m| m.contains("pg_wal is full in ~"))
+        })
+        .await;
+    timer.detected();
+    let message = finding_message(&doc, "WAL_RETENTION", &node).unwrap_or_default();
+    let estimate = time_to_full_s(&message).unwrap_or_else(|| panic!("no estimate: {message}"));
+    assert_eq!(verdict(&doc), "critical", "{message}");
+    let (t0, free0) = (Instant::now(), free_bytes(&walfs).await);
+    let lsn0 = leader_lsn(&leader).await;
+    // The truth: the volume's own free space as it fills, until three quarters of it is used,
+    // extrapolated to empty at the rate it went.
+    let deadline = t0 + Duration::from_secs_f64(estimate * 3.0 + 60.0);
+    let mut free = free0;
+    while free > free0 / 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the volume filled far slower than estimated ({estimate:.0}s): {free} of {free0} bytes still free"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        free = free_bytes(&walfs).await;
+    }
+    let took = t0.elapsed().as_secs_f64();
+    let truth = took * free0 as f64 / (free0 - free) as f64;
+    let wal_rate = (leader_lsn(&leader).await - lsn0) as f64 / took;
+    stop.store(true, Ordering::Relaxed);
+    writing.await.expect("the writer");
+    let ratio = estimate / truth;
+    let note = format!(
+        "estimate {estimate:.0}s, truth {truth:.0}s (x{ratio:.2}); WAL meanwhile {:.1} MiB/s, the volume filling at {:.1} MiB/s: {message}",
+        wal_rate / 1_048_576.0,
+        (free0 - free) as f64 / took / 1_048_576.0
+    );
+    eprintln!("s28: {note}");
+    assert!((0.5..=2.0).contains(&ratio), "{note}");
+    timer.note(note);
+    timer.repair();
+    lab.fault("drop-forgotten-slot", None).await;
+    lab.script_ok(&["fault", "restore-wal-fs", &leader]).await;
+    s.wait_demo("healthy once the slot is dropped", CLUSTER_CHANGE, healthy)
+        .await;
+    timer.recovered();
+    timer.record();
+    s.stop().await;
+}
