@@ -46,7 +46,7 @@ pub struct Agent {
     pg: Option<PgState>,
     /// Shared with the blocking reads: a cycle hands them a reference count, not a copy.
     system: Arc<SystemConfig>,
-    disk_paths: Arc<Vec<PathBuf>>,
+    disk_paths: Arc<system_disk::DiskPaths>,
 }
 
 /// The postmaster's pid and state, when it runs on this host.
@@ -58,6 +58,7 @@ struct PgState {
     accept: AcceptProbe,
     postmaster: OffThread<postgres_accept::PostmasterSeen, Postmaster>,
     lag: LagTracker,
+    sync_waits: postgres_replication::SyncWaits,
     last_failed: bool,
     /// The last snapshot showed (almost) no free connection slot.
     slots_tight: bool,
@@ -138,11 +139,14 @@ impl Agent {
                 accept,
                 postmaster: OffThread::new(ProbeId::PostgresAccept, None),
                 lag: LagTracker::default(),
+                sync_waits: Default::default(),
                 last_failed: false,
                 slots_tight: false,
             }
         });
-        let disk_paths = Arc::new(cfg.system.disk_paths.clone());
+        let disk_paths = Arc::new(system_disk::DiskPaths::configured(
+            cfg.system.disk_paths.clone(),
+        ));
         let system = Arc::new(cfg.system.clone());
         Ok(Agent {
             haproxy_process: cfg
@@ -329,14 +333,13 @@ impl Agent {
         // Gather, stage 2: the reads that need the snapshot (the data directory, the backend's pid).
         let snap = snapshot.as_ref().and_then(|(s, _, _)| s.as_ref().ok());
         if let Some(dir) = snap.and_then(|s| s.data_directory.as_ref())
-            && disk_paths.is_empty()
+            && !disk_paths.configured
+            && !disk_paths.from_data_directory
         {
-            // pg_wal too: on a volume of its own (a symlink), it fills apart from the data.
-            let dir = PathBuf::from(dir);
-            Arc::make_mut(disk_paths).extend([dir.clone(), dir.join("pg_wal")]);
+            Arc::make_mut(disk_paths).follow_data_directory(dir);
         }
-        if cfg.system.enabled && disk_paths.is_empty() {
-            Arc::make_mut(disk_paths).push(PathBuf::from("/"));
+        if cfg.system.enabled && disk_paths.paths.is_empty() {
+            Arc::make_mut(disk_paths).paths.push(PathBuf::from("/"));
         }
         let disk = async {
             if !cfg.system.enabled {
@@ -411,7 +414,10 @@ fn sql_results(
     inputs: &SqlInputs<'_>,
     snapshot: Timed<Result<PgSnapshot, String>>,
 ) -> Vec<ProbeResult> {
-    let (snapshot, started, took) = snapshot;
+    let (mut snapshot, started, took) = snapshot;
+    if let Ok(snap) = &mut snapshot {
+        state.sync_waits.observe(&mut snap.sync, snap.now);
+    }
     let sql_ids = [
         ProbeId::PostgresLocks,
         ProbeId::PostgresConnections,

@@ -715,6 +715,12 @@ pub fn validate(cfg: &CollectorConfig) -> Result<(), ConfigError> {
             "must be at least 30s",
         ));
     }
+    if cfg.verdict.syncrep_wait_critical < Duration::from_secs(1) {
+        return Err(ConfigError::new(
+            "verdict.syncrep_wait_critical",
+            "must be at least 1s (a healthy standby confirms a commit in milliseconds)",
+        ));
+    }
     if cfg.verdict.stale_intervals < 2 {
         return Err(ConfigError::new(
             "verdict.stale_intervals",
@@ -828,6 +834,11 @@ mod tests {
         ))
         .expect_err("above 100");
         assert_eq!(e.field, "verdict.connections_warning_percent");
+        let e = load_str(&format!(
+            "{BASE}plaintext = true\n[verdict]\nsyncrep_wait_critical = \"0s\"\n"
+        ))
+        .expect_err("every commit in flight");
+        assert_eq!(e.field, "verdict.syncrep_wait_critical");
         let e = load_str(
             "grpc_listen = \"nowhere\"\nhttp_listen = \"127.0.0.1:1\"\nplaintext = true\n",
         )

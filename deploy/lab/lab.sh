@@ -968,9 +968,10 @@ sync_standby_ready() {
   [ "$count" -ge 1 ] && [ -n "$(sync_node)" ]
 }
 sync_off_applied() {
-  local leader
+  local leader names
   leader=$(leader_node) || return 1
-  [ -z "$(psql_node "$leader" "show synchronous_standby_names")" ] && ! sync_node >/dev/null
+  names=$(psql_node "$leader" "show synchronous_standby_names") || return 1
+  [ -z "$names" ] && ! sync_node >/dev/null
 }
 fault_sync_mode() {
   case "${1:-}" in
@@ -1018,9 +1019,11 @@ fault_small_wal_fs() {
   : >"$RUN/walfs$n"
   chown postgres:postgres "$fs"
   cp -a "$data/pg_wal" "$fs/pg_wal"
-  rm -rf "$data/pg_wal"
+  # Never a moment without pg_wal: the copy is linked in before the original goes.
+  mv "$data/pg_wal" "$data/pg_wal.moved"
   ln -s "$fs/pg_wal" "$data/pg_wal"
   chown -h postgres:postgres "$data/pg_wal"
+  rm -rf "$data/pg_wal.moved"
   fault_pause resume
   wait_for "PostgreSQL on node$n, restarted by Patroni" 120 postgres_back "$n"
   wait_for "the cluster ready" 120 cluster_ready
@@ -1030,23 +1033,21 @@ fault_restore_wal_fs() {
   local n=$1 fs data
   fs=$(walfs_dir "$n") data=$(node_dir "$n")/data
   [ -e "$RUN/walfs$n" ] || { log "node$n: pg_wal is in the data directory"; return 0; }
-  # A PostgreSQL already down (its WAL volume filled) is moved as it is; Patroni restarts it.
-  local running=
-  if postmaster_pid "$n" >/dev/null && leader_node >/dev/null; then
-    running=1
-    fault_pause pause
-    pg_ctl_stop "$n"
-  fi
+  # Paused first, so that Patroni cannot start a PostgreSQL stopped by a full volume while its WAL
+  # is half copied (with no Patroni up, none can); a running one is stopped for the copy.
+  local paused=
+  if cluster_json >/dev/null 2>&1; then fault_pause pause; paused=1; fi
+  pg_ctl_stop "$n"
   if [ -L "$data/pg_wal" ]; then
     rm "$data/pg_wal"
     cp -a "$fs/pg_wal" "$data/pg_wal"
+  elif [ ! -e "$data/pg_wal" ] && [ -d "$data/pg_wal.moved" ]; then
+    mv "$data/pg_wal.moved" "$data/pg_wal"
   fi
   umount "$fs"
   rm -f "$RUN/walfs$n"
-  # Left paused with N down (small-wal-fs failed half-way): Patroni starts it once resumed.
-  if [ -z "$running" ] && [ "$(cluster_json | jq -r '.pause // false')" = true ]; then fault_pause resume; fi
-  if [ -n "$running" ]; then
-    fault_pause resume
+  if [ -n "$paused" ]; then fault_pause resume; fi
+  if running "patroni$n" "$(patroni_pattern "$n")"; then
     wait_for "PostgreSQL on node$n, restarted by Patroni" 120 postgres_back "$n"
     wait_for "the cluster ready" 120 cluster_ready
   fi

@@ -1332,17 +1332,23 @@ async fn s27_switchover_and_failover_in_synchronous_mode_are_never_critical() {
         let api = s.collector.api("/api/v1/clusters/demo");
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut worst = Vec::new();
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("a client");
+            let (mut worst, mut seen) = (Vec::new(), 0u32);
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(r) = reqwest::get(&api).await
+                if let Ok(r) = http.get(&api).send().await
                     && let Ok(d) = r.json::<Value>().await
-                    && verdict(&d) == "critical"
                 {
-                    worst.push(finding_codes(&d));
+                    seen += 1;
+                    if verdict(&d) == "critical" {
+                        worst.push(finding_codes(&d));
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            worst
+            (worst, seen)
         })
     };
     let mut timer = Timer::fault("switchover in synchronous mode", interval());
@@ -1377,7 +1383,8 @@ async fn s27_switchover_and_failover_in_synchronous_mode_are_never_critical() {
     timer.note(format!("node{new} -> node{candidate}"));
     timer.record();
     stop.store(true, Ordering::Relaxed);
-    let criticals = watch.await.expect("watcher");
+    let (criticals, seen) = watch.await.expect("watcher");
+    assert!(seen > 20, "the watcher read only {seen} verdicts");
     assert!(
         criticals.is_empty(),
         "critical during a synchronous-mode switchover or failover: {criticals:?}"

@@ -1,5 +1,5 @@
 //! `patroni.config`: Patroni's dynamic configuration (`GET /config`: the DCS's `config` key, from
-//! Patroni's cache, no DCS round trip) — what the cluster promises about synchronous replication
+//! Patroni's cache while it is valid) — what the cluster promises about synchronous replication
 //! (`synchronous_mode`, `_strict`, `synchronous_node_count`), failover (`maximum_lag_on_failover`,
 //! `ttl`, `loop_wait`, `retry_timeout`, `failsafe_mode`) and the permanent slots. The same on
 //! every member; the collector judges it against what PostgreSQL does.
@@ -37,10 +37,7 @@ pub fn judge(doc: &Value) -> ProbeResult {
     let facts = PatroniConfigFacts {
         synchronous_mode: mode as i32,
         synchronous_mode_strict: truthy(&doc["synchronous_mode_strict"]),
-        synchronous_node_count: doc["synchronous_node_count"]
-            .as_u64()
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(1),
+        synchronous_node_count: small(&doc["synchronous_node_count"]).unwrap_or(1),
         permanent_slots: doc["slots"]
             .as_object()
             .map(|s| s.keys().cloned().collect())
@@ -95,13 +92,18 @@ fn sync_mode(v: &Value) -> SyncMode {
 fn truthy(v: &Value) -> bool {
     match v {
         Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|n| n != 0.0),
         Value::String(s) => matches!(s.to_ascii_lowercase().as_str(), "on" | "true" | "yes" | "1"),
         _ => false,
     }
 }
 
+/// A count as Patroni reads it: a number, or a number in a string (`"2"`, from YAML).
 fn small(v: &Value) -> Option<u32> {
-    v.as_u64().and_then(|n| u32::try_from(n).ok())
+    match v {
+        Value::String(s) => s.trim().parse().ok(),
+        _ => v.as_u64().and_then(|n| u32::try_from(n).ok()),
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +151,9 @@ mod tests {
         assert_eq!(f.maximum_lag_on_failover, Some(1_048_576));
         // Patroni's default: one sync standby.
         assert_eq!(facts(json!({})).synchronous_node_count, 1);
+        let f = facts(json!({"synchronous_mode_strict": 1, "synchronous_node_count": "2"}));
+        assert!(f.synchronous_mode_strict);
+        assert_eq!(f.synchronous_node_count, 2);
     }
 
     #[test]

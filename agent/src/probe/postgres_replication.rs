@@ -5,10 +5,37 @@
 use vigie_proto::Facts;
 use vigie_proto::v1::{PostgresReplicationFacts, WalSender};
 
+use std::collections::HashMap;
+
 use super::patroni_node::Role;
-use super::postgres_session::{Lsn, PgContext};
+use super::postgres_session::{Lsn, PgContext, SyncRep, SyncWaiter};
 use super::{Outcome, ProbeId};
 use crate::result::ProbeResult;
+
+/// Since when each commit has been seen waiting for a synchronous standby (the same session
+/// and transaction in consecutive cycles), on the server's clock. One sample cannot tell a
+/// commit that hangs from one caught in its milliseconds of confirmation, nor (by
+/// `query_start`) from a long statement or a procedure committing as it goes.
+#[derive(Debug, Default)]
+pub struct SyncWaits {
+    first_seen: HashMap<SyncWaiter, f64>,
+}
+
+impl SyncWaits {
+    /// Remembers this cycle's waiters (forgetting the others) and fills the longest wait.
+    pub fn observe(&mut self, sync: &mut SyncRep, now: f64) {
+        let mut seen = HashMap::with_capacity(sync.waiting.len());
+        for w in &sync.waiting {
+            let since = self.first_seen.get(w).copied().unwrap_or(now);
+            seen.insert(w.clone(), since);
+        }
+        sync.longest_wait_s = seen
+            .values()
+            .map(|since| (now - since).max(0.0))
+            .reduce(f64::max);
+        self.first_seen = seen;
+    }
+}
 
 pub fn judge(ctx: &PgContext<'_>) -> ProbeResult {
     let id = ProbeId::PostgresReplication;
@@ -257,6 +284,32 @@ mod tests {
 #[cfg(test)]
 mod sync_tests {
     use super::*;
+
+    #[test]
+    fn a_wait_counts_from_when_the_same_commit_was_first_seen() {
+        let mut waits = SyncWaits::default();
+        let waiter = |pid, xid: &str| SyncWaiter {
+            pid,
+            xid: Some(xid.into()),
+        };
+        let mut sync = SyncRep {
+            waiting: vec![waiter(10, "700")],
+            ..Default::default()
+        };
+        waits.observe(&mut sync, 100.0);
+        assert_eq!(sync.longest_wait_s, Some(0.0));
+        // Still waiting a cycle later; a second session joins.
+        sync.waiting = vec![waiter(10, "700"), waiter(11, "701")];
+        waits.observe(&mut sync, 101.5);
+        assert_eq!(sync.longest_wait_s, Some(1.5));
+        // The same session committing its next transaction is a new, short wait.
+        sync.waiting = vec![waiter(10, "702")];
+        waits.observe(&mut sync, 102.5);
+        assert_eq!(sync.longest_wait_s, Some(0.0));
+        sync.waiting.clear();
+        waits.observe(&mut sync, 103.0);
+        assert_eq!(sync.longest_wait_s, None);
+    }
     use crate::probe::patroni_cluster::ClusterView;
     use crate::probe::postgres_session::tests_support::{cfg, sender, snapshot};
 

@@ -93,8 +93,18 @@ pub struct SyncRep {
     pub commit: String,
     /// Sessions waiting for a synchronous standby to confirm their commit.
     pub waiters: i64,
-    /// The longest of those waits, since its statement started (seconds).
+    /// Some of them (the query's limit): which session, committing which transaction.
+    pub waiting: Vec<SyncWaiter>,
+    /// How long the longest-waiting of those commits has been seen waiting, across cycles
+    /// (seconds; see `postgres_replication::SyncWaits`): not in the query, filled before judging.
     pub longest_wait_s: Option<f64>,
+}
+
+/// A session waiting on `SyncRep`: its pid and the transaction it commits.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+pub struct SyncWaiter {
+    pub pid: i64,
+    pub xid: Option<String>,
 }
 
 /// One `pg_replication_slots` row; LSNs as text, retained bytes counted by the server.
@@ -305,8 +315,9 @@ SELECT
   current_setting('synchronous_standby_names') AS synchronous_standby_names,
   current_setting('synchronous_commit') AS synchronous_commit,
   (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep') AS sync_waiters,
-  (SELECT extract(epoch FROM max(now() - query_start))::float8 FROM pg_stat_activity
-     WHERE wait_event = 'SyncRep') AS longest_sync_wait
+  (SELECT coalesce(json_agg(w), '[]')::text FROM (
+     SELECT pid, backend_xid::text AS xid FROM pg_stat_activity WHERE wait_event = 'SyncRep'
+     ORDER BY pid LIMIT 64) w) AS sync_waiting
 ";
 
 /// The long-lived session.
@@ -543,7 +554,8 @@ fn parse_row(row: &tokio_postgres::Row) -> Result<PgSnapshot, String> {
             standby_names: col("synchronous_standby_names")?.unwrap_or_default(),
             commit: col("synchronous_commit")?.unwrap_or_default(),
             waiters: i64_col("sync_waiters")?.unwrap_or_default(),
-            longest_wait_s: f64_col("longest_sync_wait")?,
+            waiting: json(col("sync_waiting")?, "pg_stat_activity")?.unwrap_or_default(),
+            longest_wait_s: None,
         },
     })
 }

@@ -57,7 +57,7 @@ fn blocked(view: &View<'_>, findings: &mut Vec<Finding>) {
         let name = n.name();
         let names = f.synchronous_standby_names.as_deref().unwrap_or("?");
         let sync = confirming(f);
-        let why = if names.trim() == "*" {
+        let why = if names.trim() == "*" && sync.is_empty() {
             "strict synchronous mode with no standby left: bring a replica back (or, accepting the risk, turn synchronous_mode_strict off)"
         } else if sync.is_empty() {
             "no standby is synchronous now: bring one back, or take it out of synchronous_standby_names"
@@ -83,6 +83,17 @@ fn blocked(view: &View<'_>, findings: &mut Vec<Finding>) {
 
 fn missing(view: &View<'_>, findings: &mut Vec<Finding>, blind: &mut Vec<String>) {
     let Some(cfg) = view.patroni_config() else {
+        // Patroni answers but its configuration is unread: whether commits are promised a sync
+        // standby is unknown.
+        if let Some((name, o)) = view
+            .fresh()
+            .find_map(|n| Some((n.name(), n.result(ProbeId::PatroniConfig)?)))
+        {
+            blind.push(format!(
+                "Patroni's configuration is unread (patroni.config on {name}: {}): synchronous replication is unjudged",
+                o.message
+            ));
+        }
         return;
     };
     let mode = cfg.synchronous_mode();
@@ -384,6 +395,28 @@ mod tests {
             m.contains("Patroni names node2 sync standby, but PostgreSQL waits for node3")
                 && m.contains("a failover to node2 would lose commits"),
             "{m}"
+        );
+    }
+
+    #[test]
+    fn an_unread_patroni_configuration_is_a_blind_spot() {
+        let mut lab = Lab::healthy();
+        for n in ["node1", "node2", "node3"] {
+            lab = lab.set(
+                n,
+                "patroni.config",
+                Status::Critical,
+                serde_json::Value::Null,
+            );
+        }
+        let v = lab.verdict();
+        assert_eq!(v.health, Health::Unknown, "{:?}", v.findings);
+        assert!(
+            v.blind_spots
+                .iter()
+                .any(|b| b.contains("Patroni's configuration is unread")),
+            "{:?}",
+            v.blind_spots
         );
     }
 
