@@ -646,6 +646,16 @@ fn finding_message(doc: &Value, code: &str, node: &str) -> Option<String> {
         .and_then(|f| f["message"].as_str().map(str::to_string))
 }
 
+/// Findings `code` on a node other than `node`.
+fn elsewhere<'a>(doc: &'a Value, code: &str, node: &str) -> Vec<&'a Value> {
+    doc["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["code"] == code && f["nodes"][0] != node)
+        .collect()
+}
+
 /// Waits for finding `code` on `node` to show (pending or not), then for the verdict to be
 /// `critical` with it `within` that: the grace of a steady cluster, no more. Times it.
 async fn critical_soon_after_seen(
@@ -1099,12 +1109,7 @@ async fn s23_a_failing_archive_command_is_critical_on_the_leader_and_clears_afte
         "{message}"
     );
     // Only the node that archives: the replicas (archive_mode = on) do not.
-    let others: Vec<_> = doc["findings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|f| f["code"] == "ARCHIVING_FAILING" && f["nodes"][0] != node.as_str())
-        .collect();
+    let others = elsewhere(&doc, "ARCHIVING_FAILING", &node);
     assert!(others.is_empty(), "{others:?}");
     timer.note(message);
     timer.repair();
@@ -1207,12 +1212,7 @@ async fn s25_a_frozen_sync_standby_hangs_commits_critical_on_the_leader_and_clea
             && message.contains(&format!("synchronous now: node{sync}")),
         "{message}"
     );
-    let others: Vec<_> = doc["findings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|f| f["code"] == "WRITES_BLOCKED_SYNCREP" && f["nodes"][0] != node.as_str())
-        .collect();
+    let others = elsewhere(&doc, "WRITES_BLOCKED_SYNCREP", &node);
     assert!(others.is_empty(), "{others:?}");
     timer.note(message);
     timer.repair();

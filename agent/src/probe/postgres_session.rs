@@ -288,8 +288,8 @@ SELECT
      FROM pg_stat_archiver) a) END AS archiver,
   CASE WHEN current_setting('archive_mode') <> 'off' THEN
      (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready') END AS archive_ready,
-  (SELECT coalesce(sum(size), 0)::int8 FROM pg_ls_waldir()) AS wal_dir_bytes,
-  (SELECT count(*) FROM pg_ls_waldir()) AS wal_dir_files,
+  (SELECT row_to_json(d)::text FROM (
+     SELECT coalesce(sum(size), 0)::int8 AS bytes, count(*) AS files FROM pg_ls_waldir()) d) AS wal_dir,
   (SELECT setting::int8 * 1048576 FROM pg_settings WHERE name = 'max_wal_size') AS max_wal_bytes,
   (SELECT CASE WHEN setting::int8 < 0 THEN -1 ELSE setting::int8 * 1048576 END
      FROM pg_settings WHERE name = 'max_slot_wal_keep_size') AS max_slot_wal_keep_bytes,
@@ -492,13 +492,20 @@ fn parse_row(row: &tokio_postgres::Row) -> Result<PgSnapshot, String> {
         text.map(|t| serde_json::from_str(&t).map_err(|e| format!("{what}: {e}")))
             .transpose()
     }
+    /// `pg_wal`, listed once.
+    #[derive(Deserialize)]
+    struct WalDir {
+        bytes: i64,
+        files: i64,
+    }
+    let wal_dir: Option<WalDir> = json(col("wal_dir")?, "pg_ls_waldir")?;
     let retention = Retention {
         slots: json(col("slots")?, "pg_replication_slots")?.unwrap_or_default(),
         archive_mode: col("archive_mode")?.unwrap_or_default(),
         archiver: json(col("archiver")?, "pg_stat_archiver")?,
         archive_ready: i64_col("archive_ready")?,
-        wal_dir_bytes: i64_col("wal_dir_bytes")?,
-        wal_dir_files: i64_col("wal_dir_files")?,
+        wal_dir_bytes: wal_dir.as_ref().map(|d| d.bytes),
+        wal_dir_files: wal_dir.as_ref().map(|d| d.files),
         max_wal_bytes: i64_col("max_wal_bytes")?.unwrap_or_default(),
         max_slot_wal_keep_bytes: i64_col("max_slot_wal_keep_bytes")?.unwrap_or(-1),
     };

@@ -355,6 +355,15 @@ pub fn codes(v: &super::Verdict) -> Vec<(String, Vec<String>)> {
 }
 
 /// Whether the verdict has `code` about exactly `nodes`.
+/// The message of the verdict's first finding with `code` (panics when there is none).
+pub fn message(v: &super::Verdict, code: super::Code) -> &str {
+    v.findings
+        .iter()
+        .find(|f| f.code == code)
+        .map(|f| f.message.as_str())
+        .unwrap_or_else(|| panic!("no {} in {:?}", code.as_str(), v.findings))
+}
+
 pub fn has(v: &super::Verdict, code: super::Code, nodes: &[&str]) -> bool {
     v.findings
         .iter()

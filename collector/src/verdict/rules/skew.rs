@@ -7,50 +7,41 @@
 use crate::model::ProbeId;
 use crate::verdict::view::View;
 
-/// Probes newer than the typed wire's first version: a typed agent older than them reports its
-/// SQL probes without these, and what they watch is then unwatched on that node.
-const LATER_SQL_PROBES: [ProbeId; 2] =
-    [ProbeId::PostgresWalRetention, ProbeId::PostgresXminHorizon];
-
-/// The same for the Patroni probes: an agent without them leaves synchronous replication and
-/// Patroni's promises unjudged on that node.
-const LATER_PATRONI_PROBES: [ProbeId; 1] = [ProbeId::PatroniConfig];
+/// Probes newer than the typed wire's first version, by the probe that shows their component
+/// is watched on a node: a typed agent older than them reports that component without these,
+/// and what they watch is then unwatched there.
+const LATER_PROBES: [(ProbeId, &[ProbeId], &str); 2] = [
+    (
+        ProbeId::PostgresRecovery,
+        &[ProbeId::PostgresWalRetention, ProbeId::PostgresXminHorizon],
+        "WAL retention, archiving and the xmin horizon are",
+    ),
+    (
+        ProbeId::PatroniNode,
+        &[ProbeId::PatroniConfig],
+        "Patroni's synchronous mode is",
+    ),
+];
 
 pub fn check(view: &View<'_>, blind: &mut Vec<String>) {
-    for n in view.fresh().filter(|n| !n.state.untyped_facts) {
-        if n.result(ProbeId::PatroniNode).is_none() {
-            continue;
-        }
-        let missing: Vec<&str> = LATER_PATRONI_PROBES
-            .iter()
-            .filter(|id| !n.state.results.contains_key(id))
-            .map(|id| id.name())
-            .collect();
-        if !missing.is_empty() {
-            blind.push(format!(
-                "the agent on {} (version {}) does not report {}: Patroni's synchronous mode is unwatched there; upgrade it",
-                n.name(),
-                n.state.agent_version,
-                missing.join(", ")
-            ));
-        }
-    }
-    for n in view.fresh().filter(|n| !n.state.untyped_facts) {
-        if n.result(ProbeId::PostgresRecovery).is_none() {
-            continue; // no SQL probes on this node
-        }
-        let missing: Vec<&str> = LATER_SQL_PROBES
-            .iter()
-            .filter(|id| !n.state.results.contains_key(id))
-            .map(|id| id.name())
-            .collect();
-        if !missing.is_empty() {
-            blind.push(format!(
-                "the agent on {} (version {}) does not report {}: WAL retention, archiving and the xmin horizon are unwatched there; upgrade it",
-                n.name(),
-                n.state.agent_version,
-                missing.join(", ")
-            ));
+    for (shown_by, later, what) in LATER_PROBES {
+        for n in view.fresh().filter(|n| !n.state.untyped_facts) {
+            if n.result(shown_by).is_none() {
+                continue; // that component is not watched on this node
+            }
+            let missing: Vec<&str> = later
+                .iter()
+                .filter(|id| !n.state.results.contains_key(id))
+                .map(|id| id.name())
+                .collect();
+            if !missing.is_empty() {
+                blind.push(format!(
+                    "the agent on {} (version {}) does not report {}: {what} unwatched there; upgrade it",
+                    n.name(),
+                    n.state.agent_version,
+                    missing.join(", ")
+                ));
+            }
         }
     }
     for n in view.fresh().filter(|n| n.state.untyped_facts) {

@@ -201,7 +201,7 @@ mod tests {
     use serde_json::json;
 
     use crate::model::Status;
-    use crate::verdict::testkit::{Lab, has};
+    use crate::verdict::testkit::{Lab, has, message};
     use crate::verdict::{Code, Health};
 
     /// The lab with Patroni's synchronous mode as given on every node.
@@ -287,17 +287,12 @@ mod tests {
             );
             if expected {
                 assert_eq!(v.health, Health::Critical);
-                let f = v
-                    .findings
-                    .iter()
-                    .find(|f| f.code == Code::WritesBlockedSyncrep)
-                    .expect("finding");
+                let f = message(&v, Code::WritesBlockedSyncrep);
                 assert!(
-                    f.message.contains("3 session(s) wait")
-                        && f.message.contains("12s")
-                        && f.message.contains("synchronous now: node2"),
-                    "{}",
-                    f.message
+                    f.contains("3 session(s) wait")
+                        && f.contains("12s")
+                        && f.contains("synchronous now: node2"),
+                    "{f}"
                 );
             }
         }
@@ -317,26 +312,12 @@ mod tests {
             "{:?}",
             v.findings
         );
-        let blocked = v
-            .findings
-            .iter()
-            .find(|f| f.code == Code::WritesBlockedSyncrep)
-            .expect("finding");
+        let blocked = message(&v, Code::WritesBlockedSyncrep);
+        assert!(blocked.contains("strict synchronous mode"), "{blocked}");
+        let missing = message(&v, Code::SyncStandbyMissing);
         assert!(
-            blocked.message.contains("strict synchronous mode"),
-            "{}",
-            blocked.message
-        );
-        let missing = v
-            .findings
-            .iter()
-            .find(|f| f.code == Code::SyncStandbyMissing)
-            .expect("finding");
-        assert!(
-            missing.message.contains("(strict) asks for 1")
-                && missing.message.contains("commits wait"),
-            "{}",
-            missing.message
+            missing.contains("(strict) asks for 1") && missing.contains("commits wait"),
+            "{missing}"
         );
     }
 
@@ -351,12 +332,7 @@ mod tests {
         );
         assert!(!has(&v, Code::WritesBlockedSyncrep, &["node1"]));
         assert_eq!(v.health, Health::Degraded);
-        let m = &v
-            .findings
-            .iter()
-            .find(|f| f.code == Code::SyncStandbyMissing)
-            .expect("finding")
-            .message;
+        let m = message(&v, Code::SyncStandbyMissing);
         assert!(
             m.contains("PostgreSQL has 0 (none)") && m.contains("may lose"),
             "{m}"
@@ -385,12 +361,7 @@ mod tests {
             "node2",
         );
         let v = lab.verdict();
-        let m = &v
-            .findings
-            .iter()
-            .find(|f| f.code == Code::SyncStandbyMissing)
-            .expect("finding")
-            .message;
+        let m = message(&v, Code::SyncStandbyMissing);
         assert!(
             m.contains("Patroni names node2 sync standby, but PostgreSQL waits for node3")
                 && m.contains("a failover to node2 would lose commits"),
